@@ -1,0 +1,68 @@
+"""Exception hierarchy.
+
+Normal outcomes (a refused call) are values, never exceptions. Exceptions are
+for input that cannot be processed: a malformed SIP message or a bad rule file.
+A `SipProtocolError` carries the SIP status the driver answers with, converted
+once at the driver boundary.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SipguardError",
+    "SipProtocolError",
+    "SipParseError",
+    "MessageTooLarge",
+    "LoopDetected",
+    "RuleFileError",
+]
+
+
+class SipguardError(Exception):
+    """Base class of every error sipguard raises on purpose."""
+
+
+class SipProtocolError(SipguardError):
+    """A SIP message that cannot be processed; `status_hint` is the answer."""
+
+    status_hint: int = 400
+
+    def __init__(self, message: str, *, status_hint: int | None = None) -> None:
+        super().__init__(message)
+        if status_hint is not None:
+            self.status_hint = status_hint
+
+
+class SipParseError(SipProtocolError):
+    """Bytes that are not a well-formed SIP message (RFC 3261 §25)."""
+
+    status_hint = 400
+
+
+class MessageTooLarge(SipProtocolError):
+    """A message over the configured size limit (RFC 3261 §21.5.14)."""
+
+    status_hint = 513
+
+
+class LoopDetected(SipProtocolError):
+    """Max-Forwards exhausted (RFC 3261 §16.3 item 3)."""
+
+    status_hint = 483
+
+
+class RuleFileError(SipguardError):
+    """A rule-file problem at a known place: `str()` is `path:line:col: message`.
+
+    `line` and `column` are 1-based, as editors count them.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int, column: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.message}"
