@@ -1,0 +1,1101 @@
+"""The B2BUA core: two legs per call, messages in, messages out (sans-IO).
+
+`B2BUA` consumes parsed messages (or raw datagrams) with the peer they came
+from and `now`, and produces `Transmit` commands (`datagrams_to_send`) and
+call events (`next_event`). It never reads a clock or touches a socket: the
+driver calls `handle_timer(now=...)` at `next_deadline()`.
+
+Call model: the inbound leg A (we are its UAS) and the outbound leg B (we are
+its UAC) have their own Call-ID, tags, CSeq and Via. Requests are relayed
+between the legs by pairing a server transaction on one leg with a client
+transaction on the other (`_Relay`); responses travel back the same pair.
+
+Rules:
+1. No open relay. A new call is admitted only by the `Gate` (trunk lookup and
+   policy); an in-dialog request is accepted only from the host its leg was
+   set up with; every request goes to a leg's fixed peer (see dialog.py).
+2. Every call ends exactly once (`CallEnded`), whatever ends it: BYE, CANCEL,
+   a failure response, a timeout, or a transport error; its dialogs are then
+   forgotten, and its transactions linger only as long as RFC 3261 asks.
+3. A CANCEL from the caller is answered at once (200 for the CANCEL, 487 for
+   the INVITE); the B leg is cancelled as soon as it has sent a provisional
+   response (§9.1), and a 2xx that crosses the CANCEL is ACKed and BYEd.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sipguard.dialog import IdFactory, Leg, LocalAddress
+from sipguard.errors import SipParseError, SipProtocolError
+from sipguard.policy.decision import Allow, Refuse
+from sipguard.sip.headers import header_key
+from sipguard.sip.message import Headers, Request, Response
+from sipguard.sip.parser import parse_message
+from sipguard.sip.serializer import build_response, to_bytes
+from sipguard.sip.uri import NameAddr, SipUri, TelUri, parse_name_addr
+from sipguard.transaction import (
+    DEFAULT_RING_TIMEOUT,
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    Peer,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    Transaction,
+    Transmit,
+    TxState,
+)
+
+__all__ = [
+    "Allow",
+    "B2BUA",
+    "CallEnded",
+    "CallRefused",
+    "CallStarted",
+    "Event",
+    "Gate",
+    "MessageRejected",
+    "Refuse",
+]
+
+ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+_RELAYED_IN_DIALOG = frozenset(
+    {"INVITE", "UPDATE", "INFO", "OPTIONS", "MESSAGE", "NOTIFY", "REFER"}
+)
+# Headers that belong to one hop or one dialog and are rebuilt per leg; every
+# other header is end-to-end and copied across.
+_PER_LEG = frozenset(
+    {
+        "via",
+        "route",
+        "record-route",
+        "contact",
+        "from",
+        "to",
+        "call-id",
+        "cseq",
+        "max-forwards",
+        "content-length",
+        "rseq",
+        "rack",
+        "proxy-require",
+        "proxy-authorization",
+        "authorization",
+    }
+)
+# Extensions sipguard can relay transparently; a Require naming anything else
+# is refused with 420 (RFC 3261 §8.2.2.3). 100rel is not relayed: reliable
+# provisional responses would need PRACK handling on both legs.
+_SUPPORTED_EXTENSIONS = frozenset({"timer", "replaces", "norefersub", "histinfo"})
+
+
+# --- admission: what the policy layer tells the core -----------------------
+
+
+class Gate(Protocol):
+    """The core's view of the rules: the server passes the current one in."""
+
+    def decide(self, request: Request, peer: Peer, *, now: float) -> Allow | Refuse:
+        """Admit or refuse a dialog-creating INVITE from `peer`."""
+        ...
+
+    def is_known(self, peer: Peer) -> bool:
+        """Whether `peer` is a trunk source or a trunk's route (for OPTIONS)."""
+        ...
+
+
+# --- events: what the core tells the driver ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """A new call was admitted and relayed to its route."""
+
+    trunk: str
+    peer: Peer
+    a_call_id: str
+    b_call_id: str
+    caller: str
+    callee: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRefused:
+    """A new call was refused before any state was created."""
+
+    trunk: str | None
+    peer: Peer
+    call_id: str
+    status: int
+    rule: str
+    reason: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """A call that was started has ended; emitted exactly once per call."""
+
+    trunk: str
+    a_call_id: str
+    b_call_id: str
+    status: int  # final status of the INVITE as relayed to the caller
+    ended_by: str  # "caller", "callee", "timeout", "error"
+    answered: bool
+    start: float
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected:
+    """A message was answered with an error or dropped before any call logic."""
+
+    peer: Peer
+    status: int | None  # None when dropped unanswered
+    reason: str
+
+
+Event = CallStarted | CallRefused | CallEnded | MessageRejected
+
+
+# --- per-call state -----------------------------------------------------------
+
+
+class Side(enum.Enum):
+    A = "a"
+    B = "b"
+
+
+class CallState(enum.Enum):
+    EARLY = "early"  # INVITE relayed, no final response yet
+    ANSWERED = "answered"  # 2xx relayed to A, waiting for A's ACK
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class _Relay:
+    """A request relayed from one leg to the other, and its way back."""
+
+    call: Call
+    origin: Side
+    server_tx: ServerInviteTransaction | ServerNonInviteTransaction
+    target_cseq: int
+    ack: bytes | None = None  # the ACK we sent for the target's 2xx (INVITE only)
+
+
+@dataclass(slots=True)
+class Call:
+    trunk: str
+    a: Leg
+    b: Leg
+    a_invite: ServerInviteTransaction
+    b_invite: ClientInviteTransaction
+    start: float
+    state: CallState = CallState.EARLY
+    final_status: int = 0
+    cancelled: bool = False
+    b_answered: bool = False
+    invite_relay: _Relay | None = None  # the INVITE (initial or re-) in progress
+    ended_by: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def leg(self, side: Side) -> Leg:
+        return self.a if side is Side.A else self.b
+
+    def other(self, side: Side) -> Leg:
+        return self.b if side is Side.A else self.a
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Tunables of the core.
+
+    `local` maps a transport name to the address advertised on it.
+    """
+
+    local: dict[str, LocalAddress]
+    ring_timeout: float = DEFAULT_RING_TIMEOUT
+    server_header: str = "sipguard"
+
+
+# --- the core ------------------------------------------------------------------
+
+
+class B2BUA:
+    """The sans-IO B2BUA. See the module docstring for the contract."""
+
+    def __init__(self, *, config: CoreConfig, gate: Gate, ids: IdFactory) -> None:
+        self.config = config
+        self.gate = gate
+        self._ids = ids
+        self._outbox: list[Transmit] = []
+        self._events: deque[Event] = deque()
+        self._server_txs: dict[
+            tuple[str, ...], ServerInviteTransaction | ServerNonInviteTransaction
+        ] = {}
+        self._client_txs: dict[
+            tuple[str, ...], ClientInviteTransaction | ClientNonInviteTransaction
+        ] = {}
+        self._relays: dict[tuple[str, ...], _Relay] = {}
+        self._invite_calls: dict[tuple[str, ...], Call] = {}
+        self._b_invites: dict[tuple[str, ...], Call] = {}
+        self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
+        self._timers: list[tuple[float, int, Transaction]] = []
+        self._scheduled: dict[int, float] = {}
+        self._timer_seq = 0
+        self.calls_active = 0
+
+    # -- driver interface --------------------------------------------------
+
+    def receive_datagram(self, data: bytes, peer: Peer, *, now: float) -> None:
+        """Parse and handle one datagram (or one framed TCP message)."""
+        if not data.strip(b"\r\n"):
+            return  # keepalive
+        try:
+            message = parse_message(data)
+        except SipProtocolError as exc:
+            self._answer_unparseable(data, peer, exc)
+            return
+        self.receive_message(message, peer, now=now)
+
+    def receive_message(self, message: Request | Response, peer: Peer, *, now: float) -> None:
+        """Handle one parsed message from `peer`."""
+        try:
+            if isinstance(message, Response):
+                self._on_response(message, now=now)
+            else:
+                self._on_request(message, peer, now=now)
+        except SipParseError as exc:
+            # A header the parser accepted lazily turned out malformed.
+            if isinstance(message, Request) and message.method != "ACK":
+                self._reply(message, peer, exc.status_hint, _short(str(exc)))
+            self._events.append(MessageRejected(peer, exc.status_hint, str(exc)))
+
+    def transport_failed(self, peer: Peer, *, now: float) -> None:
+        """The driver could not reach `peer`: fail its pending client transactions."""
+        for tx in [tx for tx in self._client_txs.values() if tx.peer == peer]:
+            if tx.state in (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING):
+                tx.transport_failed()
+                self._after_client_tx(tx, now=now)
+
+    def datagrams_to_send(self) -> list[Transmit]:
+        """Take the queued transmissions (flush required after every input)."""
+        # The transactions hold this very list: empty it, never replace it.
+        out = self._outbox[:]
+        self._outbox.clear()
+        return out
+
+    def next_event(self) -> Event | None:
+        """Pop the next call event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `handle_timer` must run, or None."""
+        timers = self._timers
+        while timers:
+            deadline, _, tx = timers[0]
+            if self._scheduled.get(id(tx)) == deadline and not tx.is_terminated:
+                return deadline
+            heapq.heappop(timers)
+            if self._scheduled.get(id(tx)) == deadline:
+                del self._scheduled[id(tx)]
+        return None
+
+    def handle_timer(self, *, now: float) -> None:
+        """Run every transaction timer due at `now`."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, tx = heapq.heappop(timers)
+            if self._scheduled.get(id(tx)) != deadline:
+                continue
+            del self._scheduled[id(tx)]
+            if tx.is_terminated:
+                continue
+            tx.handle_timer(now=now)
+            if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
+                self._after_client_tx(tx, now=now)
+            elif isinstance(tx, ServerInviteTransaction | ServerNonInviteTransaction):
+                self._after_server_tx(tx, now=now)
+
+    @property
+    def transaction_count(self) -> int:
+        """Live transactions (for leak checks and metrics)."""
+        return len(self._server_txs) + len(self._client_txs)
+
+    @property
+    def dialog_count(self) -> int:
+        """Live dialog entries, two per established call."""
+        return len(self._dialogs)
+
+    # -- timers ------------------------------------------------------------------
+
+    def _watch(self, tx: Transaction) -> None:
+        """Schedule `tx`'s deadline; forget it once terminated."""
+        if tx.is_terminated:
+            self._forget(tx)
+            return
+        deadline = tx.deadline
+        if deadline is None:
+            return
+        scheduled = self._scheduled.get(id(tx))
+        if scheduled is not None and scheduled <= deadline:
+            return  # the earlier entry fires first and re-schedules
+        self._scheduled[id(tx)] = deadline
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (deadline, self._timer_seq, tx))
+
+    def _forget(self, tx: Transaction) -> None:
+        self._scheduled.pop(id(tx), None)
+        if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
+            if self._client_txs.get(tx.key) is tx:
+                del self._client_txs[tx.key]
+            self._relays.pop(tx.key, None)
+            self._b_invites.pop(tx.key, None)
+        else:
+            if self._server_txs.get(tx.key) is tx:
+                del self._server_txs[tx.key]
+            self._invite_calls.pop(tx.key, None)
+
+    # -- requests -----------------------------------------------------------------
+
+    def _on_request(self, request: Request, peer: Peer, *, now: float) -> None:
+        method = request.method
+        key = _server_key(request)
+        existing = self._server_txs.get(key)
+        if existing is not None:
+            if method == "ACK":
+                if isinstance(existing, ServerInviteTransaction):
+                    existing.receive_ack(now=now)
+                    self._watch(existing)
+            else:
+                existing.receive_retransmission()
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, peer, now=now)
+            return
+        to_tag = request.to.tag
+        if to_tag is not None:
+            self._on_in_dialog(request, to_tag, peer, now=now)
+            return
+        if method == "ACK":
+            return  # ACK for a stateless reject, or stray: RFC 3261 §17.2.3
+        if method == "INVITE":
+            self._on_new_invite(request, key, peer, now=now)
+        elif not self.gate.is_known(peer):
+            self._reply(request, peer, 403, "Forbidden")
+        elif method == "OPTIONS":
+            self._reply(request, peer, 200, "OK", extra=self._capabilities())
+        else:
+            self._reply(
+                request, peer, 405, "Method Not Allowed", extra=[("Allow", ALLOWED_METHODS)]
+            )
+
+    def _on_new_invite(
+        self, request: Request, key: tuple[str, ...], peer: Peer, *, now: float
+    ) -> None:
+        max_forwards = request.max_forwards
+        if max_forwards == 0:
+            self._reply(request, peer, 483, "Too Many Hops")
+            return
+        unsupported = _unsupported(request)
+        if unsupported:
+            self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
+            return
+        decision = self.gate.decide(request, peer, now=now)
+        if isinstance(decision, Refuse):
+            self._reply(request, peer, decision.status, decision.reason, extra=decision.headers)
+            self._events.append(
+                CallRefused(
+                    decision.trunk,
+                    peer,
+                    request.call_id,
+                    decision.status,
+                    decision.rule,
+                    decision.reason,
+                    now,
+                )
+            )
+            return
+        server_tx = ServerInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
+        self._server_txs[key] = server_tx
+        # RFC 3261 §17.2.1: answer 100 at once so the caller stops retransmitting.
+        server_tx.send_response(_make_response(request, peer, 100, "Trying"), now=now)
+        call = self._start_call(request, peer, decision, server_tx, now=now)
+        self._invite_calls[key] = call
+        self._events.append(
+            CallStarted(
+                decision.trunk,
+                peer,
+                call.a.call_id,
+                call.b.call_id,
+                str(request.from_.uri),
+                request.uri,
+                now,
+            )
+        )
+
+    def _start_call(
+        self,
+        request: Request,
+        peer: Peer,
+        decision: Allow,
+        server_tx: ServerInviteTransaction,
+        *,
+        now: float,
+    ) -> Call:
+        route = decision.route
+        a_local = self._local(peer.transport)
+        b_local = self._local(route.transport)
+        contact = request.contacts[0].uri if request.contacts else request.from_.uri
+        a_leg = Leg(
+            call_id=request.call_id,
+            local_tag=self._ids.tag(),
+            local_uri=request.to,
+            remote_uri=request.from_,
+            remote_tag=request.from_.tag,
+            remote_target=str(contact),
+            peer=peer,
+            local=a_local,
+            local_cseq=0,
+            remote_cseq=request.cseq.seq,
+            route_set=request.record_routes,
+        )
+        b_from = request.from_ if decision.from_value is None else _parse_from(decision.from_value)
+        b_leg = Leg(
+            call_id=self._ids.call_id(),
+            local_tag=self._ids.tag(),
+            local_uri=b_from,
+            remote_uri=request.to,
+            remote_tag=None,
+            remote_target=_outbound_uri(request, route),
+            peer=route,
+            local=b_local,
+        )
+        max_forwards = (request.max_forwards or 70) - 1
+        extra = list(_end_to_end(request.headers, decision.strip))
+        extra.extend(decision.headers)
+        invite = b_leg.build_request(
+            "INVITE",
+            cseq=b_leg.next_cseq(),
+            branch=self._ids.branch(),
+            max_forwards=max_forwards,
+            extra=extra,
+            body=request.body,
+            with_contact=True,
+        )
+        client_tx = ClientInviteTransaction(
+            invite,
+            key=_client_key(invite),
+            peer=route,
+            outbox=self._outbox,
+            now=now,
+            ring_timeout=self.config.ring_timeout,
+        )
+        self._client_txs[client_tx.key] = client_tx
+        call = Call(decision.trunk, a_leg, b_leg, server_tx, client_tx, start=now)
+        call.invite_relay = _Relay(call, Side.A, server_tx, b_leg.local_cseq)
+        self._b_invites[client_tx.key] = call
+        self._dialogs[(a_leg.call_id, a_leg.local_tag)] = (call, Side.A)
+        self._dialogs[(b_leg.call_id, b_leg.local_tag)] = (call, Side.B)
+        self.calls_active += 1
+        self._watch(server_tx)
+        self._watch(client_tx)
+        return call
+
+    def _on_cancel(self, request: Request, peer: Peer, *, now: float) -> None:
+        invite_key = _server_key(request, method="INVITE")
+        call = self._invite_calls.get(invite_key)
+        if call is None or call.a.peer.host != peer.host:
+            # RFC 3261 §9.2: no matching INVITE transaction -> 481.
+            status = 481 if self.gate.is_known(peer) else 403
+            self._reply(
+                request,
+                peer,
+                status,
+                "Call/Transaction Does Not Exist" if status == 481 else "Forbidden",
+            )
+            return
+        cancel_tx = ServerNonInviteTransaction(
+            request, key=_server_key(request), peer=peer, outbox=self._outbox
+        )
+        self._server_txs[cancel_tx.key] = cancel_tx
+        cancel_tx.send_response(_make_response(request, peer, 200, "OK"), now=now)
+        self._watch(cancel_tx)
+        if call.a_invite.state is TxState.PROCEEDING:
+            call.cancelled = True
+            self._final_to_a(call, 487, "Request Terminated", now=now)
+            self._cancel_b(call, now=now)
+            self._end_call(call, "caller", now=now)
+
+    def _on_in_dialog(self, request: Request, to_tag: str, peer: Peer, *, now: float) -> None:
+        found = self._dialogs.get((request.call_id, to_tag))
+        if found is None:
+            if request.method != "ACK":
+                known = self.gate.is_known(peer)
+                self._reply(
+                    request,
+                    peer,
+                    481 if known else 403,
+                    "Call/Transaction Does Not Exist" if known else "Forbidden",
+                )
+            return
+        call, side = found
+        leg = call.leg(side)
+        if peer.host != leg.peer.host:
+            if request.method != "ACK":
+                self._reply(request, peer, 403, "Forbidden")
+            self._events.append(MessageRejected(peer, 403, "in-dialog request from a foreign host"))
+            return
+        if request.method == "ACK":
+            self._on_ack(call, side, request, now=now)
+            return
+        key = _server_key(request)
+        server_tx: ServerInviteTransaction | ServerNonInviteTransaction
+        if request.method == "INVITE":
+            server_tx = ServerInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
+            server_tx.send_response(_make_response(request, peer, 100, "Trying"), now=now)
+        else:
+            server_tx = ServerNonInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
+        self._server_txs[key] = server_tx
+        self._in_dialog_request(call, side, request, server_tx, now=now)
+        self._watch(server_tx)
+
+    def _in_dialog_request(
+        self,
+        call: Call,
+        side: Side,
+        request: Request,
+        server_tx: ServerInviteTransaction | ServerNonInviteTransaction,
+        *,
+        now: float,
+    ) -> None:
+        leg = call.leg(side)
+        method = request.method
+        if not leg.accepts_cseq(request.cseq.seq):
+            self._respond(server_tx, 500, "CSeq Out of Order", now=now)
+            return
+        if request.max_forwards == 0:
+            self._respond(server_tx, 483, "Too Many Hops", now=now)
+            return
+        if method == "BYE":
+            self._on_bye(call, side, request, server_tx, now=now)
+        elif method not in _RELAYED_IN_DIALOG:
+            self._respond(
+                server_tx, 405, "Method Not Allowed", extra=[("Allow", ALLOWED_METHODS)], now=now
+            )
+        elif call.state is not CallState.CONFIRMED and method in ("INVITE", "UPDATE"):
+            # Early-dialog offers are not relayed; 491 asks to try again later.
+            self._respond(server_tx, 491, "Request Pending", now=now)
+        elif method == "INVITE" and call.invite_relay is not None:
+            # RFC 3261 §14.2: an INVITE while another is in progress -> 491.
+            self._respond(server_tx, 491, "Request Pending", now=now)
+        else:
+            relay = self._relay_request(call, side, request, server_tx, now=now)
+            if method == "INVITE":
+                call.invite_relay = relay
+
+    def _on_bye(
+        self,
+        call: Call,
+        side: Side,
+        request: Request,
+        server_tx: ServerInviteTransaction | ServerNonInviteTransaction,
+        *,
+        now: float,
+    ) -> None:
+        ended_by = "caller" if side is Side.A else "callee"
+        other_established = call.b_answered if side is Side.A else call.state is not CallState.EARLY
+        if call.state is CallState.ENDED or not other_established:
+            self._respond(server_tx, 200, "OK", now=now)
+            if call.state is CallState.EARLY:
+                self._final_to_a(call, 487, "Request Terminated", now=now)
+                self._cancel_b(call, now=now)
+            self._end_call(call, ended_by, now=now)
+            return
+        self._relay_request(call, side, request, server_tx, now=now)
+        self._ack_b_if_needed(call, now=now)
+        self._end_call(call, ended_by, now=now)
+
+    def _on_ack(self, call: Call, side: Side, request: Request, *, now: float) -> None:
+        relay = call.invite_relay
+        if (
+            relay is None
+            or relay.origin is not side
+            or request.cseq.seq != relay.server_tx.request.cseq.seq
+        ):
+            return  # a retransmitted ACK, or one for an INVITE we no longer track
+        if not isinstance(relay.server_tx, ServerInviteTransaction) or relay.ack is not None:
+            return
+        relay.server_tx.confirm_2xx()
+        target = call.other(side)
+        if relay.server_tx.final_status is None or relay.server_tx.final_status >= 300:
+            return
+        extra = list(_end_to_end(request.headers, frozenset()))
+        ack = target.build_request(
+            "ACK", cseq=relay.target_cseq, branch=self._ids.branch(), extra=extra, body=request.body
+        )
+        relay.ack = to_bytes(ack)
+        self._outbox.append(Transmit(target.peer, relay.ack))
+        call.invite_relay = None
+        if call.state is CallState.ANSWERED:
+            call.state = CallState.CONFIRMED
+
+    # -- relaying --------------------------------------------------------------------
+
+    def _relay_request(
+        self,
+        call: Call,
+        side: Side,
+        request: Request,
+        server_tx: ServerInviteTransaction | ServerNonInviteTransaction,
+        *,
+        now: float,
+    ) -> _Relay:
+        target = call.other(side)
+        cseq = target.next_cseq()
+        outbound = target.build_request(
+            request.method,
+            cseq=cseq,
+            branch=self._ids.branch(),
+            max_forwards=(request.max_forwards or 70) - 1,
+            extra=list(_end_to_end(request.headers, frozenset())),
+            body=request.body,
+            with_contact=request.method in ("INVITE", "UPDATE", "REFER", "NOTIFY"),
+        )
+        client_tx: ClientInviteTransaction | ClientNonInviteTransaction
+        if request.method == "INVITE":
+            client_tx = ClientInviteTransaction(
+                outbound,
+                key=_client_key(outbound),
+                peer=target.peer,
+                outbox=self._outbox,
+                now=now,
+                ring_timeout=self.config.ring_timeout,
+            )
+        else:
+            client_tx = ClientNonInviteTransaction(
+                outbound, key=_client_key(outbound), peer=target.peer, outbox=self._outbox, now=now
+            )
+        relay = _Relay(call, side, server_tx, cseq)
+        self._client_txs[client_tx.key] = client_tx
+        self._relays[client_tx.key] = relay
+        self._watch(client_tx)
+        return relay
+
+    def _on_response(self, response: Response, *, now: float) -> None:
+        key = _client_key_of_response(response)
+        tx = self._client_txs.get(key)
+        if tx is None:
+            return  # stray or late: nothing to match (RFC 3261 §17.1.3)
+        passed = tx.receive_response(response, now=now)
+        if passed is not None:
+            call = self._b_invites.get(key)
+            if call is not None:
+                self._on_b_invite_response(call, passed, now=now)
+            else:
+                relay = self._relays.get(key)
+                if relay is not None:
+                    self._on_relayed_response(relay, passed, now=now)
+        self._watch(tx)
+
+    def _on_b_invite_response(self, call: Call, response: Response, *, now: float) -> None:
+        status = response.status
+        if call.cancelled or call.state is CallState.ENDED:
+            if status < 200 and call.cancelled:
+                self._cancel_b(call, now=now)
+            elif 200 <= status < 300:
+                # A 2xx crossed our CANCEL or teardown: accept it, then hang up.
+                self._adopt_b_dialog(call, response)
+                self._ack_b(call, now=now)
+                self._bye(call, Side.B, now=now)
+            return
+        if status == 100:
+            return  # hop-by-hop (RFC 3261 §16.7 item 5)
+        if status < 200:
+            self._adopt_b_dialog(call, response)
+            if call.invite_relay is not None:
+                self._relay_response(call.invite_relay, response, now=now)
+            return
+        if status < 300:
+            if call.b_answered:
+                if call.invite_relay is None or call.invite_relay.ack is not None:
+                    self._ack_b(call, now=now)  # 2xx retransmission: ACK again
+                return
+            call.b_answered = True
+            self._adopt_b_dialog(call, response)
+            call.state = CallState.ANSWERED
+            if call.invite_relay is not None:
+                self._relay_response(call.invite_relay, response, now=now)
+            return
+        relay = call.invite_relay
+        call.invite_relay = None
+        if relay is not None:
+            self._relay_response(relay, response, now=now)
+        self._end_call(call, "callee", now=now)
+
+    def _on_relayed_response(self, relay: _Relay, response: Response, *, now: float) -> None:
+        call = relay.call
+        if response.status == 100:
+            return
+        if response.status >= 200 and relay.ack is not None:
+            # 2xx retransmission for a re-INVITE we already ACKed.
+            self._outbox.append(Transmit(call.other(relay.origin).peer, relay.ack))
+            return
+        if relay.server_tx.state not in (TxState.TRYING, TxState.PROCEEDING):
+            return
+        self._relay_response(relay, response, now=now)
+        if response.status >= 300 and call.invite_relay is relay:
+            call.invite_relay = None
+
+    def _relay_response(self, relay: _Relay, response: Response, *, now: float) -> None:
+        origin_leg = relay.call.leg(relay.origin)
+        request = relay.server_tx.request
+        extra: list[tuple[str, str]] = []
+        if request.method in ("INVITE", "UPDATE") and response.status < 300 and response.to.tag:
+            extra.append(("Contact", origin_leg.local.contact()))
+        extra.extend(_end_to_end(response.headers, frozenset()))
+        reply = _make_response(
+            request,
+            relay.server_tx.peer,
+            response.status,
+            response.reason,
+            to_tag=origin_leg.local_tag,
+            extra=extra,
+            body=response.body,
+        )
+        relay.server_tx.send_response(reply, now=now)
+        if relay.call.a_invite is relay.server_tx and response.status >= 200:
+            relay.call.final_status = response.status
+        self._watch(relay.server_tx)
+
+    def _adopt_b_dialog(self, call: Call, response: Response) -> None:
+        """Learn the B dialog's remote tag, target and route set (§12.1.2)."""
+        tag = response.to.tag
+        if tag is None:
+            return
+        b = call.b
+        b.remote_tag = tag
+        if response.contacts:
+            b.remote_target = str(response.contacts[0].uri)
+        b.route_set = tuple(reversed(response.record_routes))
+
+    # -- call teardown ----------------------------------------------------------------
+
+    def _final_to_a(self, call: Call, status: int, reason: str, *, now: float) -> None:
+        tx = call.a_invite
+        if tx.state is not TxState.PROCEEDING:
+            return
+        request = tx.request
+        response = _make_response(request, tx.peer, status, reason, to_tag=call.a.local_tag)
+        tx.send_response(response, now=now)
+        call.final_status = status
+        self._watch(tx)
+
+    def _cancel_b(self, call: Call, *, now: float) -> None:
+        """RFC 3261 §9.1: CANCEL the B INVITE once it has a provisional response."""
+        tx = call.b_invite
+        if tx.state is not TxState.PROCEEDING:
+            return  # not yet provisional: cancelled when the first 1xx arrives
+        if call.extra.get("cancel_sent"):
+            return
+        call.extra["cancel_sent"] = "1"
+        invite = tx.request
+        fields = [
+            ("Via", invite.headers.get("via") or ""),
+            *(("Route", route) for route in invite.headers.get_all("route")),
+            ("Max-Forwards", "70"),
+            ("From", invite.headers.get("from") or ""),
+            ("To", invite.headers.get("to") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.seq} CANCEL"),
+        ]
+        cancel = Request("CANCEL", invite.uri, Headers(fields))
+        client_tx = ClientNonInviteTransaction(
+            cancel, key=_client_key(cancel), peer=tx.peer, outbox=self._outbox, now=now
+        )
+        self._client_txs[client_tx.key] = client_tx
+        self._watch(client_tx)
+
+    def _ack_b(self, call: Call, *, now: float) -> None:
+        ack = call.b.build_request(
+            "ACK", cseq=call.b_invite.request.cseq.seq, branch=self._ids.branch()
+        )
+        self._outbox.append(Transmit(call.b.peer, to_bytes(ack)))
+
+    def _ack_b_if_needed(self, call: Call, *, now: float) -> None:
+        """Before a BYE toward B, make sure B's 2xx was ACKed (§13.2.2.4)."""
+        relay = call.invite_relay
+        if call.state is CallState.ANSWERED and relay is not None and relay.ack is None:
+            self._ack_b(call, now=now)
+
+    def _bye(self, call: Call, side: Side, *, now: float) -> None:
+        leg = call.leg(side)
+        bye = leg.build_request("BYE", cseq=leg.next_cseq(), branch=self._ids.branch())
+        client_tx = ClientNonInviteTransaction(
+            bye, key=_client_key(bye), peer=leg.peer, outbox=self._outbox, now=now
+        )
+        self._client_txs[client_tx.key] = client_tx
+        self._watch(client_tx)
+
+    def _end_call(self, call: Call, ended_by: str, *, now: float) -> None:
+        """Rule 2: end a call exactly once and forget its dialogs."""
+        if call.state is CallState.ENDED:
+            return
+        answered = call.state is not CallState.EARLY
+        call.state = CallState.ENDED
+        call.ended_by = ended_by
+        self._dialogs.pop((call.a.call_id, call.a.local_tag), None)
+        self._dialogs.pop((call.b.call_id, call.b.local_tag), None)
+        self._invite_calls.pop(call.a_invite.key, None)
+        self.calls_active -= 1
+        self._events.append(
+            CallEnded(
+                call.trunk,
+                call.a.call_id,
+                call.b.call_id,
+                call.final_status or 0,
+                ended_by,
+                answered,
+                call.start,
+                now,
+            )
+        )
+
+    def _after_client_tx(
+        self, tx: ClientInviteTransaction | ClientNonInviteTransaction, *, now: float
+    ) -> None:
+        """React to a client transaction that a timer or the transport ended."""
+        if tx.timed_out:
+            tx.timed_out = False
+            self._client_timed_out(tx, now=now)
+        self._watch(tx)
+
+    def _client_timed_out(
+        self, tx: ClientInviteTransaction | ClientNonInviteTransaction, *, now: float
+    ) -> None:
+        call = self._b_invites.get(tx.key)
+        if call is not None:
+            if call.state is CallState.EARLY and not call.cancelled:
+                if tx.provisional_received if isinstance(tx, ClientInviteTransaction) else False:
+                    self._cancel_b(call, now=now)  # rang too long
+                self._final_to_a(call, 408, "Request Timeout", now=now)
+                self._end_call(call, "timeout", now=now)
+            return
+        relay = self._relays.get(tx.key)
+        if relay is None:
+            return
+        if relay.server_tx.state in (TxState.TRYING, TxState.PROCEEDING):
+            status, reason = (200, "OK") if tx.request.method == "BYE" else (408, "Request Timeout")
+            self._respond(relay.server_tx, status, reason, now=now)
+        if relay.call.invite_relay is relay:
+            relay.call.invite_relay = None
+
+    def _after_server_tx(
+        self, tx: ServerInviteTransaction | ServerNonInviteTransaction, *, now: float
+    ) -> None:
+        if tx.timed_out and isinstance(tx, ServerInviteTransaction):
+            tx.timed_out = False
+            self._server_invite_timed_out(tx, now=now)
+        self._watch(tx)
+
+    def _server_invite_timed_out(self, tx: ServerInviteTransaction, *, now: float) -> None:
+        """No ACK came for our 2xx (§13.3.1.4): hang up both legs."""
+        for call, side in list(self._dialogs.values()):
+            if side is Side.A and (
+                call.a_invite is tx or (call.invite_relay and call.invite_relay.server_tx is tx)
+            ):
+                break
+        else:
+            return
+        if tx.final_status is not None and tx.final_status < 300:
+            self._ack_b_if_needed(call, now=now)
+            self._bye(call, Side.A, now=now)
+            self._bye(call, Side.B, now=now)
+            self._end_call(call, "timeout", now=now)
+
+    # -- small helpers ------------------------------------------------------------------
+
+    def _respond(
+        self,
+        tx: ServerInviteTransaction | ServerNonInviteTransaction,
+        status: int,
+        reason: str,
+        *,
+        now: float,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        request = tx.request
+        tx.send_response(
+            _make_response(request, tx.peer, status, reason, extra=extra),
+            now=now,
+        )
+        self._watch(tx)
+
+    def _reply(
+        self,
+        request: Request,
+        peer: Peer,
+        status: int,
+        reason: str,
+        *,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """A stateless response (RFC 3261 §8.2.7), sent to the request's source."""
+        to_tag = self._ids.tag() if request.to.tag is None else None
+        response = _make_response(request, peer, status, reason, to_tag=to_tag, extra=extra)
+        self._outbox.append(Transmit(peer, to_bytes(response)))
+
+    def _answer_unparseable(self, data: bytes, peer: Peer, exc: SipProtocolError) -> None:
+        response = error_response_for(data, exc.status_hint, _short(str(exc)))
+        if response is not None:
+            self._outbox.append(Transmit(peer, response))
+        self._events.append(MessageRejected(peer, exc.status_hint if response else None, str(exc)))
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [
+            ("Allow", ALLOWED_METHODS),
+            ("Accept", "application/sdp"),
+            ("Supported", ", ".join(sorted(_SUPPORTED_EXTENSIONS))),
+            ("Server", self.config.server_header),
+        ]
+
+    def _local(self, transport: str) -> LocalAddress:
+        local = self.config.local
+        found = local.get(transport)
+        if found is not None:
+            return found
+        any_local = next(iter(local.values()))
+        return LocalAddress(transport, any_local.host, any_local.port)
+
+
+# --- pure helpers -------------------------------------------------------------------
+
+
+def _server_key(request: Request, *, method: str | None = None) -> tuple[str, ...]:
+    """RFC 3261 §17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
+    via = request.top_via
+    branch = via.branch or ""
+    name = method or request.method
+    if name == "ACK":
+        name = "INVITE"
+    if branch.startswith("z9hG4bK"):
+        return (branch, via.sent_by, name)
+    # RFC 2543 peers: fall back to the dialog and CSeq identifiers.
+    return (request.call_id, request.from_.tag or "", str(request.cseq.seq), via.sent_by, name)
+
+
+def _client_key(request: Request) -> tuple[str, ...]:
+    return (request.top_via.branch or "", request.cseq.method)
+
+
+def _client_key_of_response(response: Response) -> tuple[str, ...]:
+    """RFC 3261 §17.1.3: match on the top Via branch and the CSeq method."""
+    return (response.top_via.branch or "", response.cseq.method)
+
+
+def _make_response(
+    request: Request,
+    peer: Peer,
+    status: int,
+    reason: str,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to `request` from `peer`, with received/rport (RFC 3581 §4)."""
+    via = request.top_via
+    return build_response(
+        request,
+        status,
+        reason,
+        to_tag=to_tag,
+        extra=extra,
+        body=body,
+        received=peer.host if via.host != peer.host else None,
+        rport=peer.port if via.has_param("rport") else None,
+    )
+
+
+def _end_to_end(headers: Headers, strip: frozenset[str]) -> Iterable[tuple[str, str]]:
+    for name, value in headers.fields:
+        key = name.lower()
+        if key in _PER_LEG or key in strip:
+            continue
+        if key == "supported":
+            value = ", ".join(v for v in _tokens(value) if v.lower() != "100rel")
+            if not value:
+                continue
+        yield name, value
+
+
+def _tokens(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _unsupported(request: Request) -> str:
+    required = [item for value in request.headers.get_all("require") for item in _tokens(value)]
+    return ", ".join(item for item in required if item.lower() not in _SUPPORTED_EXTENSIONS)
+
+
+def _outbound_uri(request: Request, route: Peer) -> str:
+    """The B leg's Request-URI: the callee's user part at the route's address."""
+    uri = request.request_uri
+    if isinstance(uri, SipUri):
+        user = uri.user
+    elif isinstance(uri, TelUri):
+        user = uri.number
+    else:
+        user = None
+    transport = ";transport=tcp" if route.transport == "tcp" else ""
+    host = f"[{route.host}]" if ":" in route.host else route.host
+    user_part = f"{user}@" if user else ""
+    return f"sip:{user_part}{host}:{route.port}{transport}"
+
+
+def _parse_from(value: str) -> NameAddr:
+    return parse_name_addr(value)
+
+
+def _short(text: str) -> str:
+    """A reason phrase: one line, bounded, no control characters."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return clean[:120]
+
+
+def error_response_for(data: bytes, status: int, reason: str) -> bytes | None:
+    """Best-effort error response to bytes that did not parse (RFC 3261 §8.2).
+
+    Answers only requests whose Via, From, To, Call-ID and CSeq lines can be
+    copied; anything else (responses, ACKs, garbage) is dropped: None.
+    """
+    head = data.split(b"\r\n\r\n", 1)[0]
+    try:
+        lines = head.decode("utf-8").split("\r\n")
+    except UnicodeDecodeError:
+        return None
+    request_line = lines[0]
+    if request_line.startswith("SIP/") or request_line.split(" ", 1)[0] in ("ACK", ""):
+        return None
+    copied: list[str] = []
+    seen: set[str] = set()
+    for line in lines[1:]:
+        key = header_key(line.split(":", 1)[0].strip())
+        if key in _ECHOED_ON_ERROR and line.isprintable():
+            copied.append(line)
+            seen.add(key)
+    if seen != _ECHOED_ON_ERROR:
+        return None
+    return "\r\n".join(
+        [f"SIP/2.0 {status} {reason}", *copied, "Content-Length: 0", "", ""]
+    ).encode()
+
+
+_ECHOED_ON_ERROR = frozenset({"via", "from", "to", "call-id", "cseq"})

@@ -1,0 +1,40 @@
+"""What the gate tells the B2BUA core about a new call: admit it, or refuse it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipguard.peer import Peer
+
+__all__ = ["Allow", "Refuse"]
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Admit a new call on `trunk` and send it to `route`.
+
+    `from_value` replaces the From value (without tag) on the outbound leg;
+    `headers` are added to the outbound INVITE; header keys (lower-case) in
+    `strip` are not copied from the inbound INVITE.
+    """
+
+    trunk: str
+    route: Peer
+    from_value: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    strip: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Refuse a new call with `status`, statelessly (RFC 3261 §8.2.7).
+
+    `rule` is the stable rule id; `headers` (Reason, Warning, Retry-After) are
+    added to the response.
+    """
+
+    status: int
+    reason: str
+    rule: str
+    trunk: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()

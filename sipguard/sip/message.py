@@ -1,0 +1,204 @@
+"""SIP requests and responses as immutable values.
+
+A message keeps its header fields as they arrived (canonical names, raw
+values, original order) and parses a header body only when asked, once:
+typed accessors such as `Request.cseq` or `Request.vias` are cached properties
+over the immutable fields (lazy parsing after Sippy's `SipHeader.getBody`, but
+on a value that never changes). The messages are frozen dataclasses without
+`__slots__` only so that `functools.cached_property` has a place to store.
+
+Content-Length is not a stored header: it is framing, derived from `body`
+when the message is written (see serializer.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sipguard.errors import SipParseError
+from sipguard.sip.headers import LIST_HEADERS, canonical_name, header_key
+from sipguard.sip.uri import NameAddr, Uri, Via, parse_name_addr, parse_uri, parse_via, split_list
+
+__all__ = ["CSeq", "Headers", "Request", "Response", "Message"]
+
+
+class Headers:
+    """An immutable, ordered multimap of header fields.
+
+    Lookups accept any spelling: `get("v")`, `get("VIA")` and `get("via")`
+    find the same field.
+    """
+
+    __slots__ = ("_fields", "_first")
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
+        stored: list[tuple[str, str]] = []
+        first: dict[str, str] = {}
+        for name, value in fields:
+            stored.append((canonical_name(name), value))
+            first.setdefault(header_key(name), value)
+        self._fields = tuple(stored)
+        self._first = first
+
+    @property
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """All (name, value) pairs in order."""
+        return self._fields
+
+    def get(self, name: str) -> str | None:
+        """The first value of header `name`, or None."""
+        return self._first.get(header_key(name))
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of `name` in order; list headers are split on commas."""
+        key = header_key(name)
+        if key not in self._first:
+            return []
+        values = [value for field_name, value in self._fields if header_key(field_name) == key]
+        if key in LIST_HEADERS:
+            return [item for value in values for item in split_list(value)]
+        return values
+
+    def count(self, name: str) -> int:
+        """How many header lines carry `name`."""
+        key = header_key(name)
+        if key not in self._first:
+            return 0
+        return sum(1 for field_name, _ in self._fields if header_key(field_name) == key)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and header_key(name) in self._first
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._fields == other._fields
+
+    def __hash__(self) -> int:
+        return hash(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self._fields)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """The CSeq header (RFC 3261 §20.16): sequence number and method."""
+
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+# RFC 3261 §8.1.1.5: "The sequence number MUST be expressible as a 32-bit
+# unsigned integer."
+MAX_CSEQ = 2**32 - 1
+
+
+def parse_cseq(value: str) -> CSeq:
+    """Parse `1 INVITE`; raise SipParseError for anything else."""
+    number, _, method = value.strip().partition(" ")
+    method = method.strip()
+    if not number.isdigit() or not method or " " in method:
+        raise SipParseError(f"bad CSeq: {value!r}")
+    seq = int(number)
+    if seq > MAX_CSEQ:
+        raise SipParseError(f"CSeq number out of range: {value!r}")
+    return CSeq(seq, method)
+
+
+class _MessageBase:
+    """Accessors common to requests and responses (mixin over `headers`)."""
+
+    headers: Headers
+
+    @cached_property
+    def call_id(self) -> str:
+        """The Call-ID (presence is checked by the parser)."""
+        return self.headers.get("call-id") or ""
+
+    @cached_property
+    def cseq(self) -> CSeq:
+        """The parsed CSeq header."""
+        return parse_cseq(self.headers.get("cseq") or "")
+
+    @cached_property
+    def vias(self) -> tuple[Via, ...]:
+        """Every Via value, top first."""
+        return tuple(parse_via(value) for value in self.headers.get_all("via"))
+
+    @cached_property
+    def top_via(self) -> Via:
+        """The topmost Via value."""
+        value = self.headers.get("via")
+        if value is None:
+            raise SipParseError("missing Via")
+        return parse_via(split_list(value)[0])
+
+    @cached_property
+    def from_(self) -> NameAddr:
+        """The parsed From header."""
+        return parse_name_addr(self.headers.get("from") or "")
+
+    @cached_property
+    def to(self) -> NameAddr:
+        """The parsed To header."""
+        return parse_name_addr(self.headers.get("to") or "")
+
+    @cached_property
+    def contacts(self) -> tuple[NameAddr, ...]:
+        """Every Contact value (an empty tuple for `Contact: *` or none)."""
+        values = self.headers.get_all("contact")
+        return tuple(parse_name_addr(value) for value in values if value != "*")
+
+    @cached_property
+    def record_routes(self) -> tuple[str, ...]:
+        """Every Record-Route value as written, top first."""
+        return tuple(self.headers.get_all("record-route"))
+
+
+@dataclass(frozen=True, eq=True)
+class Request(_MessageBase):
+    """A SIP request. `uri` is the Request-URI as written."""
+
+    method: str
+    uri: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+
+    @cached_property
+    def request_uri(self) -> Uri:
+        """The parsed Request-URI."""
+        return parse_uri(self.uri)
+
+    @cached_property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards as an int, or None when the header is absent."""
+        value = self.headers.get("max-forwards")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit() or len(value) > 3 or int(value) > 255:
+            raise SipParseError(f"bad Max-Forwards: {value!r}")
+        return int(value)
+
+
+@dataclass(frozen=True, eq=True)
+class Response(_MessageBase):
+    """A SIP response."""
+
+    status: int
+    reason: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+
+
+Message = Request | Response

@@ -1,0 +1,124 @@
+"""Messages to bytes, and responses built from requests (RFC 3261 §7, §8.2.6).
+
+`to_bytes` writes the start line, the header fields in order, and a
+Content-Length computed from the body; `build_response` copies the headers a
+response must echo (§8.2.6.2: Via, From, To, Call-ID, CSeq) and adds the
+To-tag when one is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sipguard.sip.message import Headers, Request, Response
+from sipguard.sip.uri import format_params
+
+__all__ = ["build_response", "to_bytes", "REASON_PHRASES"]
+
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    420: "Bad Extension",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    603: "Decline",
+}
+
+_ECHOED = frozenset({"via", "from", "call-id", "cseq"})
+
+
+def to_bytes(message: Request | Response) -> bytes:
+    """Serialise a message; Content-Length always matches the body."""
+    if isinstance(message, Request):
+        start = f"{message.method} {message.uri} SIP/2.0"
+    else:
+        start = f"SIP/2.0 {message.status} {message.reason}"
+    lines = [start]
+    lines.extend(f"{name}: {value}" for name, value in message.headers.fields)
+    lines.append(f"Content-Length: {len(message.body)}\r\n\r\n")
+    return "\r\n".join(lines).encode("utf-8") + message.body
+
+
+def build_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    received: str | None = None,
+    rport: int | None = None,
+) -> Response:
+    """Build a response to `request`.
+
+    Args:
+        to_tag: added to To when the request's To has no tag (§8.2.6.2).
+        extra: further header fields, appended after the echoed ones.
+        received, rport: the real source of the request, written into the
+            top Via as RFC 3261 §18.2.1 and RFC 3581 §4 require.
+    """
+    fields: list[tuple[str, str]] = []
+    first_via = True
+    for name, value in request.headers.fields:
+        key = name.lower()
+        if key in ("v", "via") and first_via and (received is not None or rport is not None):
+            fields.append((name, _stamp_via(request, received, rport)))
+            first_via = False
+            continue
+        if key in _ECHOED or key in ("v", "f", "i"):
+            fields.append((name, value))
+        elif key in ("to", "t"):
+            fields.append((name, _tagged(request, value, to_tag)))
+    fields.extend(extra)
+    return Response(status, reason or REASON_PHRASES.get(status, "Unknown"), Headers(fields), body)
+
+
+def _tagged(request: Request, value: str, to_tag: str | None) -> str:
+    if to_tag is None or request.to.tag is not None:
+        return value
+    return f"{value};tag={to_tag}"
+
+
+def _stamp_via(request: Request, received: str | None, rport: int | None) -> str:
+    """Rewrite the first Via value with received/rport (the rest of a
+    comma-joined Via line is kept as it was)."""
+    raw = request.headers.get("via") or ""
+    top = request.top_via
+    params = [(k, v) for k, v in top.params if k not in ("received", "rport")]
+    if received is not None:
+        params.append(("received", received))
+    if rport is not None and top.has_param("rport"):
+        params.append(("rport", str(rport)))
+    stamped = f"SIP/2.0/{top.transport} {top.sent_by}{format_params(tuple(params))}"
+    comma = _first_top_level_comma(raw)
+    return stamped if comma < 0 else stamped + raw[comma:]
+
+
+def _first_top_level_comma(value: str) -> int:
+    in_quotes = False
+    for index, char in enumerate(value):
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char == "," and not in_quotes:
+            return index
+    return -1
