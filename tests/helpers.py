@@ -33,7 +33,12 @@ class FixedGate:
     def decide(self, request: Request, peer: Peer, *, now: float) -> Allow | Refuse:
         if peer == self.caller:
             return Allow("test-trunk", self.callee)
-        return Refuse(403, "Forbidden", "unknown_source", headers=(("Reason", 'SIP;cause=403;text="unknown_source"'),))
+        return Refuse(
+            403,
+            "Forbidden",
+            "unknown_source",
+            headers=(("Reason", 'SIP;cause=403;text="unknown_source"'),),
+        )
 
     def is_known(self, peer: Peer) -> bool:
         return peer in (self.caller, self.callee)
@@ -64,8 +69,15 @@ def invite(
     ).encode() + body
 
 
-def response_to(request: Request, status: int, reason: str, *, to_tag: str | None = "callee-tag",
-                contact: str | None = "<sip:callee@10.9.0.1:5080>", body: bytes = b"") -> bytes:
+def response_to(
+    request: Request,
+    status: int,
+    reason: str,
+    *,
+    to_tag: str | None = "callee-tag",
+    contact: str | None = "<sip:callee@10.9.0.1:5080>",
+    body: bytes = b"",
+) -> bytes:
     """What a UA answers to `request` (echoing Via, From, To, Call-ID, CSeq)."""
     lines = [f"SIP/2.0 {status} {reason}"]
     lines += [f"Via: {via}" for via in request.headers.get_all("via")]

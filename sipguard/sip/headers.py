@@ -13,6 +13,7 @@ __all__ = [
     "LIST_HEADERS",
     "canonical_name",
     "header_key",
+    "key_and_name",
 ]
 
 # RFC 3261 §7.3.3 plus later RFCs' compact forms (RFC 3265, 3515, 3892, 4028,
@@ -100,6 +101,10 @@ _CANONICAL: dict[str, str] = {name.lower(): name for name in _WELL_KNOWN}
 _CANONICAL.update({letter: full for letter, full in COMPACT_FORMS.items()})
 
 _KEYS: dict[str, str] = {lower: name.lower() for lower, name in _CANONICAL.items()}
+# lower-case spelling -> (key, canonical spelling), one lookup per header line.
+_NAMES: dict[str, tuple[str, str]] = {
+    lower: (name.lower(), name) for lower, name in _CANONICAL.items()
+}
 
 # Headers whose value is a comma-separated list that may also be split over
 # several header lines (RFC 3261 §7.3.1). Only these are split on commas.
@@ -128,6 +133,13 @@ def header_key(name: str) -> str:
     """Return the lookup key of a header name: lower-case, compact form expanded."""
     lower = name.lower()
     return _KEYS.get(lower, lower)
+
+
+def key_and_name(name: str) -> tuple[str, str]:
+    """Both `header_key(name)` and `canonical_name(name)`, in one lookup."""
+    lower = name.lower()
+    found = _NAMES.get(lower)
+    return found if found is not None else (lower, name)
 
 
 def canonical_name(name: str) -> str:

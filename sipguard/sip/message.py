@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from sipguard.errors import SipParseError
-from sipguard.sip.headers import LIST_HEADERS, canonical_name, header_key
+from sipguard.sip.headers import LIST_HEADERS, header_key, key_and_name
 from sipguard.sip.uri import NameAddr, Uri, Via, parse_name_addr, parse_uri, parse_via, split_list
 
 __all__ = ["CSeq", "Headers", "Request", "Response", "Message"]
@@ -28,24 +28,38 @@ class Headers:
     """An immutable, ordered multimap of header fields.
 
     Lookups accept any spelling: `get("v")`, `get("VIA")` and `get("via")`
-    find the same field.
+    find the same field. Keys are computed once, at construction.
     """
 
-    __slots__ = ("_fields", "_first")
+    __slots__ = ("_fields", "_keys", "_first", "_repeated")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         stored: list[tuple[str, str]] = []
+        keys: list[str] = []
         first: dict[str, str] = {}
+        repeated: set[str] = set()
         for name, value in fields:
-            stored.append((canonical_name(name), value))
-            first.setdefault(header_key(name), value)
+            key, canonical = key_and_name(name)
+            stored.append((canonical, value))
+            keys.append(key)
+            if key in first:
+                repeated.add(key)
+            else:
+                first[key] = value
         self._fields = tuple(stored)
+        self._keys = tuple(keys)
         self._first = first
+        self._repeated = repeated
 
     @property
     def fields(self) -> tuple[tuple[str, str], ...]:
         """All (name, value) pairs in order."""
         return self._fields
+
+    def keyed(self) -> Iterator[tuple[str, str, str]]:
+        """(key, name, value) for every field, in order."""
+        for key, (name, value) in zip(self._keys, self._fields, strict=True):
+            yield key, name, value
 
     def get(self, name: str) -> str | None:
         """The first value of header `name`, or None."""
@@ -56,7 +70,10 @@ class Headers:
         key = header_key(name)
         if key not in self._first:
             return []
-        values = [value for field_name, value in self._fields if header_key(field_name) == key]
+        if key in self._repeated:
+            values = [v for k, (_, v) in zip(self._keys, self._fields, strict=True) if k == key]
+        else:
+            values = [self._first[key]]
         if key in LIST_HEADERS:
             return [item for value in values for item in split_list(value)]
         return values
@@ -64,9 +81,9 @@ class Headers:
     def count(self, name: str) -> int:
         """How many header lines carry `name`."""
         key = header_key(name)
-        if key not in self._first:
-            return 0
-        return sum(1 for field_name, _ in self._fields if header_key(field_name) == key)
+        if key in self._repeated:
+            return self._keys.count(key)
+        return 1 if key in self._first else 0
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and header_key(name) in self._first

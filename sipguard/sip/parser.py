@@ -85,6 +85,8 @@ def _header_fields(lines: list[str]) -> list[tuple[str, str]]:
 
 
 def _is_token(text: str) -> bool:
+    if text.isascii() and text.replace("-", "").isalnum():
+        return True  # the common case, without a per-character loop
     return all(char in _TOKEN_CHARS for char in text)
 
 

@@ -6,7 +6,16 @@ import pytest
 
 from sipguard.b2bua import CallEnded, CallRefused, CallStarted
 from sipguard.sip.message import Request, Response
-from tests.helpers import CALLEE, CALLER, STRANGER, CorePair, in_dialog, invite, response_to, statuses
+from tests.helpers import (
+    CALLEE,
+    CALLER,
+    STRANGER,
+    CorePair,
+    in_dialog,
+    invite,
+    response_to,
+    statuses,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -67,8 +76,13 @@ def test_basic_call_is_relayed_with_new_dialog_identifiers() -> None:
     assert ack.to.tag == "callee-tag"
 
     bye = in_dialog(
-        "BYE", target="sip:sipguard@10.0.0.1:5060", from_value=ok.headers.get("from") or "",
-        to_value=ok.headers.get("to") or "", call_id=ok.call_id, cseq=2, branch="z9hG4bKbye1",
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKbye1",
         sender=CALLER,
     )
     pair.send(bye, CALLER, now=5.0)
@@ -83,7 +97,11 @@ def test_basic_call_is_relayed_with_new_dialog_identifiers() -> None:
     assert len(started) == 1 and started[0].trunk == "test-trunk"
     assert len(ended) == 1 and ended[0].ended_by == "caller" and ended[0].status == 200
     pair.run_until(100.0)
-    assert (pair.core.transaction_count, pair.core.dialog_count, pair.core.calls_active) == (0, 0, 0)
+    assert (pair.core.transaction_count, pair.core.dialog_count, pair.core.calls_active) == (
+        0,
+        0,
+        0,
+    )
     assert pair.core.next_deadline() is None
 
 
@@ -126,8 +144,14 @@ def test_cancel_after_ringing_cancels_the_outbound_leg() -> None:
     pair.send(response_to(b_invite, 180, "Ringing"), CALLEE, now=0.1)
     pair.take_caller()
     cancel = in_dialog(
-        "CANCEL", target="sip:13800138000@10.0.0.1", from_value="<sip:+862131771234@10.1.0.5>;tag=caller-tag",
-        to_value="<sip:13800138000@10.0.0.1>", call_id="a-call-1", cseq=1, branch="z9hG4bKa1", sender=CALLER,
+        "CANCEL",
+        target="sip:13800138000@10.0.0.1",
+        from_value="<sip:+862131771234@10.1.0.5>;tag=caller-tag",
+        to_value="<sip:13800138000@10.0.0.1>",
+        call_id="a-call-1",
+        cseq=1,
+        branch="z9hG4bKa1",
+        sender=CALLER,
     )
     pair.send(cancel, CALLER, now=1.0)
     caller_got = pair.take_caller()
@@ -138,12 +162,20 @@ def test_cancel_after_ringing_cancels_the_outbound_leg() -> None:
     pair.send(response_to(b_cancel, 200, "OK"), CALLEE, now=1.1)
     pair.send(response_to(b_invite, 487, "Request Terminated"), CALLEE, now=1.2)
     ack = _only(pair.take_callee())
-    assert isinstance(ack, Request) and ack.method == "ACK" and ack.top_via.branch == b_invite.top_via.branch
+    assert (
+        isinstance(ack, Request)
+        and ack.method == "ACK"
+        and ack.top_via.branch == b_invite.top_via.branch
+    )
     assert pair.take_caller() == []
     ended = [e for e in pair.events if isinstance(e, CallEnded)]
     assert len(ended) == 1 and ended[0].status == 487 and ended[0].ended_by == "caller"
     pair.run_until(100.0)
-    assert (pair.core.transaction_count, pair.core.dialog_count, pair.core.calls_active) == (0, 0, 0)
+    assert (pair.core.transaction_count, pair.core.dialog_count, pair.core.calls_active) == (
+        0,
+        0,
+        0,
+    )
 
 
 def test_cancel_before_any_provisional_waits_for_one() -> None:
@@ -152,8 +184,14 @@ def test_cancel_before_any_provisional_waits_for_one() -> None:
     b_invite = _only(pair.take_callee())
     assert isinstance(b_invite, Request)
     cancel = in_dialog(
-        "CANCEL", target="sip:13800138000@10.0.0.1", from_value="<sip:+862131771234@10.1.0.5>;tag=caller-tag",
-        to_value="<sip:13800138000@10.0.0.1>", call_id="a-call-1", cseq=1, branch="z9hG4bKa1", sender=CALLER,
+        "CANCEL",
+        target="sip:13800138000@10.0.0.1",
+        from_value="<sip:+862131771234@10.1.0.5>;tag=caller-tag",
+        to_value="<sip:13800138000@10.0.0.1>",
+        call_id="a-call-1",
+        cseq=1,
+        branch="z9hG4bKa1",
+        sender=CALLER,
     )
     pair.send(cancel, CALLER, now=0.1)
     assert pair.take_callee() == []  # RFC 3261 §9.1: no CANCEL before a provisional
@@ -168,8 +206,14 @@ def test_answer_crossing_cancel_is_acked_and_hung_up() -> None:
     assert isinstance(b_invite, Request)
     pair.send(response_to(b_invite, 180, "Ringing"), CALLEE, now=0.1)
     cancel = in_dialog(
-        "CANCEL", target="sip:13800138000@10.0.0.1", from_value="<sip:+862131771234@10.1.0.5>;tag=caller-tag",
-        to_value="<sip:13800138000@10.0.0.1>", call_id="a-call-1", cseq=1, branch="z9hG4bKa1", sender=CALLER,
+        "CANCEL",
+        target="sip:13800138000@10.0.0.1",
+        from_value="<sip:+862131771234@10.1.0.5>;tag=caller-tag",
+        to_value="<sip:13800138000@10.0.0.1>",
+        call_id="a-call-1",
+        cseq=1,
+        branch="z9hG4bKa1",
+        sender=CALLER,
     )
     pair.send(cancel, CALLER, now=0.2)
     pair.take_callee()
@@ -183,16 +227,24 @@ def test_callee_hangup_is_relayed_to_the_caller() -> None:
     pair.send(_ack_from_caller(ok), CALLER, now=0.3)
     pair.take_callee()
     bye = in_dialog(
-        "BYE", target="sip:sipguard@10.0.0.1:5060",
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
         from_value=f"{b_invite.headers.get('to')};tag=callee-tag",
-        to_value=b_invite.headers.get("from") or "", call_id=b_invite.call_id, cseq=1,
-        branch="z9hG4bKcalleebye", sender=CALLEE,
+        to_value=b_invite.headers.get("from") or "",
+        call_id=b_invite.call_id,
+        cseq=1,
+        branch="z9hG4bKcalleebye",
+        sender=CALLEE,
     )
     pair.send(bye, CALLEE, now=3.0)
     a_bye = _only(pair.take_caller())
     assert isinstance(a_bye, Request) and a_bye.method == "BYE"
     assert a_bye.uri == "sip:caller@10.1.0.5:5071"
-    assert a_bye.call_id == "a-call-1" and a_bye.to.tag == "caller-tag" and a_bye.from_.tag == ok.to.tag
+    assert (
+        a_bye.call_id == "a-call-1"
+        and a_bye.to.tag == "caller-tag"
+        and a_bye.from_.tag == ok.to.tag
+    )
     pair.send(response_to(a_bye, 200, "OK", to_tag=None, contact=None), CALLER, now=3.1)
     assert statuses(pair.take_callee()) == [200]
     ended = [e for e in pair.events if isinstance(e, CallEnded)]
@@ -207,9 +259,15 @@ def test_reinvite_from_caller_is_relayed_and_acked() -> None:
     pair.send(_ack_from_caller(ok), CALLER, now=0.3)
     pair.take_callee()
     reinvite = in_dialog(
-        "INVITE", target="sip:sipguard@10.0.0.1:5060", from_value=ok.headers.get("from") or "",
-        to_value=ok.headers.get("to") or "", call_id=ok.call_id, cseq=2, branch="z9hG4bKre1",
-        sender=CALLER, body=b"v=0\r\nhold\r\n",
+        "INVITE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKre1",
+        sender=CALLER,
+        body=b"v=0\r\nhold\r\n",
     )
     pair.send(reinvite, CALLER, now=2.0)
     assert statuses(pair.take_caller()) == [100]
@@ -267,8 +325,13 @@ def test_in_dialog_request_from_a_foreign_host_is_refused() -> None:
     pair = CorePair()
     _, ok = _answered_call(pair)
     bye = in_dialog(
-        "BYE", target="sip:sipguard@10.0.0.1:5060", from_value=ok.headers.get("from") or "",
-        to_value=ok.headers.get("to") or "", call_id=ok.call_id, cseq=2, branch="z9hG4bKevil",
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKevil",
         sender=STRANGER,
     )
     pair.send(bye, STRANGER, now=1.0)
@@ -280,12 +343,22 @@ def test_in_dialog_request_from_a_foreign_host_is_refused() -> None:
 def test_options_answered_locally_for_known_peers_only() -> None:
     pair = CorePair()
     options = in_dialog(
-        "OPTIONS", target="sip:10.0.0.1", from_value="<sip:ping@10.9.0.1>;tag=p1",
-        to_value="<sip:10.0.0.1>", call_id="ping-1", cseq=1, branch="z9hG4bKping", sender=CALLEE,
+        "OPTIONS",
+        target="sip:10.0.0.1",
+        from_value="<sip:ping@10.9.0.1>;tag=p1",
+        to_value="<sip:10.0.0.1>",
+        call_id="ping-1",
+        cseq=1,
+        branch="z9hG4bKping",
+        sender=CALLEE,
     )
     pair.send(options, CALLEE, now=0.0)
     got = _only(pair.take_callee())
-    assert isinstance(got, Response) and got.status == 200 and "INVITE" in (got.headers.get("allow") or "")
+    assert (
+        isinstance(got, Response)
+        and got.status == 200
+        and "INVITE" in (got.headers.get("allow") or "")
+    )
     pair.send(options.replace(b"10.9.0.1:5080", b"192.0.2.66:5060"), STRANGER, now=0.0)
     assert pair.to_others[-1][1].status == 403  # type: ignore[union-attr]
 
