@@ -8,6 +8,8 @@ once at the driver boundary.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "SipguardError",
     "SipProtocolError",
@@ -15,6 +17,7 @@ __all__ = [
     "MessageTooLarge",
     "LoopDetected",
     "RuleFileError",
+    "RuleFileErrors",
 ]
 
 
@@ -66,3 +69,18 @@ class RuleFileError(SipguardError):
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}: {self.message}"
+
+
+class RuleFileErrors(SipguardError):
+    """Every problem found in one rule file, in file order.
+
+    A rule file is checked completely before it is refused, so an engineer sees
+    all of its mistakes at once. `str()` is one `path:line:col: message` a line.
+    """
+
+    def __init__(self, errors: Iterable[RuleFileError]) -> None:
+        self.errors: tuple[RuleFileError, ...] = tuple(errors)
+        super().__init__("\n".join(str(error) for error in self.errors))
+
+    def __str__(self) -> str:
+        return "\n".join(str(error) for error in self.errors)

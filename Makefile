@@ -1,0 +1,44 @@
+# sipguard: `make run` starts the demo, `make test` runs every check.
+# Both set up what they need: a virtualenv with the package and its test
+# extras, and SIPp (Debian package sip-tester) when it is missing.
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup run test lint unit integration clean
+
+setup: $(VENV)/.installed sipp-installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "sipguard needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+sipp-installed:
+	@command -v sipp >/dev/null 2>&1 || { \
+		$(SUDO) apt-get install -y sip-tester || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y sip-tester; }; }
+
+run: setup
+	VENV=$(VENV) bash sipp_scenarios/demo.sh
+
+lint: setup
+	$(BIN)/ruff check sipguard tests bench
+	$(BIN)/ruff format --check sipguard tests bench
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -m "not integration" -q
+
+integration: setup
+	$(BIN)/pytest -m integration -q
+
+test: lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis logs

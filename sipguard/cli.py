@@ -1,0 +1,98 @@
+"""Command line: `sipguard run`, `sipguard check` (ring 3)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from sipguard import __version__
+from sipguard.errors import RuleFileErrors
+from sipguard.rules.loader import load_rules
+
+__all__ = ["main"]
+
+DEFAULT_RULES = "rules/example.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sipguard` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sipguard", description="SIP caller-ID gateway")
+    parser.add_argument("--version", action="version", version=f"sipguard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="serve calls with a rule file")
+    run.add_argument("--rules", default=DEFAULT_RULES, help=f"rule file (default {DEFAULT_RULES})")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate rule files")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        stream=sys.stderr,
+    )
+    path = Path(args.rules)
+    try:
+        rules = load_rules(path)
+    except RuleFileErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    from sipguard.server import ServerOptions, serve
+
+    _run_loop(serve(rules, ServerOptions(rules_path=path, watch_rules=not args.no_watch)))
+    return 0
+
+
+def _run_loop(main_coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed, else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coroutine)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main_coroutine)
+
+
+def _check(args: argparse.Namespace) -> int:
+    failed = False
+    for name in args.files:
+        try:
+            load_rules(Path(name))
+        except RuleFileErrors as exc:
+            failed = True
+            for error in exc.errors:
+                print(error)
+        except OSError as exc:
+            failed = True
+            print(f"{name}: {exc.strerror or exc}")
+        else:
+            print(f"{name}: ok")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,988 @@
+"""Rule-file schema: a located tree in, a validated `RuleSet` (or every error) out.
+
+This module owns:
+
+- the neutral located tree (`LocatedScalar`, `LocatedSequence`,
+  `LocatedMapping`) a front end builds, so every value still knows the line
+  and column it was written at; the YAML loader is one such front end;
+- `validate(tree, *, path)`, which checks every key of a rule file and turns
+  the tree into the values of `sipguard.rules.values` (re-exported here).
+
+Invariants:
+
+- Rule 1: a `RuleSet` returned by `validate()` is complete and consistent:
+  every key is known, every value parsed, trunk names are unique and no
+  source (network and port) is claimed twice.
+- Rule 2: `validate()` never stops at the first problem. It raises one
+  `RuleFileErrors` with every problem, sorted by position, each at the
+  1-based line and column of the offending node (of the enclosing mapping
+  for a missing key).
+- Rule 3: an empty value (`key:` with nothing after it) of an optional key
+  means the default, as if the key were absent.
+
+Messages start with where the problem is (`trunk 'sh-callcenter': `), name
+the key path (`limits.per_caller.window`) and say what was expected and what
+was found. Keys starting with `x-` are ignored, so they can hold YAML anchors.
+
+Ring 1: pure and synchronous. Time-zone names are checked against a set the
+caller passes in; this module reads no file and no clock.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TypeAlias, TypeVar
+
+from sipguard.errors import RuleFileError, RuleFileErrors
+from sipguard.rules.values import (
+    DEFAULT_INTERNATIONAL_PREFIX,
+    DEFAULT_LISTEN,
+    DEFAULT_NATIONAL_PREFIX,
+    DEFAULT_SIP_PORT,
+    DISPLAY_NAME_POLICIES,
+    E164_MAX_DIGITS,
+    MODES,
+    RULES_VERSION,
+    TRUNK_KINDS,
+    CallingHours,
+    DisplayNamePolicy,
+    Endpoint,
+    IdentitySettings,
+    IPNetwork,
+    Limits,
+    Mode,
+    Numbering,
+    OneRing,
+    RuleSet,
+    SourceMatch,
+    Suspension,
+    Transport,
+    Trunk,
+    TrunkKind,
+    Window,
+    parse_allocation,
+    parse_duration,
+    parse_endpoint,
+    parse_host_port,
+    parse_number,
+    parse_source,
+    parse_time_window,
+)
+
+__all__ = [
+    "DEFAULT_INTERNATIONAL_PREFIX",
+    "DEFAULT_LISTEN",
+    "DEFAULT_NATIONAL_PREFIX",
+    "DEFAULT_SIP_PORT",
+    "E164_MAX_DIGITS",
+    "RULES_VERSION",
+    "CallingHours",
+    "DisplayNamePolicy",
+    "Endpoint",
+    "IPNetwork",
+    "IdentitySettings",
+    "Limits",
+    "Located",
+    "LocatedMapping",
+    "LocatedScalar",
+    "LocatedSequence",
+    "Mode",
+    "Numbering",
+    "OneRing",
+    "RuleSet",
+    "ScalarValue",
+    "SourceMatch",
+    "Suspension",
+    "Transport",
+    "Trunk",
+    "TrunkKind",
+    "Window",
+    "parse_allocation",
+    "parse_duration",
+    "parse_endpoint",
+    "parse_host_port",
+    "parse_number",
+    "parse_source",
+    "parse_time_window",
+    "validate",
+]
+
+# --------------------------------------------------------------------------
+# The located tree: what a front end hands to validate().
+
+ScalarValue: TypeAlias = str | int | float | bool | date | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocatedScalar:
+    """A scalar: its typed `value`, its source `text`, its 1-based position.
+
+    `text` matters for digit strings a typed reading would damage: YAML reads
+    `00` as the integer 0 and `+869521` as 869521.
+    """
+
+    value: ScalarValue
+    text: str
+    line: int
+    column: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocatedSequence:
+    """A list of located nodes and the position of the list."""
+
+    items: tuple[Located, ...]
+    line: int
+    column: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocatedMapping:
+    """Key/value pairs in file order; duplicate keys are kept (and reported)."""
+
+    entries: tuple[tuple[Located, Located], ...]
+    line: int
+    column: int
+
+
+Located: TypeAlias = LocatedScalar | LocatedSequence | LocatedMapping
+
+# --------------------------------------------------------------------------
+# Which keys each section accepts, and where a misplaced key belongs.
+
+_KEYS: dict[str, tuple[str, ...]] = {
+    "top": (
+        "version",
+        "mode",
+        "numbering",
+        "listen",
+        "audit_log",
+        "metrics",
+        "do_not_originate",
+        "suspended",
+        "emergency_numbers",
+        "trunks",
+    ),
+    "numbering": ("country_code", "national_prefix", "international_prefix"),
+    "trunk": (
+        "name",
+        "kind",
+        "sources",
+        "route",
+        "ranges",
+        "identity",
+        "limits",
+        "calling_hours",
+        "refused_callees",
+        "mode",
+    ),
+    "identity": ("require_pai", "from_must_match_pai", "display_name"),
+    "limits": ("cps", "burst", "concurrent", "per_caller", "per_callee", "one_ring"),
+    "window": ("calls", "window"),
+    "one_ring": ("max_ring", "calls", "window", "block_for"),
+    "calling_hours": ("tz", "allow"),
+    "suspended": ("number", "until", "reason"),
+}
+# A key of section S found in S's parent gets "put it under ...".
+_PARENT = {
+    "numbering": "top",
+    "identity": "trunk",
+    "limits": "trunk",
+    "calling_hours": "trunk",
+    "window": "limits",
+    "one_ring": "limits",
+}
+_UNDER = {
+    "numbering": "'numbering'",
+    "identity": "'identity'",
+    "limits": "'limits'",
+    "calling_hours": "'calling_hours'",
+    "window": "'per_caller' or 'per_callee'",
+    "one_ring": "'one_ring'",
+}
+_HOME = {
+    "top": "at the top level of the file",
+    "numbering": "under 'numbering'",
+    "trunk": "in a trunk, under 'trunks'",
+    "identity": "under a trunk's 'identity'",
+    "limits": "under a trunk's 'limits'",
+    "window": "under a trunk's 'limits.per_caller' or 'limits.per_callee'",
+    "one_ring": "under a trunk's 'limits.one_ring'",
+    "calling_hours": "under a trunk's 'calling_hours'",
+    "suspended": "in an entry under 'suspended'",
+}
+_TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_TZ_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIALLED = re.compile(rf"\+?[0-9]{{1,{E164_MAX_DIGITS}}}")
+_COUNTRY_CODE = re.compile(r"[0-9]{1,3}")
+_NATIONAL_PREFIX = re.compile(r"[0-9]{0,4}")
+_INTERNATIONAL_PREFIX = re.compile(r"[0-9]{1,4}")
+
+_T = TypeVar("_T")
+
+# --------------------------------------------------------------------------
+# Validation machinery.
+
+
+@dataclass(slots=True, kw_only=True)
+class _Checker:
+    """Collects the errors of one validation run."""
+
+    path: str
+    timezones: frozenset[str] | None
+    errors: list[RuleFileError] = field(default_factory=list)
+
+    def fail(self, node: Located, message: str) -> None:
+        self.errors.append(
+            RuleFileError(message, path=self.path, line=node.line, column=node.column)
+        )
+
+    def sorted_errors(self) -> list[RuleFileError]:
+        """Errors by position; a node shared through a YAML alias reports once."""
+        unique = {(error.line, error.column, error.message): error for error in self.errors}
+        return [unique[key] for key in sorted(unique)]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Section:
+    """An opened mapping whose keys are all known.
+
+    `prefix` starts every message (`"trunk 'sh': "`); `rel` is the key path
+    from there (`("limits", "per_caller")`).
+    """
+
+    ck: _Checker
+    node: LocatedMapping
+    prefix: str
+    rel: tuple[str, ...]
+    values: dict[str, Located]
+
+    def label(self, key: str) -> str:
+        return ".".join((*self.rel, key))
+
+    def get(self, key: str) -> Located | None:
+        """The value of an optional key; None when absent or empty."""
+        node = self.values.get(key)
+        if isinstance(node, LocatedScalar) and node.value is None:
+            return None
+        return node
+
+    def require(self, key: str, hint: str = "") -> Located | None:
+        """The value of a required key; reports it missing or empty."""
+        node = self.values.get(key)
+        if node is None:
+            where = f" in {'.'.join(self.rel)}" if self.rel else ""
+            self.fail(self.node, f"missing required key '{key}'{where}{hint}")
+            return None
+        if isinstance(node, LocatedScalar) and node.value is None:
+            self.fail(node, f"{self.label(key)} needs a value{hint}")
+            return None
+        return node
+
+    def fail(self, node: Located, message: str) -> None:
+        self.ck.fail(node, f"{self.prefix}{message}")
+
+    def wrong_type(self, node: Located, what: str, expected: str) -> None:
+        self.fail(node, f"{what} must be {expected}, got {_show(node)}")
+
+    def sub(self, key: str, home: str) -> _Section | None:
+        """Open the optional sub-mapping under `key`."""
+        node = self.get(key)
+        if node is None:
+            return None
+        rel = (*self.rel, key)
+        return _open(self.ck, node, home=home, prefix=self.prefix, rel=rel, what=self.label(key))
+
+
+def _show(node: Located) -> str:
+    """How a found value is named in a message."""
+    if isinstance(node, LocatedSequence):
+        return "a list"
+    if isinstance(node, LocatedMapping):
+        return "a mapping"
+    value = node.value
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, datetime):
+        return f"the date and time {node.text}"
+    if isinstance(value, date):
+        return f"the date {node.text}"
+    return node.text
+
+
+def _open(
+    ck: _Checker,
+    node: Located,
+    *,
+    home: str,
+    prefix: str = "",
+    rel: tuple[str, ...] = (),
+    what: str,
+) -> _Section | None:
+    """Check that `node` is a mapping of known keys, each once, and open it."""
+    if not isinstance(node, LocatedMapping):
+        ck.fail(node, f"{prefix}{what} must be a mapping of keys, got {_show(node)}")
+        return None
+    section = _Section(ck=ck, node=node, prefix=prefix, rel=rel, values={})
+    first: dict[str, Located] = {}
+    for key, value in node.entries:
+        if not isinstance(key, LocatedScalar):
+            section.fail(key, f"keys are plain names, got {_show(key)}")
+            continue
+        name = key.text
+        if name.startswith("x-"):
+            continue
+        if name in first:
+            section.fail(key, f"duplicate key '{name}' (first at line {first[name].line})")
+            continue
+        first[name] = key
+        if name in _KEYS[home]:
+            section.values[name] = value
+        else:
+            section.fail(key, _unknown_key(name, home, rel))
+    return section
+
+
+def _unknown_key(name: str, home: str, rel: tuple[str, ...]) -> str:
+    """The message for an unknown key, with the most useful hint."""
+    where = f" in {'.'.join(rel)}" if rel else ""
+    message = f"unknown key '{name}'{where}"
+    homes = [other for other, keys in _KEYS.items() if name in keys and other != home]
+    if homes:
+        other = homes[0]
+        if _PARENT.get(other) == home:
+            return f"{message}; put it under {_UNDER[other]}"
+        return f"{message}; it belongs {_HOME[other]}"
+    close = difflib.get_close_matches(name, _KEYS[home], n=1)
+    if close:
+        return f"{message}; did you mean '{close[0]}'?"
+    return f"{message}; expected one of: {', '.join(_KEYS[home])}"
+
+
+def _text(section: _Section, node: Located, what: str) -> str | None:
+    """A scalar written as a string or digits, as it was written."""
+    if isinstance(node, LocatedScalar) and not isinstance(node.value, bool):
+        if isinstance(node.value, str):
+            return node.value.strip()
+        if isinstance(node.value, int):
+            return node.text
+    section.wrong_type(node, what, "a string")
+    return None
+
+
+def _written(node: Located) -> str:
+    """A scalar's text as written, trimmed."""
+    return node.text.strip() if isinstance(node, LocatedScalar) else ""
+
+
+def _parsed(section: _Section, node: Located, what: str, parse: Callable[[str], _T]) -> _T | None:
+    """Run a text parser on a scalar; report `<what> '<text>': <problem>`."""
+    text = _text(section, node, what)
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        section.fail(node, f"{what} '{text}': {exc}")
+        return None
+
+
+def _optional_text(section: _Section, key: str) -> str | None:
+    node = section.get(key)
+    if node is None:
+        return None
+    text = _text(section, node, section.label(key))
+    if text == "":
+        section.fail(node, f"{section.label(key)} must not be empty")
+        return None
+    return text
+
+
+def _items(section: _Section, key: str, *, required: bool = False) -> list[Located]:
+    """The items of a list; a single scalar counts as a one-item list.
+
+    An explicitly empty list is an error when the key is required.
+    """
+    node = section.require(key) if required else section.get(key)
+    if node is None:
+        return []
+    if isinstance(node, LocatedSequence):
+        if required and not node.items:
+            section.fail(node, f"{section.label(key)} must not be empty")
+        return list(node.items)
+    if isinstance(node, LocatedScalar):
+        return [node]
+    section.wrong_type(node, section.label(key), "a list")
+    return []
+
+
+def _choice(section: _Section, key: str, choices: Mapping[str, _T], default: _T) -> _T:
+    """One word of `choices`; a near miss gets a did-you-mean."""
+    node = section.get(key)
+    if node is None:
+        return default
+    word = (
+        node.value.strip()
+        if isinstance(node, LocatedScalar) and isinstance(node.value, str)
+        else None
+    )
+    if word is not None and word in choices:
+        return choices[word]
+    options = _one_of(list(choices))
+    message = f"{section.label(key)} must be {options}, got {_show(node)}"
+    close = difflib.get_close_matches(word, list(choices), n=1) if word else []
+    if close:
+        message += f"; did you mean '{close[0]}'?"
+    section.fail(node, message)
+    return default
+
+
+def _one_of(words: list[str]) -> str:
+    """'a' or 'b'; 'a', 'b' or 'c'."""
+    quoted = [f"'{word}'" for word in words]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _bool(section: _Section, key: str, default: bool) -> bool:
+    node = section.get(key)
+    if node is None:
+        return default
+    if isinstance(node, LocatedScalar) and isinstance(node.value, bool):
+        return node.value
+    section.wrong_type(node, section.label(key), "true or false")
+    return default
+
+
+def _whole(section: _Section, key: str, *, required: bool = False) -> int | None:
+    """A whole number of at least 1."""
+    node = section.require(key) if required else section.get(key)
+    if node is None:
+        return None
+    value = node.value if isinstance(node, LocatedScalar) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    section.wrong_type(node, section.label(key), "a whole number of at least 1")
+    return None
+
+
+def _rate(section: _Section, key: str) -> float | None:
+    """A finite number greater than 0; fractions allowed."""
+    node = section.get(key)
+    if node is None:
+        return None
+    value = node.value if isinstance(node, LocatedScalar) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value) and value > 0:
+            return float(value)
+    section.wrong_type(node, section.label(key), "a number greater than 0")
+    return None
+
+
+def _duration(section: _Section, key: str, *, required: bool = False) -> float | None:
+    """A duration with a unit, in seconds."""
+    node = section.require(key) if required else section.get(key)
+    if node is None:
+        return None
+    if isinstance(node, LocatedScalar) and isinstance(node.value, str):
+        return _parsed(section, node, section.label(key), parse_duration)
+    section.wrong_type(node, section.label(key), "a duration with a unit, such as '30m'")
+    return None
+
+
+# --------------------------------------------------------------------------
+# Readers: one per section of the file.
+
+
+def validate(
+    tree: Located, *, path: str, known_timezones: Collection[str] | None = None
+) -> RuleSet:
+    """Validate a located tree into a `RuleSet`.
+
+    Args:
+        tree: the top-level node, as built by a front end (the YAML loader).
+        path: the file name that errors and the `RuleSet` carry.
+        known_timezones: IANA zone names `calling_hours.tz` may use; when
+            None or empty, only the shape of a zone name is checked.
+
+    Returns:
+        The validated rule set.
+
+    Raises:
+        RuleFileErrors: every problem found, sorted by line and column.
+    """
+    zones = frozenset(known_timezones) if known_timezones else None
+    ck = _Checker(path=path, timezones=zones)
+    ruleset = _read_ruleset(ck, tree)
+    if ck.errors or ruleset is None:
+        raise RuleFileErrors(ck.sorted_errors())
+    return ruleset
+
+
+def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
+    top = _open(ck, tree, home="top", what="the rule file")
+    if top is None:
+        return None
+    _read_version(top)
+    mode = _choice(top, "mode", MODES, "enforce")
+    numbering = _read_numbering(top)
+    listen = _read_listen(top)
+    audit_log = _optional_text(top, "audit_log")
+    metrics = _read_metrics(top)
+    do_not_originate = _read_allocations(top, "do_not_originate", numbering, allow_any=False)
+    suspended = _read_suspended(top, numbering)
+    emergency = _read_emergency(top)
+    trunks = _read_trunks(top, numbering)
+    if numbering is None:
+        return None
+    return RuleSet(
+        version=RULES_VERSION,
+        mode=mode,
+        numbering=numbering,
+        listen=listen,
+        audit_log=audit_log,
+        metrics=metrics,
+        do_not_originate=do_not_originate,
+        suspended=suspended,
+        emergency_numbers=emergency,
+        trunks=trunks,
+        path=ck.path,
+    )
+
+
+def _read_version(top: _Section) -> None:
+    node = top.get("version")
+    if node is None:
+        return
+    value = node.value if isinstance(node, LocatedScalar) else None
+    if value != RULES_VERSION or isinstance(value, bool):
+        top.fail(node, f"version must be {RULES_VERSION}, got {_show(node)}")
+
+
+def _read_numbering(top: _Section) -> Numbering | None:
+    node = top.require("numbering", ' (e.g. numbering: {country_code: "86"})')
+    if node is None:
+        return None
+    section = _open(top.ck, node, home="numbering", rel=("numbering",), what="numbering")
+    if section is None:
+        return None
+    country_node = section.require("country_code", ' (e.g. country_code: "86")')
+    country = _digits(section, country_node, "country_code", _COUNTRY_CODE, "1 to 3 digits")
+    national = _digits(
+        section,
+        section.get("national_prefix"),
+        "national_prefix",
+        _NATIONAL_PREFIX,
+        "at most 4 digits",
+        DEFAULT_NATIONAL_PREFIX,
+    )
+    international = _digits(
+        section,
+        section.get("international_prefix"),
+        "international_prefix",
+        _INTERNATIONAL_PREFIX,
+        "1 to 4 digits",
+        DEFAULT_INTERNATIONAL_PREFIX,
+    )
+    if national is not None and national == international:
+        at = section.values.get("international_prefix") or section.node
+        section.fail(at, "numbering.international_prefix must differ from national_prefix")
+        return None
+    if country is None or national is None or international is None:
+        return None
+    return Numbering(
+        country_code=country, national_prefix=national, international_prefix=international
+    )
+
+
+def _digits(
+    section: _Section,
+    node: Located | None,
+    key: str,
+    pattern: re.Pattern[str],
+    shape: str,
+    default: str | None = None,
+) -> str | None:
+    """A digit string (country code, prefix) exactly as written."""
+    if node is None:
+        return default
+    what = section.label(key)
+    text = _text(section, node, what)
+    if text is None:
+        return None
+    if not text.isascii() or pattern.fullmatch(text) is None:
+        section.fail(node, f"{what} must be {shape}, got '{text}'")
+        return None
+    if key == "country_code" and text.startswith("0"):
+        hint = f"; did you mean '{text.lstrip('0')}'?" if text.strip("0") else ""
+        section.fail(node, f"{what} must not start with 0, got '{text}'{hint}")
+        return None
+    return text
+
+
+def _read_listen(top: _Section) -> tuple[Endpoint, ...]:
+    if top.get("listen") is None:
+        return DEFAULT_LISTEN
+    endpoints: dict[Endpoint, Located] = {}
+    for item in _items(top, "listen", required=True):
+        endpoint = _parsed(top, item, "listen endpoint", _listen_endpoint)
+        if endpoint is None:
+            continue
+        if endpoint in endpoints:
+            first = endpoints[endpoint].line
+            top.fail(
+                item, f"listen endpoint '{_written(item)}' is listed twice (first at line {first})"
+            )
+            continue
+        endpoints[endpoint] = item
+    return tuple(endpoints) or DEFAULT_LISTEN
+
+
+def _listen_endpoint(text: str) -> Endpoint:
+    return parse_endpoint(text, allow_port_zero=True)
+
+
+def _read_metrics(top: _Section) -> str | None:
+    node = top.get("metrics")
+    if node is None:
+        return None
+    return _parsed(top, node, "metrics", _metrics_address)
+
+
+def _metrics_address(text: str) -> str:
+    host, port = parse_host_port(text, require_brackets=True)
+    if port is None:
+        raise ValueError("add a port, e.g. '127.0.0.1:9060'")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _read_allocations(
+    section: _Section, key: str, numbering: Numbering | None, *, allow_any: bool
+) -> tuple[str, ...]:
+    """Ranges, prefixes and (where allowed) `*`, as canonical strings."""
+    what = f"{section.label(key)} entry"
+    found: list[str] = []
+    for item in _items(section, key):
+        text = _text(section, item, what)
+        if text is None:
+            continue
+        try:
+            found.append(parse_allocation(text, allow_any=allow_any))
+        except ValueError as exc:
+            section.fail(item, f"{what} '{text}': {exc}{_e164_hint(text, numbering)}")
+    return tuple(found)
+
+
+def _e164_hint(text: str, numbering: Numbering | None) -> str:
+    """'; did you mean ...' for a number written in national or international form."""
+    if numbering is None or not text.isascii() or not text.isdigit():
+        return ""
+    international, national = numbering.international_prefix, numbering.national_prefix
+    if text.startswith(international):
+        candidate = "+" + text[len(international) :]
+    elif national and text.startswith(national):
+        candidate = "+" + numbering.country_code + text[len(national) :]
+    else:
+        return ""
+    try:
+        return f"; did you mean '{parse_number(candidate)}'?"
+    except ValueError:
+        return ""
+
+
+def _read_suspended(top: _Section, numbering: Numbering | None) -> tuple[Suspension, ...]:
+    found: dict[str, Suspension] = {}
+    lines: dict[str, int] = {}
+    for item in _items(top, "suspended"):
+        section = _open(top.ck, item, home="suspended", prefix="suspended: ", what="an entry")
+        if section is None:
+            continue
+        suspension = _read_suspension(section, numbering)
+        if suspension is None:
+            continue
+        if suspension.number in found:
+            section.fail(
+                section.values["number"],
+                f"number '{suspension.number}' is already suspended "
+                f"(line {lines[suspension.number]})",
+            )
+            continue
+        found[suspension.number] = suspension
+        lines[suspension.number] = section.values["number"].line
+    return tuple(found.values())
+
+
+def _read_suspension(section: _Section, numbering: Numbering | None) -> Suspension | None:
+    number_node = section.require("number", ' (e.g. number: "+869521345678")')
+    number = None
+    if number_node is not None:
+        text = _text(section, number_node, "number")
+        if text is not None:
+            try:
+                number = parse_number(text)
+            except ValueError as exc:
+                section.fail(number_node, f"number '{text}': {exc}{_e164_hint(text, numbering)}")
+    until = _read_date(section, "until")
+    reason = _optional_text(section, "reason") or ""
+    if number is None or until is None:
+        return None
+    return Suspension(number=number, until=until, reason=reason)
+
+
+def _read_date(section: _Section, key: str) -> date | None:
+    node = section.require(key, ' (e.g. until: "2027-05-01")')
+    if node is None:
+        return None
+    what = section.label(key)
+    value = node.value if isinstance(node, LocatedScalar) else None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _DATE.fullmatch(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError as exc:
+            section.fail(node, f"{what} '{value.strip()}': not a valid date ({exc})")
+            return None
+    section.wrong_type(node, what, "a date written YYYY-MM-DD")
+    return None
+
+
+def _read_emergency(top: _Section) -> tuple[str, ...]:
+    found: list[str] = []
+    for item in _items(top, "emergency_numbers"):
+        text = _text(top, item, "emergency_numbers entry")
+        if text is None:
+            continue
+        if _DIALLED.fullmatch(text) is None or not text.isascii():
+            top.fail(item, f"emergency_numbers entry '{text}': expected digits such as '110'")
+            continue
+        found.append(text)
+    return tuple(found)
+
+
+# --------------------------------------------------------------------------
+# Trunks.
+
+
+@dataclass(slots=True, kw_only=True)
+class _Claims:
+    """What the trunks read so far have claimed: names and sources."""
+
+    names: dict[str, Located] = field(default_factory=dict)
+    sources: dict[tuple[IPNetwork, int | None], tuple[str, Located]] = field(default_factory=dict)
+
+
+def _read_trunks(top: _Section, numbering: Numbering | None) -> tuple[Trunk, ...]:
+    claims = _Claims()
+    trunks: list[Trunk] = []
+    for index, item in enumerate(_items(top, "trunks"), start=1):
+        trunk = _read_trunk(top.ck, item, index, numbering, claims)
+        if trunk is not None:
+            trunks.append(trunk)
+    return tuple(trunks)
+
+
+def _peek_name(node: Located) -> str | None:
+    """The trunk's name if it reads cleanly, to prefix its messages."""
+    if not isinstance(node, LocatedMapping):
+        return None
+    for key, value in node.entries:
+        if isinstance(key, LocatedScalar) and key.text == "name":
+            if isinstance(value, LocatedScalar) and isinstance(value.value, str | int):
+                text = value.text.strip()
+                return text if _TRUNK_NAME.fullmatch(text) else None
+    return None
+
+
+def _read_trunk(
+    ck: _Checker, node: Located, index: int, numbering: Numbering | None, claims: _Claims
+) -> Trunk | None:
+    peeked = _peek_name(node)
+    prefix = f"trunk '{peeked}': " if peeked else f"trunk #{index}: "
+    section = _open(ck, node, home="trunk", prefix=prefix, what="a trunk")
+    if section is None:
+        return None
+    name = _read_trunk_name(section, claims)
+    kind = _choice(section, "kind", TRUNK_KINDS, "national")
+    sources = _read_sources(section, f"trunk '{name}'" if name else f"trunk #{index}", claims)
+    route = _read_route(section)
+    ranges = _read_allocations(section, "ranges", numbering, allow_any=True)
+    identity = _read_identity(section)
+    limits = _read_limits(section)
+    calling_hours = _read_calling_hours(section)
+    refused_callees = _optional_text(section, "refused_callees")
+    mode = _choice(section, "mode", MODES, None)
+    if name is None or route is None or not sources:
+        return None
+    return Trunk(
+        name=name,
+        kind=kind,
+        sources=sources,
+        route=route,
+        ranges=ranges,
+        identity=identity,
+        limits=limits,
+        calling_hours=calling_hours,
+        refused_callees=refused_callees,
+        mode=mode,
+    )
+
+
+def _read_trunk_name(section: _Section, claims: _Claims) -> str | None:
+    node = section.require("name", " (e.g. name: sh-callcenter)")
+    if node is None:
+        return None
+    name = _text(section, node, "name")
+    if name is None:
+        return None
+    if _TRUNK_NAME.fullmatch(name) is None or not name.isascii():
+        section.fail(node, f"name '{name}': use letters, digits, '.', '_' and '-' only")
+        return None
+    if name in claims.names:
+        first = claims.names[name].line
+        section.ck.fail(node, f"duplicate trunk name '{name}' (first at line {first})")
+        return None
+    claims.names[name] = node
+    return name
+
+
+def _read_sources(section: _Section, trunk: str, claims: _Claims) -> tuple[SourceMatch, ...]:
+    hint = " (addresses the trunk's calls come from, e.g. ['10.1.0.0/24'])"
+    if section.require("sources", hint) is None:
+        return ()
+    sources: list[SourceMatch] = []
+    for item in _items(section, "sources", required=True):
+        source = _parsed(section, item, "source", parse_source)
+        if source is None:
+            continue
+        written = _written(item)
+        key = (source.network, source.port)
+        owner = claims.sources.get(key)
+        if owner is None:
+            claims.sources[key] = (trunk, item)
+            sources.append(source)
+        elif owner[0] == trunk:
+            section.fail(
+                item, f"source '{written}' is listed twice (first at line {owner[1].line})"
+            )
+        else:
+            section.fail(
+                item,
+                f"source '{written}' is already claimed by {owner[0]} (line {owner[1].line})",
+            )
+    return tuple(sources)
+
+
+def _read_route(section: _Section) -> Endpoint | None:
+    node = section.require("route", ' (the next hop, e.g. route: "udp:192.0.2.10:5060")')
+    if node is None:
+        return None
+    return _parsed(section, node, "route", parse_endpoint)
+
+
+def _read_identity(trunk: _Section) -> IdentitySettings:
+    section = trunk.sub("identity", "identity")
+    if section is None:
+        return IdentitySettings()
+    policy: DisplayNamePolicy = _choice(section, "display_name", DISPLAY_NAME_POLICIES, "reject")
+    return IdentitySettings(
+        require_pai=_bool(section, "require_pai", False),
+        from_must_match_pai=_bool(section, "from_must_match_pai", True),
+        display_name=policy,
+    )
+
+
+def _read_limits(trunk: _Section) -> Limits:
+    section = trunk.sub("limits", "limits")
+    if section is None:
+        return Limits()
+    cps = _rate(section, "cps")
+    burst = _whole(section, "burst")
+    if burst is not None and cps is None and section.get("cps") is None:
+        section.fail(section.values["burst"], "limits.burst needs limits.cps (the refill rate)")
+    if burst is None and cps is not None:
+        # A bucket must hold at least one token, else no call could pass.
+        burst = max(1, math.ceil(cps))
+    return Limits(
+        cps=cps,
+        burst=burst,
+        concurrent=_whole(section, "concurrent"),
+        per_caller=_read_window(section, "per_caller"),
+        per_callee=_read_window(section, "per_callee"),
+        one_ring=_read_one_ring(section),
+    )
+
+
+def _read_window(limits: _Section, key: str) -> Window | None:
+    section = limits.sub(key, "window")
+    if section is None:
+        return None
+    calls = _whole(section, "calls", required=True)
+    window = _duration(section, "window", required=True)
+    if calls is None or window is None:
+        return None
+    return Window(calls=calls, window=window)
+
+
+def _read_one_ring(limits: _Section) -> OneRing | None:
+    section = limits.sub("one_ring", "one_ring")
+    if section is None:
+        return None
+    max_ring = _duration(section, "max_ring", required=True)
+    calls = _whole(section, "calls", required=True)
+    window = _duration(section, "window", required=True)
+    block_for = _duration(section, "block_for", required=True)
+    if max_ring is None or calls is None or window is None or block_for is None:
+        return None
+    return OneRing(max_ring=max_ring, calls=calls, window=window, block_for=block_for)
+
+
+def _read_calling_hours(trunk: _Section) -> CallingHours | None:
+    section = trunk.sub("calling_hours", "calling_hours")
+    if section is None:
+        return None
+    tz = _read_tz(section)
+    windows: list[tuple[int, int]] = []
+    for item in _items(section, "allow", required=True):
+        window = _parsed(section, item, "calling_hours.allow window", parse_time_window)
+        if window is not None:
+            windows.append(window)
+    if tz is None or not windows:
+        return None
+    return CallingHours(tz=tz, allow=tuple(windows))
+
+
+def _read_tz(section: _Section) -> str | None:
+    node = section.require("tz", " (an IANA time zone, e.g. tz: Asia/Shanghai)")
+    if node is None:
+        return None
+    text = _text(section, node, "calling_hours.tz")
+    if text is None:
+        return None
+    zones = section.ck.timezones
+    if _TZ_NAME.fullmatch(text) is None:
+        section.fail(
+            node,
+            f"calling_hours.tz '{text}' is not a time zone name "
+            "(use an IANA name such as 'Asia/Shanghai')",
+        )
+        return None
+    if zones is not None and text not in zones:
+        close = difflib.get_close_matches(text, sorted(zones), n=1)
+        hint = (
+            f"; did you mean '{close[0]}'?"
+            if close
+            else " (use an IANA name such as 'Asia/Shanghai')"
+        )
+        section.fail(node, f"calling_hours.tz '{text}' is not a known time zone{hint}")
+        return None
+    return text

@@ -1,0 +1,597 @@
+"""Rule-file values: what a validated rule file means, and the small text languages inside it.
+
+This module owns:
+
+- the immutable values a rule file turns into: `RuleSet`, `Trunk`,
+  `Endpoint`, `SourceMatch`, `Numbering`, `IdentitySettings`, `Limits`,
+  `Window`, `OneRing`, `CallingHours`, `Suspension`;
+- the text parsers for values written as strings: endpoints
+  (`parse_endpoint`), trunk sources (`parse_source`), `HOST:PORT`
+  (`parse_host_port`), durations (`parse_duration`), E.164 numbers
+  (`parse_number`), ranges and prefixes (`parse_allocation`) and time-of-day
+  windows (`parse_time_window`).
+
+Invariants:
+
+- Rule 1: every value is frozen and slotted; the constructors refuse the
+  impossible (an unknown transport, a port out of range, a port on a network).
+- Rule 2: a parser either returns a canonical value or raises `ValueError`
+  whose message completes "<what> '<text>': " for the rule-file checker
+  (`sipguard.rules.schema`), which adds the file position.
+
+Ring 1: pure; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from types import MappingProxyType
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "DEFAULT_INTERNATIONAL_PREFIX",
+    "DEFAULT_LISTEN",
+    "DEFAULT_NATIONAL_PREFIX",
+    "DEFAULT_SIP_PORT",
+    "DISPLAY_NAME_POLICIES",
+    "E164_MAX_DIGITS",
+    "MODES",
+    "RULES_VERSION",
+    "TRANSPORTS",
+    "TRUNK_KINDS",
+    "CallingHours",
+    "DisplayNamePolicy",
+    "Endpoint",
+    "IPNetwork",
+    "IdentitySettings",
+    "Limits",
+    "Mode",
+    "Numbering",
+    "OneRing",
+    "RuleSet",
+    "SourceMatch",
+    "Suspension",
+    "Transport",
+    "Trunk",
+    "TrunkKind",
+    "Window",
+    "parse_allocation",
+    "parse_duration",
+    "parse_endpoint",
+    "parse_host_port",
+    "parse_number",
+    "parse_source",
+    "parse_time_window",
+]
+
+Transport: TypeAlias = Literal["udp", "tcp"]
+TrunkKind: TypeAlias = Literal["national", "international"]
+Mode: TypeAlias = Literal["enforce", "monitor"]
+DisplayNamePolicy: TypeAlias = Literal["reject", "strip", "ignore"]
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+_IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+RULES_VERSION = 1
+# RFC 3261 §19.1.2: the default port of sip: URIs over UDP and TCP.
+DEFAULT_SIP_PORT = 5060
+# The prefixes ITU-T recommends and most numbering plans use.
+DEFAULT_NATIONAL_PREFIX = "0"
+DEFAULT_INTERNATIONAL_PREFIX = "00"
+# ITU-T E.164: an international number has at most 15 digits.
+E164_MAX_DIGITS = 15
+
+# The words a rule file may use for each choice, mapped to their typed value.
+TRANSPORTS: Mapping[str, Transport] = MappingProxyType({"udp": "udp", "tcp": "tcp"})
+TRUNK_KINDS: Mapping[str, TrunkKind] = MappingProxyType(
+    {"national": "national", "international": "international"}
+)
+MODES: Mapping[str, Mode] = MappingProxyType({"enforce": "enforce", "monitor": "monitor"})
+DISPLAY_NAME_POLICIES: Mapping[str, DisplayNamePolicy] = MappingProxyType(
+    {"reject": "reject", "strip": "strip", "ignore": "ignore"}
+)
+
+
+# --------------------------------------------------------------------------
+# Values of a rule file.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """A transport address: `udp:192.0.2.10:5060`, `tcp:[2001:db8::1]:5060`.
+
+    `host` is the canonical text of an IP address, without brackets.
+    """
+
+    transport: Transport
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"unsupported transport {self.transport!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{_bracketed(self.host)}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceMatch:
+    """Where a trunk's requests come from: a network, or one address and port.
+
+    A port narrows a single address (a /32 or /128 network) only.
+    """
+
+    network: IPNetwork
+    port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.port is None:
+            return
+        if self.network.prefixlen != self.network.max_prefixlen:
+            raise ValueError("a port can only narrow a single address")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+
+    @property
+    def specificity(self) -> tuple[bool, int]:
+        """Sort key: IP:port beats a bare IP beats a longer prefix."""
+        return (self.port is not None, self.network.prefixlen)
+
+    def __str__(self) -> str:
+        network = self.network
+        if network.prefixlen != network.max_prefixlen:
+            return str(network)
+        host = str(network.network_address)
+        return host if self.port is None else f"{_bracketed(host)}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Numbering:
+    """How national and international dialled forms normalise to E.164."""
+
+    country_code: str
+    national_prefix: str = DEFAULT_NATIONAL_PREFIX
+    international_prefix: str = DEFAULT_INTERNATIONAL_PREFIX
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentitySettings:
+    """How strictly a trunk's caller identity headers are checked."""
+
+    require_pai: bool = False
+    from_must_match_pai: bool = True
+    display_name: DisplayNamePolicy = "reject"
+
+    def __post_init__(self) -> None:
+        if self.display_name not in DISPLAY_NAME_POLICIES:
+            raise ValueError(f"unknown display_name policy {self.display_name!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Window:
+    """At most `calls` calls within a sliding `window` of seconds."""
+
+    calls: int
+    window: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OneRing:
+    """One-ring detection: calls torn down within `max_ring` seconds.
+
+    More than `calls` such calls from one caller within `window` seconds block
+    that caller for `block_for` seconds.
+    """
+
+    max_ring: float
+    calls: int
+    window: float
+    block_for: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Per-trunk rate and harassment limits; `None` means unlimited."""
+
+    cps: float | None = None
+    burst: int | None = None
+    concurrent: int | None = None
+    per_caller: Window | None = None
+    per_callee: Window | None = None
+    one_ring: OneRing | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallingHours:
+    """Times of day calls are allowed, as (start, end) minutes of day in `tz`.
+
+    A window whose end is before its start runs past midnight.
+    """
+
+    tz: str
+    allow: tuple[tuple[int, int], ...]
+
+    def __post_init__(self) -> None:
+        for start, end in self.allow:
+            if not (0 <= start < 1440 and 0 <= end <= 1440 and start != end):
+                raise ValueError(f"bad calling window {start}-{end}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Suspension:
+    """A number refused as caller ID before `until` (a date, UTC)."""
+
+    number: str
+    until: date
+    reason: str = ""
+
+    def active_on(self, day: date) -> bool:
+        """True while the suspension holds: the suspension lifts on `until`."""
+        return day < self.until
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trunk:
+    """One trunk: where its calls come from, where they go, what they may claim.
+
+    Attributes:
+        name: unique among the rule set's trunks; used in logs and metrics.
+        kind: `international` trunks refuse home-country caller IDs.
+        sources: the addresses whose requests belong to this trunk.
+        route: the next hop for allowed calls.
+        ranges: validated allocation strings: `"*"` (any number), a prefix
+            `"+869521"`, or an inclusive range `"+862131771200-+862131771299"`.
+        identity: how caller identity headers are checked.
+        limits: rate and harassment limits.
+        calling_hours: when calls are allowed; None for any time.
+        refused_callees: path of a file of numbers this trunk may not call,
+            as written (relative to the working directory); not read here.
+        mode: None when the trunk follows the rule set's mode.
+    """
+
+    name: str
+    kind: TrunkKind = "national"
+    sources: tuple[SourceMatch, ...]
+    route: Endpoint
+    ranges: tuple[str, ...] = ()
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    limits: Limits = field(default_factory=Limits)
+    calling_hours: CallingHours | None = None
+    refused_callees: str | None = None
+    mode: Mode | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TRUNK_KINDS:
+            raise ValueError(f"unknown trunk kind {self.kind!r}")
+        if self.mode is not None and self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}")
+
+
+DEFAULT_LISTEN: tuple[Endpoint, ...] = (
+    Endpoint(transport="udp", host="127.0.0.1", port=DEFAULT_SIP_PORT),
+    Endpoint(transport="tcp", host="127.0.0.1", port=DEFAULT_SIP_PORT),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleSet:
+    """A whole, validated rule file. Immutable: a reload builds a new one.
+
+    Attributes:
+        version: the rule-file format version (1).
+        mode: `enforce` refuses bad calls; `monitor` only logs the verdict.
+        numbering: how dialled forms normalise to E.164.
+        listen: where sipguard takes SIP requests.
+        audit_log: path of the decision log, as written; None for none.
+        metrics: `HOST:PORT` of the Prometheus endpoint; None for none.
+        do_not_originate: prefixes and ranges never valid as caller ID.
+        suspended: numbers refused as caller ID until a date.
+        emergency_numbers: callee numbers that skip callee, time and rate rules.
+        trunks: every trunk, in file order.
+        path: the file the rules came from.
+    """
+
+    version: int = RULES_VERSION
+    mode: Mode = "enforce"
+    numbering: Numbering
+    listen: tuple[Endpoint, ...] = DEFAULT_LISTEN
+    audit_log: str | None = None
+    metrics: str | None = None
+    do_not_originate: tuple[str, ...] = ()
+    suspended: tuple[Suspension, ...] = ()
+    emergency_numbers: tuple[str, ...] = ()
+    trunks: tuple[Trunk, ...] = ()
+    path: str = "<rules>"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}")
+
+    def trunk_named(self, name: str) -> Trunk | None:
+        """The trunk called `name`, or None."""
+        return next((trunk for trunk in self.trunks if trunk.name == name), None)
+
+    def mode_of(self, trunk: Trunk) -> Mode:
+        """The mode a trunk runs in: its own, else the rule set's."""
+        return self.mode if trunk.mode is None else trunk.mode
+
+
+# --------------------------------------------------------------------------
+# Text parsers. Each raises ValueError with a message that completes
+# "<what> '<text>': ".
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _parse_port(text: str, *, allow_zero: bool = False) -> int:
+    if not text:
+        raise ValueError("':' with no port after it")
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"port '{text}' is not a number")
+    port = int(text)
+    low = 0 if allow_zero else 1
+    if not low <= port <= 65535:
+        raise ValueError(f"port {port} is out of range ({low}-65535)")
+    return port
+
+
+def _parse_ip(text: str, *, whole: str) -> _IPAddress:
+    """An IP address; messages name `text` only when it is part of `whole`."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    subject = "" if text == whole else f"'{text}' is "
+    if re.fullmatch(r"[A-Za-z0-9.-]+", text) and re.search(r"[A-Za-z]", text):
+        raise ValueError(f"{subject}a host name; write the IP address (names are not resolved)")
+    raise ValueError(f"{subject}not an IP address")
+
+
+def parse_host_port(
+    text: str,
+    *,
+    default_port: int | None = None,
+    require_brackets: bool = False,
+    allow_port_zero: bool = False,
+) -> tuple[str, int | None]:
+    """Parse `HOST[:PORT]`: `192.0.2.1:5060`, `[2001:db8::1]:5060`, `::1`.
+
+    Args:
+        text: the address; IPv6 with a port must be written in brackets.
+        default_port: the port when none is written.
+        require_brackets: refuse a bare IPv6 address (where `::1:5060` could
+            be meant as address and port).
+        allow_port_zero: accept port 0 ("any free port", for listening).
+
+    Returns:
+        The canonical IP text (no brackets) and the port.
+
+    Raises:
+        ValueError: the text is not an IP address with an optional port.
+    """
+    text = text.strip()
+    return _host_port(
+        text,
+        whole=text,
+        default_port=default_port,
+        require_brackets=require_brackets,
+        allow_port_zero=allow_port_zero,
+    )
+
+
+def _host_port(
+    text: str,
+    *,
+    whole: str,
+    default_port: int | None,
+    require_brackets: bool,
+    allow_port_zero: bool,
+) -> tuple[str, int | None]:
+    """`parse_host_port` of `text`, a part of `whole` (which messages refer to)."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError("'[' without a closing ']'")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"unexpected '{rest}' after ']'")
+        port_text = rest[1:] if rest else None
+        if _parse_ip(host, whole=whole).version != 6:
+            raise ValueError("brackets are for IPv6 addresses only")
+    elif text.count(":") > 1:
+        if require_brackets:
+            raise ValueError("write an IPv6 address in brackets, e.g. '[2001:db8::1]:5060'")
+        host, port_text = text, None
+    else:
+        host, sep, port_part = text.partition(":")
+        port_text = port_part if sep else None
+    address = _canonical(_parse_ip(host, whole=whole))
+    if port_text is None:
+        return str(address), default_port
+    return str(address), _parse_port(port_text, allow_zero=allow_port_zero)
+
+
+def _canonical(address: _IPAddress) -> _IPAddress:
+    """Drop an IPv6 zone and unwrap IPv4-mapped IPv6 (`::ffff:192.0.2.1`)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            return mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
+    return address
+
+
+def parse_endpoint(text: str, *, allow_port_zero: bool = False) -> Endpoint:
+    """Parse `TRANSPORT:HOST[:PORT]`, e.g. `udp:127.0.0.1:5080`, `tcp:[::1]:5060`.
+
+    The port defaults to 5060. IPv6 addresses must be in brackets.
+
+    Raises:
+        ValueError: no or an unsupported transport, or a bad address or port.
+    """
+    text = text.strip()
+    transport, sep, rest = text.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z]+", transport):
+        raise ValueError(_missing_transport(text))
+    transport_name = TRANSPORTS.get(transport.lower())
+    if transport_name is None:
+        raise ValueError(f"unsupported transport '{transport}'; use 'udp' or 'tcp'")
+    host, port = _host_port(
+        rest,
+        whole=text,
+        default_port=DEFAULT_SIP_PORT,
+        require_brackets=True,
+        allow_port_zero=allow_port_zero,
+    )
+    return Endpoint(transport=transport_name, host=host, port=port or 0)
+
+
+def _missing_transport(text: str) -> str:
+    try:
+        parse_host_port(text)
+    except ValueError:
+        return "expected TRANSPORT:ADDRESS[:PORT], e.g. 'udp:192.0.2.10:5060'"
+    return f"missing transport; write 'udp:{text}' or 'tcp:{text}'"
+
+
+def parse_source(text: str) -> SourceMatch:
+    """Parse a trunk source: `10.1.0.0/24`, `127.0.0.1:5071`, `127.0.0.1`, `[::1]:5071`.
+
+    Raises:
+        ValueError: not an address, `address:port` or CIDR network.
+    """
+    text = text.strip()
+    if "/" not in text:
+        host, port = parse_host_port(text)
+        return SourceMatch(network=ipaddress.ip_network(host), port=port)
+    address_text, _, prefix_text = text.partition("/")
+    if address_text.startswith("[") and address_text.endswith("]"):
+        address_text = address_text[1:-1]
+    if ":" in prefix_text:
+        raise ValueError("a network cannot carry a port; use one address for IP:port")
+    address = _parse_ip(address_text, whole=text)
+    if not prefix_text.isascii() or not prefix_text.isdigit():
+        raise ValueError(f"prefix length '{prefix_text}' is not a number")
+    prefix = int(prefix_text)
+    if prefix > address.max_prefixlen:
+        raise ValueError(
+            f"prefix length {prefix} is too long for IPv{address.version} "
+            f"(at most {address.max_prefixlen})"
+        )
+    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    if network.network_address != address:
+        raise ValueError(f"host bits are set; did you mean '{network}'?")
+    return SourceMatch(network=network)
+
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a duration such as `3s`, `30m`, `1h`, `1h30m`, `60d` into seconds.
+
+    Raises:
+        ValueError: no unit, an unknown unit, or a zero duration.
+    """
+    compact = text.strip()
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(number + unit for number, unit in parts) != compact:
+        raise ValueError("a duration is a number and a unit (s, m, h, d), e.g. '30m' or '1h30m'")
+    seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise ValueError("a duration must be longer than zero")
+    return seconds
+
+
+def parse_number(text: str) -> str:
+    """Check an E.164 number or prefix (`+862131771200`) and return it stripped.
+
+    Raises:
+        ValueError: no leading '+', other characters than digits, a leading 0
+            country code, or more than 15 digits.
+    """
+    text = text.strip()
+    if not text.startswith("+"):
+        raise ValueError("not in E.164 form: write '+', the country code and the number")
+    digits = text[1:]
+    if not digits:
+        raise ValueError("'+' needs digits after it")
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError("only digits may follow '+'")
+    if digits[0] == "0":
+        raise ValueError("country codes never start with 0")
+    if len(digits) > E164_MAX_DIGITS:
+        raise ValueError(f"{len(digits)} digits; E.164 numbers have at most {E164_MAX_DIGITS}")
+    return text
+
+
+def parse_allocation(text: str, *, allow_any: bool = True) -> str:
+    """Check a range, prefix or `*` and return its canonical text.
+
+    Forms: `*` (any number), a prefix `+869521`, or an inclusive range
+    `+862131771200-+862131771299` whose ends have the same number of digits.
+
+    Raises:
+        ValueError: a malformed number, unequal range ends, start > end, or
+            `*` where `allow_any` is false.
+    """
+    text = text.strip()
+    if text == "*":
+        if not allow_any:
+            raise ValueError("'*' (any number) is not allowed here")
+        return text
+    if "-" not in text:
+        return parse_number(text)
+    parts = [part.strip() for part in text.split("-")]
+    if len(parts) != 2:
+        raise ValueError("a range is START-END, e.g. '+862131771200-+862131771299'")
+    start = _range_end(parts[0], "start")
+    end = _range_end(parts[1], "end")
+    if len(start) != len(end):
+        raise ValueError(
+            f"range ends differ in length ({len(start) - 1} and {len(end) - 1} digits); "
+            "give both ends the same number of digits"
+        )
+    if start > end:
+        raise ValueError("range start is greater than its end")
+    return f"{start}-{end}"
+
+
+def _range_end(text: str, which: str) -> str:
+    try:
+        return parse_number(text)
+    except ValueError as exc:
+        raise ValueError(f"range {which} '{text}': {exc}") from None
+
+
+_TIME_WINDOW = re.compile(r"([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})")
+
+
+def parse_time_window(text: str) -> tuple[int, int]:
+    """Parse `HH:MM-HH:MM` into (start, end) minutes of day; `24:00` may end a window.
+
+    Raises:
+        ValueError: not two times, a time that is not a time of day, or an
+            empty window.
+    """
+    match = _TIME_WINDOW.fullmatch(text.strip())
+    if match is None:
+        raise ValueError("expected HH:MM-HH:MM, e.g. '09:00-12:00'")
+    start_h, start_m, end_h, end_m = (int(group) for group in match.groups())
+    if start_h > 23 or start_m > 59:
+        raise ValueError(f"{match.group(1)}:{match.group(2)} is not a time of day")
+    if end_m > 59 or end_h > 24 or (end_h == 24 and end_m != 0):
+        raise ValueError(f"{match.group(3)}:{match.group(4)} is not a time of day")
+    start, end = start_h * 60 + start_m, end_h * 60 + end_m
+    if start == end:
+        raise ValueError("the window is empty; write '00:00-24:00' for the whole day")
+    return start, end

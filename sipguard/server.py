@@ -1,0 +1,248 @@
+"""The asyncio driver: sockets, the clock, timers, signals and rule reloads (ring 3).
+
+The driver owns everything the core may not touch. For every input it calls
+the core with `now = loop.time()`, then flushes the core's transmissions,
+drains its events, and re-arms a single `call_at` timer for the core's next
+deadline (the shape of aioquic's asyncio protocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from sipguard.b2bua import (
+    B2BUA,
+    CallEnded,
+    CallRefused,
+    CallStarted,
+    CoreConfig,
+    Event,
+    MessageRejected,
+    error_response_for,
+)
+from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.errors import RuleFileErrors, SipProtocolError
+from sipguard.peer import Peer
+from sipguard.policy.gate import TrunkGate
+from sipguard.rules.loader import load_rules
+from sipguard.rules.schema import RuleSet
+from sipguard.transport import Transports
+
+__all__ = ["Server", "ServerOptions", "serve"]
+
+log = logging.getLogger("sipguard")
+
+# How often the driver looks for a changed rule file and idle TCP connections.
+_HOUSEKEEPING_INTERVAL = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    rules_path: Path
+    watch_rules: bool = True
+
+
+class Server:
+    """One sipguard process: transports, the B2BUA core, and the rules."""
+
+    def __init__(self, rules: RuleSet, options: ServerOptions) -> None:
+        self.rules = rules
+        self.options = options
+        self.loop = asyncio.get_running_loop()
+        self.transports = Transports(self.loop, self)
+        self.core: B2BUA | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._rules_stamp = _file_stamp(options.rules_path)
+        self._stopped = asyncio.Event()
+        self._housekeeping: asyncio.TimerHandle | None = None
+        self.listening: list[str] = []
+
+    async def start(self) -> None:
+        """Open every listening socket and build the core."""
+        local: dict[str, LocalAddress] = {}
+        for endpoint in self.rules.listen:
+            if endpoint.transport == "udp":
+                host, port = await self.transports.listen_udp(endpoint.host, endpoint.port)
+            else:
+                host, port = await self.transports.listen_tcp(endpoint.host, endpoint.port)
+            local.setdefault(endpoint.transport, LocalAddress(endpoint.transport, host, port))
+            self.listening.append(f"{endpoint.transport}:{host}:{port}")
+        rng = random.Random(secrets.randbits(128))
+        self.core = B2BUA(
+            config=CoreConfig(local=local), gate=TrunkGate(self.rules), ids=IdFactory(rng)
+        )
+        self._schedule_housekeeping()
+
+    # -- inputs from the transports --------------------------------------------
+
+    def message_received(self, data: bytes, peer: Peer) -> None:
+        core = self.core
+        if core is None:
+            return
+        core.receive_datagram(data, peer, now=self.loop.time())
+        self._flush()
+
+    def stream_error(self, data: bytes, peer: Peer, error: SipProtocolError) -> None:
+        response = error_response_for(data, error.status_hint, str(error)[:120])
+        if response is not None:
+            self.transports.send(peer, response)
+        log.warning("tcp %s:%d: %s; closing", peer.host, peer.port, error)
+
+    def peer_unreachable(self, peer: Peer) -> None:
+        if self.core is not None:
+            self.core.transport_failed(peer, now=self.loop.time())
+            self._flush()
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        core = self.core
+        assert core is not None
+        send = self.transports.send
+        for transmit in core.datagrams_to_send():
+            send(transmit.peer, transmit.data)
+        event = core.next_event()
+        while event is not None:
+            _log_event(event)
+            event = core.next_event()
+        self._arm_timer(core.next_deadline())
+
+    def _arm_timer(self, deadline: float | None) -> None:
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        deadline = self._timer_at
+        self._timer = self._timer_at = None
+        if self.core is None or deadline is None:
+            return
+        self.core.handle_timer(now=max(deadline, self.loop.time()))
+        self._flush()
+
+    # -- rules --------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Load the rule file again; keep the old rules if the new file is bad."""
+        path = self.options.rules_path
+        self._rules_stamp = _file_stamp(path)
+        try:
+            rules = load_rules(path)
+        except RuleFileErrors as exc:
+            for error in exc.errors:
+                log.error("reload refused, keeping the old rules: %s", error)
+            return False
+        except OSError as exc:
+            log.error("reload refused, keeping the old rules: %s: %s", path, exc)
+            return False
+        self.rules = rules
+        if self.core is not None:
+            self.core.gate = TrunkGate(rules)  # atomic: one reference swap
+        log.info("rules reloaded from %s (sha256 %s)", path, rules_digest(path))
+        return True
+
+    def _schedule_housekeeping(self) -> None:
+        self._housekeeping = self.loop.call_later(_HOUSEKEEPING_INTERVAL, self._housekeep)
+
+    def _housekeep(self) -> None:
+        if self.options.watch_rules and _file_stamp(self.options.rules_path) != self._rules_stamp:
+            self.reload()
+        self.transports.close_idle()
+        self._schedule_housekeeping()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transports.close()
+
+
+def _log_event(event: Event) -> None:
+    if isinstance(event, CallStarted):
+        log.info(
+            "allow   trunk=%s caller=%s callee=%s call-id=%s",
+            event.trunk,
+            event.caller,
+            event.callee,
+            event.a_call_id,
+        )
+    elif isinstance(event, CallRefused):
+        log.info(
+            "reject  %d %s trunk=%s source=%s:%d call-id=%s",
+            event.status,
+            event.rule,
+            event.trunk or "-",
+            event.peer.host,
+            event.peer.port,
+            event.call_id,
+        )
+    elif isinstance(event, CallEnded):
+        log.debug(
+            "end     trunk=%s status=%d by=%s duration=%.1fs call-id=%s",
+            event.trunk,
+            event.status,
+            event.ended_by,
+            event.time - event.start,
+            event.a_call_id,
+        )
+    elif isinstance(event, MessageRejected):
+        log.debug("bad message from %s:%d: %s", event.peer.host, event.peer.port, event.reason)
+
+
+def _file_stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime, stat.st_size)
+
+
+def rules_digest(path: Path) -> str:
+    """The first 12 hex digits of the rule file's SHA-256, for logs."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unreadable"
+
+
+async def serve(rules: RuleSet, options: ServerOptions) -> None:
+    """Run a server until SIGINT or SIGTERM; reload the rules on SIGHUP."""
+    server = Server(rules, options)
+    await server.start()
+    loop = server.loop
+    loop.add_signal_handler(signal.SIGTERM, server.stop)
+    loop.add_signal_handler(signal.SIGINT, server.stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    log.info(
+        "sipguard listening on %s; %d trunk(s) from %s (sha256 %s), mode %s",
+        ", ".join(server.listening),
+        len(rules.trunks),
+        options.rules_path,
+        rules_digest(options.rules_path),
+        rules.mode,
+    )
+    try:
+        await server.wait_stopped()
+    finally:
+        log.info("sipguard stopping")
+        await server.close()

@@ -1,0 +1,216 @@
+"""asyncio transports: UDP endpoints and TCP connections (ring 3).
+
+The transports know nothing about SIP beyond framing: a datagram, or a
+complete message cut from a TCP stream by `StreamFramer`, is handed to a
+`MessageSink` with the `Peer` it came from. Outbound, `Transports.send()`
+writes bytes to a peer: over the UDP socket, over the TCP connection that
+peer opened, or over a new connection to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol, cast
+
+from sipguard.errors import SipProtocolError
+from sipguard.sip.parser import DEFAULT_MAX_MESSAGE_SIZE, StreamFramer
+from sipguard.transaction import Peer
+
+__all__ = ["MessageSink", "Transports", "DEFAULT_TCP_IDLE_TIMEOUT"]
+
+log = logging.getLogger("sipguard.transport")
+
+# A trunk's TCP connection may sit idle through a long call; fifteen minutes
+# frees abandoned connections without cutting ordinary calls short.
+DEFAULT_TCP_IDLE_TIMEOUT = 900.0
+_CONNECT_TIMEOUT = 5.0
+
+
+class MessageSink(Protocol):
+    def message_received(self, data: bytes, peer: Peer) -> None: ...
+
+    def stream_error(self, data: bytes, peer: Peer, error: SipProtocolError) -> None: ...
+
+    def peer_unreachable(self, peer: Peer) -> None: ...
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, sink: MessageSink) -> None:
+        self._sink = sink
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._sink.message_received(data, Peer("udp", str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: UDP has no connection to fail.
+        log.debug("udp error: %s", exc)
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One TCP connection, inbound or outbound, framed into SIP messages."""
+
+    def __init__(self, owner: Transports, *, max_size: int) -> None:
+        self._owner = owner
+        self._framer = StreamFramer(max_size=max_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Peer | None = None
+        self.last_active = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = Peer("tcp", str(host), int(port))
+        self.last_active = self._owner.loop.time()
+        self._owner.register(self.peer, self)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
+        self.last_active = self._owner.loop.time()
+        self._framer.receive_data(data)
+        while True:
+            try:
+                frame = self._framer.next_message()
+            except SipProtocolError as exc:
+                # The stream cannot be resynchronised: answer if we can, close.
+                self._owner.sink.stream_error(data, self.peer, exc)
+                self.close()
+                return
+            if frame is None:
+                break
+            self._owner.sink.message_received(frame, self.peer)
+        if self._framer.keepalives and self.transport is not None:
+            self._framer.keepalives = 0
+            self.transport.write(b"\r\n")  # RFC 5626 §4.4.1: pong
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self._owner.unregister(self.peer, self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.last_active = self._owner.loop.time()
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Transports:
+    """All sockets of one server: UDP endpoints, TCP listeners and connections."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sink: MessageSink,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
+    ) -> None:
+        self.loop = loop
+        self.sink = sink
+        self._max_size = max_message_size
+        self._idle_timeout = tcp_idle_timeout
+        self._udp: asyncio.DatagramTransport | None = None
+        self._udp_all: list[asyncio.DatagramTransport] = []
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[Peer, _TcpConnection] = {}
+        self._pending: dict[Peer, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def listen_udp(self, host: str, port: int) -> tuple[str, int]:
+        transport, _ = await self.loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self.sink), local_addr=(host, port)
+        )
+        self._udp_all.append(transport)
+        if self._udp is None:
+            self._udp = transport
+        bound = transport.get_extra_info("sockname")
+        return str(bound[0]), int(bound[1])
+
+    async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
+        server = await self.loop.create_server(self._new_connection, host, port)
+        self._servers.append(server)
+        bound = server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    def _new_connection(self) -> _TcpConnection:
+        return _TcpConnection(self, max_size=self._max_size)
+
+    def register(self, peer: Peer, connection: _TcpConnection) -> None:
+        self._connections[peer] = connection
+
+    def unregister(self, peer: Peer, connection: _TcpConnection) -> None:
+        if self._connections.get(peer) is connection:
+            del self._connections[peer]
+
+    def send(self, peer: Peer, data: bytes) -> None:
+        """Send `data` to `peer`; TCP connects on demand."""
+        if peer.transport == "udp":
+            if self._udp is not None:
+                self._udp.sendto(data, (peer.host, peer.port))
+            return
+        connection = self._connections.get(peer)
+        if connection is not None:
+            connection.write(data)
+            return
+        pending = self._pending.get(peer)
+        if pending is not None:
+            pending.append(data)
+            return
+        self._pending[peer] = [data]
+        task = self.loop.create_task(self._connect(peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, peer: Peer) -> None:
+        try:
+            _, connection = await asyncio.wait_for(
+                self.loop.create_connection(self._new_connection, peer.host, peer.port),
+                _CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.warning("cannot connect to tcp:%s:%d: %s", peer.host, peer.port, exc)
+            self._pending.pop(peer, None)
+            self.sink.peer_unreachable(peer)
+            return
+        # The connection registered itself under its peername, which is `peer`.
+        self._connections[peer] = connection
+        for data in self._pending.pop(peer, []):
+            connection.write(data)
+
+    def close_idle(self) -> int:
+        """Close TCP connections idle for longer than the idle timeout."""
+        limit = self.loop.time() - self._idle_timeout
+        idle = [conn for conn in self._connections.values() if conn.last_active < limit]
+        for connection in idle:
+            connection.close()
+        return len(idle)
+
+    @property
+    def tcp_connection_count(self) -> int:
+        return len(self._connections)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections.values()):
+            connection.close()
+        for transport in self._udp_all:
+            transport.close()
+        for server in self._servers:
+            await server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def on_loop_exception(callback: Callable[[str], None]) -> Callable[..., None]:
+    """An asyncio exception handler that reports and keeps the loop running."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        callback(str(context.get("message")) + ": " + repr(context.get("exception")))
+
+    return handler

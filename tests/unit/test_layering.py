@@ -1,0 +1,134 @@
+"""The three-ring rule as a test: pure and sans-IO modules import no I/O.
+
+Ring 1 (pure values and functions) and ring 2 (sans-IO state machines) may
+not import the event loop, sockets, the clock, the file system, logging,
+threads, processes or YAML. Neither may import a ring-3 driver module, and
+ring 1 may not import ring 2. Only the drivers touch the outside world.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "sipguard"
+
+FORBIDDEN = frozenset(
+    {"asyncio", "socket", "time", "os", "logging", "yaml", "threading", "subprocess", "selectors"}
+)
+RING_2 = frozenset({"sipguard.transaction", "sipguard.dialog", "sipguard.b2bua"})
+RING_3 = frozenset(
+    {
+        "sipguard.server",
+        "sipguard.cli",
+        "sipguard.transport",
+        "sipguard.audit",
+        "sipguard.metrics",
+        "sipguard.rules.loader",
+        "sipguard.__main__",
+    }
+)
+
+
+def ring_1_files() -> list[Path]:
+    files = [*(PACKAGE / "sip").rglob("*.py"), *(PACKAGE / "policy").rglob("*.py")]
+    files += [path for path in (PACKAGE / "rules").rglob("*.py") if path.name != "loader.py"]
+    files += [PACKAGE / "ratetable.py", PACKAGE / "peer.py"]
+    return sorted(path for path in files if path.is_file())
+
+
+def ring_2_files() -> list[Path]:
+    files = (PACKAGE / "transaction.py", PACKAGE / "dialog.py", PACKAGE / "b2bua.py")
+    return sorted(path for path in files if path.is_file())
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_of(path: Path) -> str:
+    """The package relative imports in `path` start from."""
+    module = module_name(path)
+    return module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+
+
+def imported_modules(source: str, *, package: str) -> Iterator[tuple[int, str]]:
+    """(line, absolute module name) of every import in `source`, dynamic ones included."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            yield node.lineno, base
+            for alias in node.names:
+                yield node.lineno, f"{base}.{alias.name}"
+        elif isinstance(node, ast.Call) and _is_dynamic_import(node.func):
+            if node.args and isinstance(node.args[0], ast.Constant):
+                yield node.lineno, str(node.args[0].value)
+
+
+def _is_dynamic_import(func: ast.expr) -> bool:
+    if isinstance(func, ast.Name):
+        return func.id in {"__import__", "import_module"}
+    return isinstance(func, ast.Attribute) and func.attr == "import_module"
+
+
+def violations(path: Path, *, ring: int) -> list[str]:
+    banned_internal = RING_3 | (RING_2 if ring == 1 else frozenset())
+    found = []
+    for line, name in imported_modules(path.read_text(encoding="utf-8"), package=package_of(path)):
+        top = name.split(".")[0]
+        if top in FORBIDDEN:
+            found.append(f"{path.relative_to(ROOT)}:{line}: ring {ring} imports {name}")
+        if any(name == banned or name.startswith(banned + ".") for banned in banned_internal):
+            found.append(f"{path.relative_to(ROOT)}:{line}: ring {ring} imports driver {name}")
+    return found
+
+
+@pytest.mark.parametrize("path", ring_1_files(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_ring_1_module_is_pure(path: Path) -> None:
+    assert violations(path, ring=1) == []
+
+
+@pytest.mark.parametrize("path", ring_2_files(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_ring_2_module_is_sans_io(path: Path) -> None:
+    assert violations(path, ring=2) == []
+
+
+def test_relative_imports_resolve_from_the_package() -> None:
+    assert package_of(PACKAGE / "policy" / "__init__.py") == "sipguard.policy"
+    assert package_of(PACKAGE / "policy" / "trunks.py") == "sipguard.policy"
+
+
+def test_the_rings_are_not_empty() -> None:
+    names = {module_name(path) for path in ring_1_files()}
+    assert {"sipguard.rules.schema", "sipguard.policy.trunks"} <= names
+    assert "sipguard.rules.loader" not in names
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import os", ["os"]),
+        ("import os.path as p", ["os.path"]),
+        ("from time import monotonic", ["time", "time.monotonic"]),
+        ("from . import loader", ["sipguard.rules", "sipguard.rules.loader"]),
+        ("from ..server import Server", ["sipguard.server", "sipguard.server.Server"]),
+        ("importlib.import_module('socket')", ["socket"]),
+        ("__import__('asyncio')", ["asyncio"]),
+    ],
+)
+def test_detector_sees_every_import_form(source: str, expected: list[str]) -> None:
+    found = [name for _, name in imported_modules(source, package="sipguard.rules")]
+    assert found == expected

@@ -1,0 +1,486 @@
+"""The rule-file schema: value parsers, value invariants, and validate() over a located tree."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from datetime import date
+
+import pytest
+
+from sipguard.errors import RuleFileError, RuleFileErrors
+from sipguard.rules.loader import compose_tree
+from sipguard.rules.schema import (
+    DEFAULT_LISTEN,
+    CallingHours,
+    Endpoint,
+    IdentitySettings,
+    Limits,
+    Located,
+    LocatedMapping,
+    LocatedScalar,
+    LocatedSequence,
+    Numbering,
+    RuleSet,
+    SourceMatch,
+    Suspension,
+    Trunk,
+    parse_allocation,
+    parse_duration,
+    parse_endpoint,
+    parse_host_port,
+    parse_number,
+    parse_source,
+    parse_time_window,
+    validate,
+)
+
+pytestmark = pytest.mark.unit
+
+ZONES = frozenset({"UTC", "Asia/Shanghai", "Europe/Berlin"})
+
+MINIMAL = """\
+numbering: {country_code: "86"}
+trunks:
+  - name: sh-callcenter
+    sources: ["10.1.0.0/24"]
+    route: "udp:127.0.0.1:5080"
+"""
+
+
+def check(text: str) -> RuleSet:
+    return validate(compose_tree(text, path="t.yaml"), path="t.yaml", known_timezones=ZONES)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(RuleFileErrors) as caught:
+        check(text)
+    return [f"{error.line}:{error.column}: {error.message}" for error in caught.value.errors]
+
+
+# -- value parsers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("udp:127.0.0.1:5080", Endpoint(transport="udp", host="127.0.0.1", port=5080)),
+        ("tcp:[::1]:5060", Endpoint(transport="tcp", host="::1", port=5060)),
+        ("udp:127.0.0.1", Endpoint(transport="udp", host="127.0.0.1", port=5060)),
+        ("udp:[2001:DB8:0::1]", Endpoint(transport="udp", host="2001:db8::1", port=5060)),
+        (" UDP:192.0.2.1:5070 ", Endpoint(transport="udp", host="192.0.2.1", port=5070)),
+    ],
+)
+def test_parse_endpoint(text: str, expected: Endpoint) -> None:
+    assert parse_endpoint(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tls:127.0.0.1:5061", "unsupported transport 'tls'; use 'udp' or 'tcp'"),
+        ("127.0.0.1:5060", "missing transport; write 'udp:127.0.0.1:5060' or 'tcp:127.0.0.1:5060'"),
+        ("5080", "expected TRANSPORT:ADDRESS[:PORT], e.g. 'udp:192.0.2.10:5060'"),
+        ("udp:::1:5060", "write an IPv6 address in brackets, e.g. '[2001:db8::1]:5060'"),
+        ("udp:127.0.0.1:0", "port 0 is out of range (1-65535)"),
+        ("udp:127.0.0.1:65536", "port 65536 is out of range (1-65535)"),
+        ("udp:127.0.0.1:50x", "port '50x' is not a number"),
+        (
+            "udp:sbc.example.net",
+            "'sbc.example.net' is a host name; write the IP address (names are not resolved)",
+        ),
+        ("udp:[::1", "'[' without a closing ']'"),
+        ("udp:[10.0.0.1]:5060", "brackets are for IPv6 addresses only"),
+    ],
+)
+def test_parse_endpoint_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_endpoint(text)
+    assert str(caught.value) == message
+
+
+def test_parse_endpoint_port_zero_only_when_allowed() -> None:
+    assert parse_endpoint("udp:127.0.0.1:0", allow_port_zero=True).port == 0
+
+
+def test_endpoint_str_round_trips() -> None:
+    for text in ("udp:127.0.0.1:5080", "tcp:[::1]:5060"):
+        assert str(parse_endpoint(text)) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "network", "port"),
+    [
+        ("10.1.0.0/24", "10.1.0.0/24", None),
+        ("127.0.0.1:5071", "127.0.0.1/32", 5071),
+        ("127.0.0.1", "127.0.0.1/32", None),
+        ("[::1]:5071", "::1/128", 5071),
+        ("::1", "::1/128", None),
+        ("[2001:db8::]/32", "2001:db8::/32", None),
+        ("::ffff:192.0.2.7", "192.0.2.7/32", None),
+        ("0.0.0.0/0", "0.0.0.0/0", None),
+    ],
+)
+def test_parse_source(text: str, network: str, port: int | None) -> None:
+    assert parse_source(text) == SourceMatch(network=ipaddress.ip_network(network), port=port)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("10.1.0.5/24", "host bits are set; did you mean '10.1.0.0/24'?"),
+        ("10.1.0.0/33", "prefix length 33 is too long for IPv4 (at most 32)"),
+        ("10.1.0.0/x", "prefix length 'x' is not a number"),
+        ("10.0.0.0/8:5060", "a network cannot carry a port; use one address for IP:port"),
+        ("300.1.1.1", "not an IP address"),
+        ("127.0.0.1:", "':' with no port after it"),
+        ("127.0.0.1:0", "port 0 is out of range (1-65535)"),
+        ("sbc.example.net", "a host name; write the IP address (names are not resolved)"),
+    ],
+)
+def test_parse_source_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_source(text)
+    assert str(caught.value) == message
+
+
+def test_source_str_and_specificity() -> None:
+    assert str(parse_source("[::1]:5071")) == "[::1]:5071"
+    assert str(parse_source("10.1.0.0/24")) == "10.1.0.0/24"
+    ranks = [
+        parse_source(t).specificity
+        for t in ("10.0.0.0/8", "10.1.0.0/24", "10.1.0.1", "10.1.0.1:5060")
+    ]
+    assert ranks == sorted(ranks)
+
+
+def test_parse_host_port() -> None:
+    assert parse_host_port("192.0.2.1:9060") == ("192.0.2.1", 9060)
+    assert parse_host_port("[::1]:9060") == ("::1", 9060)
+    assert parse_host_port("192.0.2.1", default_port=5060) == ("192.0.2.1", 5060)
+    assert parse_host_port("fe80::1%eth0") == ("fe80::1", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("3s", 3.0),
+        ("30m", 1800.0),
+        ("1h", 3600.0),
+        ("24h", 86400.0),
+        ("60d", 5184000.0),
+        ("1h30m", 5400.0),
+        ("0.5s", 0.5),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30", "m", "1w", "1 h", "-1s", "", "1h 30m"])
+def test_parse_duration_needs_number_and_unit(text: str) -> None:
+    with pytest.raises(ValueError, match="a duration is a number and a unit"):
+        parse_duration(text)
+
+
+def test_parse_duration_refuses_zero() -> None:
+    with pytest.raises(ValueError, match="longer than zero"):
+        parse_duration("0s")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("*", "*"),
+        ("+869521", "+869521"),
+        (" +869521 ", "+869521"),
+        ("+862131771200-+862131771299", "+862131771200-+862131771299"),
+        ("+862131771200 - +862131771299", "+862131771200-+862131771299"),
+        ("+862131771200-+862131771200", "+862131771200-+862131771200"),
+        ("+123456789012345", "+123456789012345"),
+    ],
+)
+def test_parse_allocation(text: str, expected: str) -> None:
+    assert parse_allocation(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("02131771200", "not in E.164 form: write '+', the country code and the number"),
+        ("+", "'+' needs digits after it"),
+        ("+86 21", "only digits may follow '+'"),
+        ("+0123", "country codes never start with 0"),
+        ("+1234567890123456", "16 digits; E.164 numbers have at most 15"),
+        ("+862131771299-+862131771200", "range start is greater than its end"),
+        (
+            "+8621-+86211",
+            "range ends differ in length (4 and 5 digits); "
+            "give both ends the same number of digits",
+        ),
+        ("+86-21-3177", "a range is START-END, e.g. '+862131771200-+862131771299'"),
+        (
+            "+862131771200-862131771299",
+            "range end '862131771299': not in E.164 form: "
+            "write '+', the country code and the number",
+        ),
+    ],
+)
+def test_parse_allocation_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_allocation(text)
+    assert str(caught.value) == message
+
+
+def test_any_number_only_where_allowed() -> None:
+    with pytest.raises(ValueError, match="not allowed here"):
+        parse_allocation("*", allow_any=False)
+
+
+def test_parse_number_is_an_e164_check() -> None:
+    assert parse_number("+869521345678") == "+869521345678"
+    with pytest.raises(ValueError):
+        parse_number("+8621-+8622")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("09:00-12:00", (540, 720)),
+        ("9:30 - 17:45", (570, 1065)),
+        ("00:00-24:00", (0, 1440)),
+        ("22:00-06:00", (1320, 360)),
+        ("22:00-00:00", (1320, 0)),
+    ],
+)
+def test_parse_time_window(text: str, expected: tuple[int, int]) -> None:
+    assert parse_time_window(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("9-12", "expected HH:MM-HH:MM, e.g. '09:00-12:00'"),
+        ("24:00-25:00", "24:00 is not a time of day"),
+        ("09:00-24:30", "24:30 is not a time of day"),
+        ("09:60-10:00", "09:60 is not a time of day"),
+        ("12:00-12:00", "the window is empty; write '00:00-24:00' for the whole day"),
+    ],
+)
+def test_parse_time_window_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_time_window(text)
+    assert str(caught.value) == message
+
+
+# -- value invariants ---------------------------------------------------------
+
+
+def test_values_are_frozen_and_slotted() -> None:
+    endpoint = parse_endpoint("udp:127.0.0.1:5080")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        endpoint.port = 1  # type: ignore[misc]
+    assert not hasattr(endpoint, "__dict__")
+
+
+def test_constructors_refuse_impossible_values() -> None:
+    with pytest.raises(ValueError):
+        Endpoint(transport="tls", host="127.0.0.1", port=5061)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Endpoint(transport="udp", host="127.0.0.1", port=70000)
+    with pytest.raises(ValueError):
+        SourceMatch(network=ipaddress.ip_network("10.0.0.0/8"), port=5060)
+    with pytest.raises(ValueError):
+        IdentitySettings(display_name="drop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        CallingHours(tz="UTC", allow=((600, 600),))
+    route = parse_endpoint("udp:127.0.0.1:5080")
+    with pytest.raises(ValueError):
+        Trunk(name="a", kind="foreign", sources=(), route=route)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        RuleSet(mode="shadow", numbering=Numbering(country_code="86"))  # type: ignore[arg-type]
+
+
+def test_suspension_lifts_on_its_date() -> None:
+    suspension = Suspension(number="+869521345678", until=date(2027, 5, 1))
+    assert suspension.active_on(date(2027, 4, 30))
+    assert not suspension.active_on(date(2027, 5, 1))
+
+
+def test_rule_file_errors_str_is_one_error_a_line() -> None:
+    errors = RuleFileErrors(
+        [
+            RuleFileError("first", path="r.yaml", line=1, column=2),
+            RuleFileError("second", path="r.yaml", line=3, column=4),
+        ]
+    )
+    assert str(errors) == "r.yaml:1:2: first\nr.yaml:3:4: second"
+    assert len(errors.errors) == 2
+
+
+# -- validate() ---------------------------------------------------------------
+
+
+def scalar(value: str | int | bool | None, line: int, column: int = 1) -> LocatedScalar:
+    return LocatedScalar(
+        value=value, text="" if value is None else str(value), line=line, column=column
+    )
+
+
+def mapping(line: int, *entries: tuple[str, Located]) -> LocatedMapping:
+    return LocatedMapping(
+        entries=tuple((scalar(key, line, 1), value) for key, value in entries), line=line, column=1
+    )
+
+
+def test_validate_needs_no_yaml() -> None:
+    tree = mapping(
+        1,
+        ("numbering", mapping(1, ("country_code", scalar("44", 1)))),
+        (
+            "trunks",
+            LocatedSequence(
+                items=(
+                    mapping(
+                        2,
+                        ("name", scalar("london", 2)),
+                        ("sources", scalar("192.0.2.0/24", 3)),
+                        ("route", scalar("tcp:192.0.2.254", 4)),
+                        ("ranges", scalar("+4420", 5)),
+                    ),
+                ),
+                line=2,
+                column=1,
+            ),
+        ),
+    )
+    rules = validate(tree, path="memory")
+    assert rules.numbering == Numbering(
+        country_code="44", national_prefix="0", international_prefix="00"
+    )
+    assert rules.trunks[0].route == Endpoint(transport="tcp", host="192.0.2.254", port=5060)
+    assert rules.trunks[0].ranges == ("+4420",)
+    assert rules.path == "memory"
+
+
+def test_validate_reports_positions_of_hand_built_nodes() -> None:
+    tree = mapping(7, ("numbering", mapping(8, ("country_code", scalar("0", 9, 5)))))
+    with pytest.raises(RuleFileErrors) as caught:
+        validate(tree, path="memory")
+    assert [str(error) for error in caught.value.errors] == [
+        "memory:9:5: numbering.country_code must not start with 0, got '0'"
+    ]
+
+
+def test_defaults() -> None:
+    rules = check(MINIMAL)
+    assert rules.version == 1
+    assert rules.mode == "enforce"
+    assert rules.listen == DEFAULT_LISTEN
+    assert rules.audit_log is None and rules.metrics is None
+    assert rules.do_not_originate == () and rules.suspended == () and rules.emergency_numbers == ()
+    trunk = rules.trunks[0]
+    assert trunk.kind == "national"
+    assert trunk.ranges == ()
+    assert trunk.identity == IdentitySettings(
+        require_pai=False, from_must_match_pai=True, display_name="reject"
+    )
+    assert trunk.limits == Limits()
+    assert trunk.calling_hours is None and trunk.refused_callees is None and trunk.mode is None
+    assert rules.mode_of(trunk) == "enforce"
+
+
+def test_empty_optional_values_mean_the_default() -> None:
+    rules = check(MINIMAL + "    identity:\n    limits:\n    ranges:\nmode:\nlisten:\n")
+    assert rules.trunks[0].limits == Limits()
+    assert rules.listen == DEFAULT_LISTEN
+
+
+def test_trunk_mode_overrides_the_rule_set() -> None:
+    rules = check("mode: monitor\n" + MINIMAL + "    mode: enforce\n")
+    assert rules.mode == "monitor"
+    assert rules.mode_of(rules.trunks[0]) == "enforce"
+    assert rules.trunk_named("sh-callcenter") is rules.trunks[0]
+    assert rules.trunk_named("nope") is None
+
+
+def test_burst_defaults_to_cps_rounded_up() -> None:
+    assert check(MINIMAL + "    limits: {cps: 2.5}\n").trunks[0].limits.burst == 3
+    assert check(MINIMAL + "    limits: {cps: 0.2}\n").trunks[0].limits.burst == 1
+
+
+def test_single_strings_stand_for_one_item_lists() -> None:
+    rules = check(
+        "listen: 'udp:127.0.0.1:5060'\n"
+        + MINIMAL.replace('["10.1.0.0/24"]', "10.1.0.0/24")
+        + "    ranges: '*'\n"
+    )
+    assert len(rules.listen) == 1
+    assert len(rules.trunks[0].sources) == 1
+    assert rules.trunks[0].ranges == ("*",)
+
+
+def test_overlapping_networks_of_different_trunks_are_allowed() -> None:
+    rules = check(
+        MINIMAL + "  - name: wide\n"
+        "    sources: ['10.0.0.0/8', '10.1.0.1:5060']\n"
+        "    route: 'udp:127.0.0.1:5080'\n"
+    )
+    assert len(rules.trunks) == 2
+
+
+def test_calling_hours_time_zone_is_checked_against_known_zones() -> None:
+    text = MINIMAL + "    calling_hours: {tz: %s, allow: ['09:00-18:00']}\n"
+    assert check(text % "Asia/Shanghai").trunks[0].calling_hours == CallingHours(
+        tz="Asia/Shanghai", allow=((540, 1080),)
+    )
+    assert problems(text % "Asia/Shangai") == [
+        "6:25: trunk 'sh-callcenter': calling_hours.tz 'Asia/Shangai' is not a known time zone; "
+        "did you mean 'Asia/Shanghai'?"
+    ]
+    assert problems(text % "Mars/Olympus") == [
+        "6:25: trunk 'sh-callcenter': calling_hours.tz 'Mars/Olympus' is not a known time zone "
+        "(use an IANA name such as 'Asia/Shanghai')"
+    ]
+
+
+def test_without_known_zones_only_the_shape_is_checked() -> None:
+    text = MINIMAL + "    calling_hours: {tz: Mars/Olympus, allow: ['09:00-18:00']}\n"
+    rules = validate(compose_tree(text), path="t.yaml")
+    assert rules.trunks[0].calling_hours is not None
+
+
+def test_missing_numbering_is_reported_at_the_top() -> None:
+    assert problems("trunks: []\n") == [
+        "1:1: missing required key 'numbering' (e.g. numbering: {country_code: \"86\"})"
+    ]
+
+
+def test_national_forms_get_an_e164_suggestion() -> None:
+    text = "numbering: {country_code: '44', national_prefix: '0', international_prefix: '00'}\n"
+    assert problems(text + "do_not_originate: ['0900123', '0033123456', '12345']\n") == [
+        "2:20: do_not_originate entry '0900123': not in E.164 form: write '+', the country code "
+        "and the number; did you mean '+44900123'?",
+        "2:31: do_not_originate entry '0033123456': not in E.164 form: write '+', the country code "
+        "and the number; did you mean '+33123456'?",
+        "2:45: do_not_originate entry '12345': not in E.164 form: write '+', the country code "
+        "and the number",
+    ]
+
+
+def test_keys_must_be_plain_names() -> None:
+    assert problems(MINIMAL + "? [a, b]\n: 1\n") == ["6:3: keys are plain names, got a list"]
+
+
+def test_unknown_key_without_a_near_miss_lists_the_keys() -> None:
+    assert problems("numbering: {country_code: '86', zone: x}\n") == [
+        "1:33: unknown key 'zone' in numbering; expected one of: country_code, national_prefix, "
+        "international_prefix"
+    ]
+
+
+def test_errors_are_sorted_by_position() -> None:
+    found = problems("trunks: [{name: a}]\nmode: bad\nnumbering: {country_code: x}\n")
+    positions = [tuple(int(part) for part in line.split(":")[:2]) for line in found]
+    assert positions == sorted(positions)
+    assert len(found) == 4
