@@ -808,7 +808,8 @@ class B2BUA:
         call.extra["cancel_sent"] = "1"
         invite = tx.request
         fields = [
-            ("Via", invite.headers.get("via") or ""),
+            # RFC 3261 §9.1: a single Via, the top one of the INVITE.
+            ("Via", str(invite.top_via)),
             *(("Route", route) for route in invite.headers.get_all("route")),
             ("Max-Forwards", "70"),
             ("From", invite.headers.get("from") or ""),

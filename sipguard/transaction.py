@@ -15,7 +15,11 @@ last response again and never reaches the transaction user (TU); a
 retransmitted final response gets the ACK again (non-2xx) or is passed up
 (2xx, which the TU must ACK, RFC 3261 §13.2.2.4).
 Rule 3: on reliable transports (TCP) no retransmission timers run and the
-linger timers D, I, J, K are zero (§17.1.1.2, §17.2.1, §17.2.2).
+linger timers D, I, J, K are zero (§17.1.1.2, §17.2.1, §17.2.2); the one
+exception is the 2xx to an INVITE, which the UAS core retransmits on every
+transport until the ACK (§13.3.1.4).
+Rule 4: when a timeout and a retransmission are both due (a late wake-up),
+the timeout wins: nothing is sent after the transaction has given up.
 
 Timers (all absolute deadlines): A/E/G retransmit, B/F/H time out, D/I/J/K/L/M
 linger in a final state to absorb retransmissions. Timer C is replaced by a
@@ -328,9 +332,8 @@ class ClientInviteTransaction(Transaction):
 
     def handle_timer(self, *, now: float) -> None:
         """Run due timers: A retransmits; B or the ring timeout time out; D/M end."""
-        if self._retransmit_due(now, cap=float("inf")):
-            return
         if not self._timeout_due(now):
+            self._retransmit_due(now, cap=float("inf"))
             return
         if self.state in (TxState.CALLING, TxState.PROCEEDING):
             self._fire(TxEvent.TIMEOUT)
@@ -341,7 +344,9 @@ class ClientInviteTransaction(Transaction):
     def _build_ack(self, response: Response) -> Request:
         """RFC 3261 §17.1.1.3: the ACK for a non-2xx final response."""
         invite = self.request
-        fields: list[tuple[str, str]] = [("Via", invite.headers.get("via") or "")]
+        # §17.1.1.3: "the ACK MUST contain a single Via header field ... equal
+        # to the top Via header field of the original request".
+        fields: list[tuple[str, str]] = [("Via", str(invite.top_via))]
         fields.extend(("Route", value) for value in invite.headers.get_all("route"))
         fields += [
             ("Max-Forwards", "70"),
@@ -392,9 +397,8 @@ class ClientNonInviteTransaction(Transaction):
 
     def handle_timer(self, *, now: float) -> None:
         """Run due timers: E retransmits; F times out; K ends."""
-        if self._retransmit_due(now, cap=T2):
-            return
         if not self._timeout_due(now):
+            self._retransmit_due(now, cap=T2)
             return
         if self.state is TxState.COMPLETED:
             self._fire(TxEvent.LINGER_DONE)
@@ -447,8 +451,11 @@ class ServerInviteTransaction(Transaction):
         self.final_status = response.status
         if event is TxEvent.SUCCESS:
             # §13.3.1.4: retransmit the 2xx at T1, doubling up to T2, until the
-            # ACK; RFC 6026 Timer L bounds the wait.
-            self._start_retransmit(data, now=now)
+            # ACK, on every transport (a proxy between us and the caller may be
+            # on UDP); RFC 6026 Timer L bounds the wait.
+            self._retransmit_data = data
+            self._retransmit_interval = T1
+            self._retransmit_at = now + T1
             self._timeout_at = now + TIMER_L
         else:
             # §17.2.1: Timer G retransmits (unreliable), Timer H waits for ACK.
@@ -469,11 +476,8 @@ class ServerInviteTransaction(Transaction):
 
     def handle_timer(self, *, now: float) -> None:
         """Run due timers: G (or 2xx) retransmits; H or L end the wait."""
-        if self.state is TxState.ACCEPTED and self.ack_received:
-            self._retransmit_at = None
-        elif self._retransmit_due(now, cap=T2):
-            return
         if not self._timeout_due(now):
+            self._retransmit_due(now, cap=T2)
             return
         if self.state is TxState.COMPLETED:
             self._fire(TxEvent.TIMEOUT)  # Timer H: the ACK never came

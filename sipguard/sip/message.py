@@ -21,7 +21,7 @@ from sipguard.errors import SipParseError
 from sipguard.sip.headers import LIST_HEADERS, header_key, key_and_name
 from sipguard.sip.uri import NameAddr, Uri, Via, parse_name_addr, parse_uri, parse_via, split_list
 
-__all__ = ["CSeq", "Headers", "Request", "Response", "Message"]
+__all__ = ["CSeq", "Headers", "Request", "Response", "Message", "is_ascii_digits", "parse_cseq"]
 
 
 class Headers:
@@ -120,12 +120,17 @@ class CSeq:
 MAX_CSEQ = 2**32 - 1
 
 
+def is_ascii_digits(text: str) -> bool:
+    """RFC 3261 DIGIT: ASCII 0-9 only (str.isdigit also accepts '²' or '٣')."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_cseq(value: str) -> CSeq:
     """Parse `1 INVITE`; raise SipParseError for anything else."""
-    number, _, method = value.strip().partition(" ")
-    method = method.strip()
-    if not number.isdigit() or not method or " " in method:
-        raise SipParseError(f"bad CSeq: {value!r}")
+    number, _, method = value.strip(" \t").partition(" ")
+    method = method.strip(" \t")
+    if not is_ascii_digits(number) or len(number) > 10 or not method or " " in method:
+        raise SipParseError(f"bad CSeq: {value[:40]!r}")
     seq = int(number)
     if seq > MAX_CSEQ:
         raise SipParseError(f"CSeq number out of range: {value!r}")
@@ -155,10 +160,10 @@ class _MessageBase:
     @cached_property
     def top_via(self) -> Via:
         """The topmost Via value."""
-        value = self.headers.get("via")
-        if value is None:
-            raise SipParseError("missing Via")
-        return parse_via(split_list(value)[0])
+        values = split_list(self.headers.get("via") or "")
+        if not values:
+            raise SipParseError("missing or empty Via")
+        return parse_via(values[0])
 
     @cached_property
     def from_(self) -> NameAddr:
@@ -202,8 +207,8 @@ class Request(_MessageBase):
         value = self.headers.get("max-forwards")
         if value is None:
             return None
-        value = value.strip()
-        if not value.isdigit() or len(value) > 3 or int(value) > 255:
+        value = value.strip(" \t")
+        if not is_ascii_digits(value) or len(value) > 3 or int(value) > 255:
             raise SipParseError(f"bad Max-Forwards: {value!r}")
         return int(value)
 

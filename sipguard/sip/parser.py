@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from sipguard.errors import MessageTooLarge, SipParseError
 from sipguard.sip.headers import header_key
-from sipguard.sip.message import Headers, Request, Response, parse_cseq
+from sipguard.sip.message import Headers, Request, Response, is_ascii_digits, parse_cseq
+from sipguard.sip.uri import split_list
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "StreamFramer", "parse_message"]
 
@@ -29,8 +30,13 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "StreamFramer", "parse_message"]
 DEFAULT_MAX_MESSAGE_SIZE = 65_535
 
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
+# Headers that RFC 3261 §7.3.1 does not allow to repeat and whose second copy
+# would make the message ambiguous.
+_SINGLETONS = ("from", "to", "call-id", "cseq", "max-forwards", "content-type")
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _MAX_CONTENT_LENGTH_DIGITS = 10
+# RFC 3261 §25.1: linear white space is SP and HTAB only (not Unicode spaces).
+_LWS = " \t"
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -39,12 +45,12 @@ def parse_message(data: bytes) -> Request | Response:
     Raises:
         SipParseError: the bytes are not a valid SIP message.
     """
-    head_end = data.find(b"\r\n\r\n")
-    if head_end < 0:
-        raise SipParseError("no blank line after the headers")
     start = 0
     while data.startswith(b"\r\n", start):
         start += 2  # RFC 3261 §7.5: ignore CRLFs before the start-line
+    head_end = data.find(b"\r\n\r\n", start)
+    if head_end < 0:
+        raise SipParseError("no blank line after the headers")
     try:
         head = data[start:head_end].decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -52,10 +58,12 @@ def parse_message(data: bytes) -> Request | Response:
     if "\x00" in head:
         raise SipParseError("NUL byte in the headers")
     lines = head.split("\r\n")
+    start_line = lines[0]
+    if "\r" in start_line or "\n" in start_line:
+        raise SipParseError("bare CR or LF in the start line")
     fields = _header_fields(lines[1:])
     body = _body(fields, data[head_end + 4 :])
-    start_line = lines[0]
-    if start_line.startswith("SIP/"):
+    if start_line[:4].upper() == "SIP/":
         message: Request | Response = _response(start_line, fields, body)
     else:
         message = _request(start_line, fields, body)
@@ -74,13 +82,15 @@ def _header_fields(lines: list[str]) -> list[tuple[str, str]]:
             if not fields:
                 raise SipParseError("continuation line before any header")
             name, value = fields[-1]
-            fields[-1] = (name, f"{value} {line.strip()}")
+            folded = line.strip(_LWS)
+            if folded:
+                fields[-1] = (name, f"{value} {folded}" if value else folded)
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
         if not colon or not name or not _is_token(name):
             raise SipParseError(f"malformed header line: {line[:60]!r}")
-        fields.append((name, value.strip()))
+        fields.append((name, value.strip(_LWS)))
     return fields
 
 
@@ -110,8 +120,8 @@ def _body(fields: list[tuple[str, str]], rest: bytes) -> bytes:
 
 
 def _content_length(value: str) -> int:
-    value = value.strip()
-    if not value.isdigit() or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
+    value = value.strip(_LWS)
+    if not is_ascii_digits(value) or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
         raise SipParseError(f"bad Content-Length: {value[:20]!r}")
     return int(value)
 
@@ -133,7 +143,7 @@ def _response(start_line: str, fields: list[tuple[str, str]], body: bytes) -> Re
     version, _, rest = start_line.partition(" ")
     _check_version(version)
     code, _, reason = rest.partition(" ")
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not is_ascii_digits(code) or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status line: {start_line[:80]!r}")
     return Response(int(code), reason, Headers(fields), body)
 
@@ -150,8 +160,11 @@ def _check_mandatory(message: Request | Response) -> None:
     for key in _MANDATORY:
         if key not in headers:
             raise SipParseError(f"missing mandatory header {key!r}")
-        if headers.count(key) > 1 and key != "via":
+    for key in _SINGLETONS:
+        if headers.count(key) > 1:
             raise SipParseError(f"duplicate {key!r} header")
+    if not split_list(headers.get("via") or ""):
+        raise SipParseError("empty Via header")
     cseq = parse_cseq(headers.get("cseq") or "")
     if isinstance(message, Request) and cseq.method != message.method:
         raise SipParseError(f"CSeq method {cseq.method!r} differs from {message.method!r}")
@@ -173,6 +186,7 @@ class StreamFramer:
     def __init__(self, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
         self._max_size = max_size
+        self._crlf_run = 0
         self.keepalives = 0
 
     def receive_data(self, data: bytes) -> None:
@@ -200,15 +214,20 @@ class StreamFramer:
             return None
         frame = bytes(self._buffer[:total])
         del self._buffer[:total]
+        self._crlf_run = 0
         return frame
 
     def _skip_keepalives(self) -> None:
-        skipped = 0
+        """Drop CRLFs between messages; every second one in a row is a ping,
+        however the reads split them."""
         while self._buffer.startswith(b"\r\n"):
             del self._buffer[:2]
-            skipped += 1
-        if skipped >= 2:
-            self.keepalives += 1
+            self._crlf_run += 1
+            if self._crlf_run == 2:
+                self._crlf_run = 0
+                self.keepalives += 1
+        if self._buffer and not self._buffer.startswith(b"\r"):
+            self._crlf_run = 0
 
 
 def _stream_content_length(head: bytes) -> int:

@@ -55,7 +55,13 @@ def to_bytes(message: Request | Response) -> bytes:
     lines = [start]
     lines.extend(f"{name}: {value}" for name, value in message.headers.fields)
     lines.append(f"Content-Length: {len(message.body)}\r\n\r\n")
-    return "\r\n".join(lines).encode("utf-8") + message.body
+    head = "\r\n".join(lines)
+    # One CR and one LF per line, plus the blank line: anything more is a line
+    # break smuggled inside a value (header injection).
+    expected = len(lines) + 1
+    if head.count("\n") != expected or head.count("\r") != expected:
+        raise ValueError("CR or LF inside a start line or header value")
+    return head.encode("utf-8") + message.body
 
 
 def build_response(
@@ -116,8 +122,13 @@ def _stamp_via(request: Request, received: str | None, rport: int | None) -> str
 
 def _first_top_level_comma(value: str) -> int:
     in_quotes = False
+    escaped = False
     for index, char in enumerate(value):
-        if char == '"':
+        if escaped:
+            escaped = False
+        elif in_quotes and char == "\\":
+            escaped = True
+        elif char == '"':
             in_quotes = not in_quotes
         elif char == "," and not in_quotes:
             return index

@@ -181,7 +181,9 @@ def _split_host_port(hostport: str) -> tuple[str, int | None]:
         raise SipParseError(f"bad host: {hostport!r}")
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
+        raise SipParseError(f"bad port: {hostport!r}")
+    if not 0 < int(port_text) < 65536:
         raise SipParseError(f"bad port: {hostport!r}")
     return host, int(port_text)
 
@@ -299,15 +301,18 @@ class Via:
 
 
 def parse_via(text: str) -> Via:
-    """Parse one Via value (not a comma-separated list)."""
-    protocol, _, rest = text.strip().partition(" ")
-    parts = protocol.split("/")
-    if len(parts) != 3 or parts[0].strip().upper() != "SIP" or parts[1].strip() != "2.0":
-        raise SipParseError(f"bad Via protocol: {text!r}")
-    transport = parts[2].strip().upper()
-    if not transport.isalnum():
-        raise SipParseError(f"bad Via transport: {text!r}")
-    sent_by, _, params = rest.strip().partition(";")
+    """Parse one Via value (not a comma-separated list).
+
+    RFC 3261 §25.1: `SLASH = SWS "/" SWS`, so `SIP / 2.0 / UDP` is valid.
+    """
+    parts = text.strip(" \t").split("/", 2)
+    if len(parts) != 3 or parts[0].strip(" \t").upper() != "SIP" or parts[1].strip(" \t") != "2.0":
+        raise SipParseError(f"bad Via protocol: {text[:80]!r}")
+    transport, _, rest = parts[2].lstrip(" \t").replace("\t", " ").partition(" ")
+    transport = transport.upper()
+    if not transport.isascii() or not transport.isalnum():
+        raise SipParseError(f"bad Via transport: {text[:80]!r}")
+    sent_by, _, params = rest.strip(" \t").partition(";")
     host, port = _split_host_port(sent_by)
     return Via(transport, host, port, parse_params(params))
 
@@ -347,9 +352,14 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
         return text.split(separator)
     parts: list[str] = []
     in_quotes = False
+    escaped = False
     start = 0
     for index, char in enumerate(text):
-        if char == '"':
+        if escaped:
+            escaped = False
+        elif in_quotes and char == "\\":
+            escaped = True
+        elif char == '"':
             in_quotes = not in_quotes
         elif char == separator and not in_quotes:
             parts.append(text[start:index])
