@@ -244,5 +244,12 @@ async def serve(rules: RuleSet, options: ServerOptions) -> None:
     try:
         await server.wait_stopped()
     finally:
-        log.info("sipguard stopping")
+        core = server.core
+        if core is not None:
+            log.info(
+                "sipguard stopping: active_calls=%d dialogs=%d transactions=%d",
+                core.calls_active,
+                core.dialog_count,
+                core.transaction_count,
+            )
         await server.close()

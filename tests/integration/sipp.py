@@ -1,0 +1,910 @@
+"""Drive real SIPp processes against a real ``sipguard run`` process.
+
+This is a helper module for the integration tests, not a test file. It owns
+the process plumbing, so that a test reads as "start a callee, start
+sipguard, place N calls, check the counts":
+
+- `free_ports()` picks 127.0.0.1 ports free for both UDP and TCP;
+- `write_rules()` writes a one-trunk rule file into a temporary directory;
+- `start_sipguard()` starts ``sipguard run --rules FILE`` and waits until it
+  answers a SIP OPTIONS (`options_ping()`) over UDP;
+- `start_uas()` starts a SIPp UAS in the background; `SippServer.stop()`
+  asks it to finish its calls and returns its statistics;
+- `run_uac()` runs a SIPp UAC to completion and returns its statistics;
+- `CallPath` ties one UAS and one sipguard together for a test (the
+  ``start_call_path`` fixture in conftest.py builds them).
+
+SIPp statistics come from two files each process writes on exit: the
+``-stf`` statistics CSV (successful and failed calls, failure causes) and
+the ``-trace_counts`` CSV (per-message counts of the scenario). Every SIPp
+process runs in its own directory, where it also leaves its error log and
+final screen; `SippRun.describe()` gathers them for assertion messages.
+
+Everything listens and sends on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "HOST",
+    "SCENARIO_DIR",
+    "CALLERS_CSV",
+    "CallPath",
+    "MessageCount",
+    "SippRun",
+    "SippServer",
+    "SippStats",
+    "StartCallPath",
+    "Sipguard",
+    "free_ports",
+    "options_ping",
+    "parse_counts_file",
+    "parse_stat_file",
+    "run_uac",
+    "sipguard_command",
+    "sipp_available",
+    "start_sipguard",
+    "start_uas",
+    "write_rules",
+]
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCENARIO_DIR = REPO_ROOT / "sipp_scenarios"
+CALLERS_CSV = SCENARIO_DIR / "callers.csv"
+
+# How long sipguard may take from exec to answering OPTIONS: imports,
+# rule compilation and socket setup take well under a second on a laptop.
+DEFAULT_READY_TIMEOUT = 15.0
+# How long a SIPp UAS gets to finish its calls after SIGUSR1 before it is
+# interrupted: the longest call of our scenarios lasts about 2 s.
+DEFAULT_STOP_TIMEOUT = 5.0
+# SIPp's own global timeout for a UAC run (-timeout, seconds); the Python
+# side waits this long plus a margin before killing it.
+DEFAULT_UAC_TIMEOUT = 60
+_UAC_KILL_MARGIN = 15.0
+# How much of a log file goes into an assertion message.
+_LOG_TAIL_CHARS = 4000
+
+
+def sipp_available() -> bool:
+    """Whether a ``sipp`` binary is on PATH."""
+    return shutil.which("sipp") is not None
+
+
+# --------------------------------------------------------------------------
+# Ports
+
+
+def free_ports(count: int) -> list[int]:
+    """Return `count` distinct ports on 127.0.0.1 free for UDP and TCP alike.
+
+    Each candidate comes from the kernel (bind to port 0 over UDP) and is
+    kept only if a TCP socket can bind the same number. All sockets stay
+    open until every port is chosen, so the ports are distinct; they are
+    closed before returning, so there is a small window in which another
+    process could take one.
+    """
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            held.append(udp)
+            udp.bind((HOST, 0))
+            port = udp.getsockname()[1]
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(tcp)
+            try:
+                tcp.bind((HOST, port))
+            except OSError:
+                continue
+            ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
+# --------------------------------------------------------------------------
+# Rule files
+
+
+def write_rules(
+    directory: Path,
+    *,
+    listen_port: int,
+    trunk_source_port: int,
+    uas_port: int,
+    transport: str = "udp",
+    mode: str = "enforce",
+    limits: Mapping[str, int] | None = None,
+    name: str = "rules.yaml",
+) -> Path:
+    """Write a rule file with one trunk and return its path.
+
+    sipguard listens on `listen_port` over UDP and TCP; the trunk
+    ``test-trunk`` is whoever sends from 127.0.0.1:`trunk_source_port`, may
+    present any caller ID, and is routed to the UAS at `uas_port` over
+    `transport`.
+
+    Args:
+        directory: where to write the file (a test's ``tmp_path``).
+        listen_port: sipguard's SIP port.
+        trunk_source_port: the UAC's local port (SIPp ``-p``).
+        uas_port: the SIPp UAS's port.
+        transport: ``"udp"`` or ``"tcp"``, for the route to the UAS.
+        mode: ``"enforce"`` or ``"monitor"``.
+        limits: optional ``limits:`` mapping of the trunk (e.g.
+            ``{"concurrent": 10}``); integer values only.
+        name: file name inside `directory`.
+    """
+    if transport not in ("udp", "tcp"):
+        raise ValueError(f"transport must be udp or tcp, not {transport!r}")
+    lines = [
+        "version: 1",
+        f"mode: {mode}",
+        "numbering:",
+        '  country_code: "86"',
+        '  national_prefix: "0"',
+        '  international_prefix: "00"',
+        f'listen: ["udp:{HOST}:{listen_port}", "tcp:{HOST}:{listen_port}"]',
+        "trunks:",
+        "  - name: test-trunk",
+        f'    sources: ["{HOST}:{trunk_source_port}"]',
+        f'    route: "{transport}:{HOST}:{uas_port}"',
+        '    ranges: ["*"]',
+    ]
+    if limits:
+        lines.append("    limits:")
+        lines.extend(f"      {key}: {int(value)}" for key, value in limits.items())
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------
+# SIP OPTIONS probe
+
+
+def options_ping(
+    port: int,
+    *,
+    source_port: int = 0,
+    timeout: float = 0.5,
+    host: str = HOST,
+) -> int | None:
+    """Send one SIP OPTIONS over UDP and return the response status code.
+
+    Args:
+        port: the UDP port to probe on `host`.
+        source_port: local port to send from (0: any), e.g. a trunk source
+            port to be recognised as that trunk.
+        timeout: seconds to wait for a response.
+        host: the address to probe (always loopback in these tests).
+
+    Returns:
+        The status code of the first SIP response to this request, or None
+        when nothing answered in time.
+    """
+    call_id = secrets.token_hex(8)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, source_port))
+        local_port = sock.getsockname()[1]
+        request = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {HOST}:{local_port};branch=z9hG4bK-{call_id};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@{HOST}:{local_port}>;tag={call_id[:8]}\r\n"
+            f"To: <sip:{host}:{port}>\r\n"
+            f"Call-ID: {call_id}@{HOST}\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            f"Contact: <sip:probe@{HOST}:{local_port}>\r\n"
+            "Accept: application/sdp\r\n"
+            "Content-Length: 0\r\n"
+            "\r\n"
+        ).encode("ascii")
+        sock.sendto(request, (host, port))
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(65535)
+            except (TimeoutError, ConnectionRefusedError):
+                # ICMP port unreachable surfaces as ECONNREFUSED on Linux.
+                return None
+            status = _status_of(data, call_id)
+            if status is not None:
+                return status
+    return None
+
+
+def _status_of(data: bytes, call_id: str) -> int | None:
+    """The status code of `data` if it is a response to our `call_id`."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or parts[0] != "SIP/2.0" or not parts[1].isdigit():
+        return None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("call-id", "i"):
+            return int(parts[1]) if call_id in value else None
+    return None
+
+
+# --------------------------------------------------------------------------
+# sipguard
+
+
+def sipguard_command() -> list[str]:
+    """The command that starts sipguard from the running interpreter's env.
+
+    The ``sipguard`` console script installed next to the interpreter, or
+    ``python -m sipguard.cli`` when there is none (source checkout without
+    an install).
+    """
+    script = Path(sys.executable).parent / "sipguard"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "sipguard.cli"]
+
+
+@dataclass
+class Sipguard:
+    """A running ``sipguard run`` process."""
+
+    process: subprocess.Popen[bytes]
+    rules: Path
+    port: int
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def stderr(self) -> str:
+        """Everything sipguard wrote to stderr so far (its log)."""
+        return _read_text(self.stderr_path)
+
+    def describe(self) -> str:
+        """sipguard's exit status and log tail, for assertion messages."""
+        status = self.process.poll()
+        state = "running" if status is None else f"exited with status {status}"
+        return (
+            f"sipguard ({state}), rules {self.rules}:\n"
+            f"--- stderr (tail) ---\n{_tail(self.stderr)}\n"
+            f"--- stdout (tail) ---\n{_tail(_read_text(self.stdout_path))}"
+        )
+
+    def stop(self, *, timeout: float = 5.0) -> int:
+        """Terminate sipguard (SIGTERM, then SIGKILL) and return its status."""
+        return _terminate(self.process, timeout=timeout)
+
+
+def start_sipguard(
+    rules: Path,
+    *,
+    port: int,
+    workdir: Path,
+    ready_timeout: float = DEFAULT_READY_TIMEOUT,
+    extra_args: Sequence[str] = (),
+) -> Sipguard:
+    """Start ``sipguard run --rules RULES`` and wait until it answers OPTIONS.
+
+    Readiness is any SIP response to an OPTIONS sent over UDP to `port`
+    (sipguard answers 200 to a known source and 403 to an unknown one; the
+    probe comes from an unknown port). The process runs in `workdir`, where
+    its stdout and stderr are kept.
+
+    Raises:
+        RuntimeError: sipguard exited, or did not answer within
+            `ready_timeout` seconds; the message carries its stderr.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    stdout_path = workdir / "sipguard.stdout"
+    stderr_path = workdir / "sipguard.stderr"
+    command = [*sipguard_command(), "run", "--rules", str(rules), *extra_args]
+    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    guard = Sipguard(process, rules, port, stdout_path, stderr_path)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sipguard exited before it was ready\n{guard.describe()}")
+        if options_ping(port, timeout=0.2) is not None:
+            return guard
+        time.sleep(0.05)
+    guard.stop()
+    raise RuntimeError(
+        f"sipguard did not answer OPTIONS on {HOST}:{port} within {ready_timeout:.0f} s\n"
+        f"{guard.describe()}"
+    )
+
+
+# --------------------------------------------------------------------------
+# SIPp statistics
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCount:
+    """One command of a SIPp scenario and how often it happened.
+
+    Attributes:
+        index: position of the command in the scenario (0-based).
+        name: the method or status code (``"INVITE"``, ``"200"``), or
+            ``"Pause"`` / ``"NOP"`` for non-message commands.
+        kind: ``"sent"``, ``"received"`` or ``"other"``.
+        count: messages sent or received (sessions for a pause).
+        retransmissions: retransmissions sent or received.
+        timeouts: times this command timed out.
+        unexpected: unexpected messages received while at this command.
+    """
+
+    index: int
+    name: str
+    kind: str
+    count: int
+    retransmissions: int = 0
+    timeouts: int = 0
+    unexpected: int = 0
+
+
+@dataclass(frozen=True)
+class SippStats:
+    """Final statistics of one SIPp process.
+
+    Attributes:
+        successful_calls: calls that reached the end of the scenario.
+        failed_calls: calls that did not.
+        created_calls: calls placed (UAC) or taken (UAS).
+        counters: every cumulative counter of the ``-stf`` file, by name
+            without the ``(C)`` suffix (``"FailedUnexpectedMessage"``,
+            ``"Retransmissions"``, ...), as integers where they are counts.
+        messages: per-command counts of the scenario, in scenario order.
+    """
+
+    successful_calls: int
+    failed_calls: int
+    created_calls: int
+    counters: Mapping[str, str] = field(default_factory=dict)
+    messages: tuple[MessageCount, ...] = ()
+
+    def received(self, name: str) -> int:
+        """Messages named `name` received, over every recv command."""
+        return sum(m.count for m in self.messages if m.kind == "received" and m.name == name)
+
+    def sent(self, name: str) -> int:
+        """Messages named `name` sent, over every send command."""
+        return sum(m.count for m in self.messages if m.kind == "sent" and m.name == name)
+
+    @property
+    def unexpected(self) -> int:
+        """Unexpected messages, over the whole scenario."""
+        return sum(m.unexpected for m in self.messages)
+
+    @property
+    def timeouts(self) -> int:
+        """Command timeouts, over the whole scenario."""
+        return sum(m.timeouts for m in self.messages)
+
+    def counter(self, name: str) -> int:
+        """A cumulative counter of the statistics file as an integer (0 if absent)."""
+        value = self.counters.get(name, "")
+        return int(value) if value.isdigit() else 0
+
+    def summary(self) -> str:
+        """A few lines for humans: totals, then one line per command."""
+        lines = [
+            f"calls: created {self.created_calls}, successful {self.successful_calls}, "
+            f"failed {self.failed_calls}"
+        ]
+        failures = {
+            name: value
+            for name, value in self.counters.items()
+            if name.startswith("Failed") and name != "FailedCall" and value not in ("", "0")
+        }
+        if failures:
+            lines.append("failure causes: " + ", ".join(f"{k}={v}" for k, v in failures.items()))
+        for m in self.messages:
+            lines.append(
+                f"  {m.index:>2} {m.kind:<8} {m.name:<8} {m.count:>6}"
+                f"  retrans {m.retransmissions}  timeout {m.timeouts}  unexpected {m.unexpected}"
+            )
+        return "\n".join(lines)
+
+
+_KIND_OF_COLUMN = {"Sent": "sent", "Recv": "received"}
+_FIELD_OF_COLUMN = {
+    "Sent": "count",
+    "Recv": "count",
+    "Sessions": "count",
+    "Retrans": "retransmissions",
+    "Timeout": "timeouts",
+    "Unexp": "unexpected",
+}
+
+
+def parse_counts_file(path: Path) -> tuple[MessageCount, ...]:
+    """Parse the last row of a SIPp ``-trace_counts`` CSV file.
+
+    The header names one column per command and counter, e.g.
+    ``0_INVITE_Sent;0_INVITE_Retrans;1_100_Recv;1_100_Unexp;5_Pause_Sessions``.
+    """
+    rows = _read_csv(path)
+    if len(rows) < 2:
+        return ()
+    names: dict[int, str] = {}
+    kinds: dict[int, str] = {}
+    numbers: dict[int, dict[str, int]] = {}
+    for column, value in zip(rows[0], rows[-1], strict=False):
+        index_text, _, rest = column.partition("_")
+        name, _, counter = rest.rpartition("_")
+        if not index_text.isdigit() or counter not in _FIELD_OF_COLUMN:
+            continue
+        index = int(index_text)
+        names[index] = name
+        kinds.setdefault(index, "other")
+        if counter in _KIND_OF_COLUMN:
+            kinds[index] = _KIND_OF_COLUMN[counter]
+        value = value.strip()
+        numbers.setdefault(index, {})[_FIELD_OF_COLUMN[counter]] = (
+            int(value) if value.isdigit() else 0
+        )
+    return tuple(
+        MessageCount(index=index, name=names[index], kind=kinds[index], **numbers[index])
+        for index in sorted(names)
+    )
+
+
+def parse_stat_file(path: Path) -> dict[str, str]:
+    """Parse the last row of a SIPp ``-stf`` statistics CSV file.
+
+    Returns the cumulative counters by name, without the ``(C)`` suffix;
+    periodic ``(P)`` columns are dropped. Empty when the file is missing or
+    has no data row yet.
+    """
+    rows = _read_csv(path)
+    if len(rows) < 2:
+        return {}
+    counters: dict[str, str] = {}
+    for column, value in zip(rows[0], rows[-1], strict=False):
+        if column.endswith("(P)"):
+            continue
+        counters[column.removesuffix("(C)")] = value.strip()
+    return counters
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        return [row for row in csv.reader(handle, delimiter=";") if any(row)]
+
+
+def _stats_from(workdir: Path, stat_file: Path) -> SippStats:
+    counters = parse_stat_file(stat_file)
+    counts_files = sorted(workdir.glob("*_counts.csv"))
+    messages = parse_counts_file(counts_files[-1]) if counts_files else ()
+
+    def number(name: str) -> int:
+        value = counters.get(name, "")
+        return int(value) if value.isdigit() else 0
+
+    return SippStats(
+        successful_calls=number("SuccessfulCall"),
+        failed_calls=number("FailedCall"),
+        created_calls=number("TotalCallCreated"),
+        counters=counters,
+        messages=messages,
+    )
+
+
+# --------------------------------------------------------------------------
+# SIPp processes
+
+
+def _sipp_base_command(
+    scenario: Path,
+    *,
+    local_port: int,
+    transport: str,
+    workdir: Path,
+) -> list[str]:
+    """Options every SIPp process here gets: files, loopback, no keyboard."""
+    if transport not in ("udp", "tcp"):
+        raise ValueError(f"transport must be udp or tcp, not {transport!r}")
+    return [
+        "sipp",
+        "-sf",
+        str(scenario),
+        "-i",
+        HOST,
+        "-p",
+        str(local_port),
+        "-t",
+        "u1" if transport == "udp" else "t1",
+        # keep SIPp's control socket on loopback too (default: all addresses)
+        "-ci",
+        HOST,
+        "-nostdin",
+        "-trace_err",
+        "-error_file",
+        str(workdir / "errors.log"),
+        "-trace_screen",
+        "-screen_file",
+        str(workdir / "screen.log"),
+        "-trace_stat",
+        "-stf",
+        str(workdir / "stat.csv"),
+        "-fd",
+        "1",
+        "-trace_counts",
+    ]
+
+
+@dataclass
+class SippRun:
+    """The outcome of one SIPp process.
+
+    Attributes:
+        role: ``"uac"`` or ``"uas"``.
+        scenario: the scenario file.
+        command: the full command line.
+        returncode: SIPp's exit status (0: every call succeeded, 1: some
+            failed, 97/99: stopped, 254/255: fatal error), or None if it was
+            killed by a signal we sent.
+        stats: the final statistics.
+        workdir: where its files are.
+    """
+
+    role: str
+    scenario: Path
+    command: list[str]
+    returncode: int | None
+    stats: SippStats
+    workdir: Path
+
+    def describe(self) -> str:
+        """Everything useful when an assertion about this run fails."""
+        return (
+            f"SIPp {self.role} {self.scenario.name} (exit status {self.returncode}) in "
+            f"{self.workdir}\ncommand: {' '.join(self.command)}\n"
+            f"{self.stats.summary()}\n"
+            f"--- errors.log (tail) ---\n{_tail(_sipp_errors(self.workdir / 'errors.log'))}\n"
+            f"--- stderr (tail) ---\n{_tail(_read_text(self.workdir / 'sipp.stderr'))}"
+        )
+
+
+def run_uac(
+    scenario: str | Path,
+    *,
+    target_port: int,
+    local_port: int,
+    transport: str,
+    calls: int,
+    rate: float,
+    workdir: Path,
+    injection: Path = CALLERS_CSV,
+    timeout: int = DEFAULT_UAC_TIMEOUT,
+    extra_args: Sequence[str] = (),
+) -> SippRun:
+    """Run a SIPp UAC to completion and return its statistics.
+
+    Args:
+        scenario: a file name in ``sipp_scenarios/`` or a path.
+        target_port: where to send (sipguard, or a UAS directly) on 127.0.0.1.
+        local_port: the UAC's own port (``-p``), i.e. its trunk identity.
+        transport: ``"udp"`` or ``"tcp"``.
+        calls: calls to place (``-m``).
+        rate: calls per second (``-r``).
+        workdir: a fresh directory for this run's files.
+        injection: the ``-inf`` CSV (caller; P-Asserted-Identity; callee).
+        timeout: SIPp's global timeout in seconds; reaching it fails the run.
+        extra_args: more SIPp options.
+    """
+    path = _scenario_path(scenario)
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        *_sipp_base_command(path, local_port=local_port, transport=transport, workdir=workdir),
+        "-inf",
+        str(injection),
+        "-m",
+        str(calls),
+        "-r",
+        f"{rate:g}",
+        "-timeout",
+        f"{timeout}s",
+        "-timeout_error",
+        *extra_args,
+        f"{HOST}:{target_port}",
+    ]
+    with (
+        open(workdir / "sipp.stdout", "wb") as stdout,
+        open(workdir / "sipp.stderr", "wb") as stderr,
+    ):
+        process = subprocess.Popen(
+            command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+        )
+    try:
+        returncode: int | None = process.wait(timeout=timeout + _UAC_KILL_MARGIN)
+    except subprocess.TimeoutExpired:
+        _terminate(process, timeout=5.0)
+        returncode = None
+    return SippRun(
+        role="uac",
+        scenario=path,
+        command=command,
+        returncode=returncode,
+        stats=_stats_from(workdir, workdir / "stat.csv"),
+        workdir=workdir,
+    )
+
+
+@dataclass
+class SippServer:
+    """A SIPp UAS running in the background."""
+
+    scenario: Path
+    command: list[str]
+    process: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    result: SippRun | None = None
+
+    def stop(self, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> SippRun:
+        """Let the UAS finish its calls, stop it and return its statistics.
+
+        SIGUSR1 makes SIPp take no new calls and exit once the running ones
+        have ended. A call that waits for a message that never comes (its
+        caller failed) would keep it running, so after `timeout` seconds
+        SIGINT stops it at once (SIPp still writes its final statistics),
+        and SIGKILL follows if even that does not help. Calling it again
+        returns the first result.
+        """
+        if self.result is not None:
+            return self.result
+        returncode: int | None = None
+        for sig, wait in ((signal.SIGUSR1, timeout), (signal.SIGINT, 3.0)):
+            if self.process.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=wait)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        else:
+            returncode = self.process.returncode
+        self.result = SippRun(
+            role="uas",
+            scenario=self.scenario,
+            command=self.command,
+            returncode=returncode,
+            stats=_stats_from(self.workdir, self.workdir / "stat.csv"),
+            workdir=self.workdir,
+        )
+        return self.result
+
+    def describe(self) -> str:
+        """The UAS's files so far, for assertion messages."""
+        run = self.result or SippRun(
+            role="uas",
+            scenario=self.scenario,
+            command=self.command,
+            returncode=self.process.poll(),
+            stats=_stats_from(self.workdir, self.workdir / "stat.csv"),
+            workdir=self.workdir,
+        )
+        return run.describe()
+
+
+def start_uas(
+    scenario: str | Path,
+    *,
+    port: int,
+    transport: str,
+    workdir: Path,
+    ready_timeout: float = 10.0,
+    extra_args: Sequence[str] = (),
+) -> SippServer:
+    """Start a SIPp UAS on 127.0.0.1:`port` and wait until it listens.
+
+    Readiness: for TCP the port accepts a connection; for UDP the port can
+    no longer be bound by us (SIPp holds it).
+
+    Raises:
+        RuntimeError: SIPp exited or did not bind its port in time.
+    """
+    path = _scenario_path(scenario)
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        *_sipp_base_command(path, local_port=port, transport=transport, workdir=workdir),
+        *extra_args,
+    ]
+    with (
+        open(workdir / "sipp.stdout", "wb") as stdout,
+        open(workdir / "sipp.stderr", "wb") as stderr,
+    ):
+        process = subprocess.Popen(
+            command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+        )
+    server = SippServer(path, command, process, port, workdir)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"SIPp UAS exited at start\n{server.describe()}")
+        if _port_taken(port, transport):
+            return server
+        time.sleep(0.05)
+    server.stop(timeout=2.0)
+    raise RuntimeError(f"SIPp UAS did not bind {HOST}:{port}\n{server.describe()}")
+
+
+def _port_taken(port: int, transport: str) -> bool:
+    if transport == "tcp":
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.2)
+            return sock.connect_ex((HOST, port)) == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+        return False
+
+
+def _scenario_path(scenario: str | Path) -> Path:
+    path = Path(scenario)
+    if not path.is_absolute() and not path.exists():
+        path = SCENARIO_DIR / path
+    if not path.is_file():
+        raise FileNotFoundError(f"no SIPp scenario {path}")
+    return path
+
+
+# --------------------------------------------------------------------------
+# A call path: UAC -> sipguard -> UAS
+
+
+@dataclass
+class CallPath:
+    """A running UAS behind a running sipguard, and the trunk's UAC port.
+
+    Attributes:
+        transport: ``"udp"`` or ``"tcp"``, on both sides of sipguard.
+        sipguard: the sipguard process.
+        uas: the SIPp UAS that sipguard routes the trunk's calls to.
+        trunk_port: the local port a UAC must use to be the trunk.
+        workdir: where every process of this path keeps its files.
+    """
+
+    transport: str
+    sipguard: Sipguard
+    uas: SippServer
+    trunk_port: int
+    workdir: Path
+    _runs: list[SippRun] = field(default_factory=list)
+
+    def call(
+        self,
+        scenario: str,
+        *,
+        calls: int,
+        rate: float,
+        local_port: int | None = None,
+        injection: Path = CALLERS_CSV,
+        timeout: int = DEFAULT_UAC_TIMEOUT,
+    ) -> SippRun:
+        """Run a SIPp UAC scenario through sipguard to completion.
+
+        Args:
+            scenario: a file in ``sipp_scenarios/``.
+            calls: calls to place.
+            rate: calls per second.
+            local_port: the UAC's port; the trunk's source port by default.
+            injection: the ``-inf`` CSV (caller; P-Asserted-Identity; callee).
+            timeout: SIPp's global timeout in seconds.
+        """
+        name = Path(scenario).stem
+        run = run_uac(
+            scenario,
+            target_port=self.sipguard.port,
+            local_port=self.trunk_port if local_port is None else local_port,
+            transport=self.transport,
+            calls=calls,
+            rate=rate,
+            workdir=self.workdir / f"uac-{len(self._runs) + 1}-{name}",
+            injection=injection,
+            timeout=timeout,
+        )
+        self._runs.append(run)
+        return run
+
+    def explain(self, *runs: SippRun) -> str:
+        """Diagnostics for an assertion message: the runs, the UAS, sipguard.
+
+        Meant for the message of a failing assertion (evaluated only when it
+        fails): it stops the UAS to get its final statistics.
+        """
+        parts = [run.describe() for run in runs]
+        parts.append(self.uas.stop().describe())
+        parts.append(self.sipguard.describe())
+        return "\n\n".join(parts)
+
+    def close(self) -> None:
+        """Stop the UAS (letting it finish its calls), then sipguard."""
+        try:
+            self.uas.stop()
+        finally:
+            self.sipguard.stop()
+
+
+StartCallPath = Callable[..., CallPath]
+
+
+# --------------------------------------------------------------------------
+# Small utilities
+
+
+def _terminate(process: subprocess.Popen[bytes], *, timeout: float) -> int:
+    """SIGTERM, wait up to `timeout`, then SIGKILL; return the exit status."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+# SIPp writes each error log entry as "YYYY-MM-DD<TAB>time<TAB>epoch: text",
+# not always followed by a newline.
+_SIPP_LOG_ENTRY = re.compile(r"(?=\d{4}-\d{2}-\d{2}\t)")
+# uas.xml waits for a CANCEL with a receive timeout; SIPp logs a warning for
+# every call that times out there and jumps to answering. Not an error.
+_EXPECTED_SIPP_WARNING = "jumping to label"
+
+
+def _sipp_errors(path: Path) -> str:
+    """SIPp's error log without the warnings our scenarios cause on purpose."""
+    entries = _SIPP_LOG_ENTRY.split(_read_text(path))
+    kept = [e.strip() for e in entries if e.strip() and _EXPECTED_SIPP_WARNING not in e]
+    return "\n".join(kept)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _tail(text: str, limit: int = _LOG_TAIL_CHARS) -> str:
+    text = text.strip()
+    if not text:
+        return "(empty)"
+    return text if len(text) <= limit else "...\n" + text[-limit:]
