@@ -33,6 +33,8 @@ def test_basic_calls_complete(start_call_path: StartCallPath, transport: str, ca
     assert uas.stats.received("BYE") == calls, path.explain(run)
     assert uas.stats.successful_calls == calls, path.explain(run)
     assert uas.stats.failed_calls == 0, path.explain(run)
+    assert path.sipguard.stop() == 0, path.explain(run)
+    assert "active_calls=0 dialogs=0" in path.sipguard.stderr, path.explain(run)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -88,6 +90,10 @@ def test_cancelled_calls_end_with_487(start_call_path: StartCallPath, transport:
     assert uas.stats.received("INVITE") == calls + follow_up_calls, path.explain(run, follow_up)
     assert uas.stats.successful_calls == calls + follow_up_calls, path.explain(run, follow_up)
     assert uas.stats.failed_calls == 0, path.explain(run, follow_up)
+
+    # no leaked call or dialog state: sipguard's shutdown summary says so
+    assert path.sipguard.stop() == 0, path.explain(run, follow_up)
+    assert "active_calls=0 dialogs=0" in path.sipguard.stderr, path.explain(run, follow_up)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
