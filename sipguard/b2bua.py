@@ -886,8 +886,13 @@ class B2BUA:
             if call.state is CallState.EARLY and not call.cancelled:
                 if tx.provisional_received if isinstance(tx, ClientInviteTransaction) else False:
                     self._cancel_b(call, now=now)  # rang too long
-                self._final_to_a(call, 408, "Request Timeout", now=now)
-                self._end_call(call, "timeout", now=now)
+                # RFC 3261 §8.1.3.1: a transport error counts as a 503.
+                if tx.transport_error:
+                    self._final_to_a(call, 503, "Service Unavailable", now=now)
+                    self._end_call(call, "error", now=now)
+                else:
+                    self._final_to_a(call, 408, "Request Timeout", now=now)
+                    self._end_call(call, "timeout", now=now)
             return
         relay = self._relays.get(tx.key)
         if relay is None:

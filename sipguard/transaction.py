@@ -199,6 +199,7 @@ class Transaction:
         self.peer = peer
         self.state = TxState.TRYING
         self.timed_out = False
+        self.transport_error = False
         self._outbox = outbox
         self._retransmit_at: float | None = None
         self._retransmit_interval = T1
@@ -271,6 +272,7 @@ class Transaction:
         """The driver could not deliver to `peer` (RFC 3261 §17.1.4, §17.2.4)."""
         if self._fire(TxEvent.TIMEOUT):
             self.timed_out = True
+            self.transport_error = True
 
 
 class ClientInviteTransaction(Transaction):

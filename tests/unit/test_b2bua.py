@@ -374,3 +374,134 @@ def test_unparseable_request_gets_400_and_garbage_is_dropped() -> None:
     pair.core.receive_datagram(b"\x00\xff garbage", CALLER, now=0.0)
     assert pair.core.datagrams_to_send() == []
     assert pair.core.transaction_count == 0
+
+
+def test_next_hop_unreachable_gets_503_and_frees_the_call() -> None:
+    pair = CorePair()
+    pair.send(invite(), CALLER, now=0.0)
+    pair.take_caller()
+    pair.take_callee()
+    pair.core.transport_failed(CALLEE, now=0.1)
+    pair.collect()
+    assert statuses(pair.take_caller()) == [503]
+    ended = [e for e in pair.events if isinstance(e, CallEnded)]
+    assert len(ended) == 1 and ended[0].ended_by == "error" and ended[0].status == 503
+    pair.run_until(100.0)
+    assert (pair.core.transaction_count, pair.core.calls_active) == (0, 0)
+
+
+def test_early_bye_from_the_caller_cancels_the_call() -> None:
+    pair = CorePair()
+    pair.send(invite(), CALLER, now=0.0)
+    b_invite = _only(pair.take_callee())
+    assert isinstance(b_invite, Request)
+    pair.send(response_to(b_invite, 180, "Ringing"), CALLEE, now=0.1)
+    ringing = [m for m in pair.take_caller() if isinstance(m, Response) and m.status == 180][0]
+    bye = in_dialog(
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ringing.headers.get("from") or "",
+        to_value=ringing.headers.get("to") or "",
+        call_id="a-call-1",
+        cseq=2,
+        branch="z9hG4bKeb",
+        sender=CALLER,
+    )
+    pair.send(bye, CALLER, now=0.5)
+    assert sorted(statuses(pair.take_caller())) == [200, 487]  # type: ignore[type-var]
+    assert statuses(pair.take_callee()) == ["CANCEL"]
+
+
+def test_reinvite_glare_gets_491() -> None:
+    pair = CorePair()
+    b_invite, ok = _answered_call(pair)
+    pair.send(_ack_from_caller(ok), CALLER, now=0.3)
+    pair.take_callee()
+    reinvite = in_dialog(
+        "INVITE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKre1",
+        sender=CALLER,
+    )
+    pair.send(reinvite, CALLER, now=1.0)
+    pair.take_caller()
+    pair.take_callee()
+    callee_reinvite = in_dialog(
+        "INVITE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=f"{b_invite.headers.get('to')};tag=callee-tag",
+        to_value=b_invite.headers.get("from") or "",
+        call_id=b_invite.call_id,
+        cseq=1,
+        branch="z9hG4bKcre",
+        sender=CALLEE,
+    )
+    pair.send(callee_reinvite, CALLEE, now=1.1)
+    assert statuses(pair.take_callee()) == [100, 491]
+
+
+def test_out_of_order_cseq_gets_500() -> None:
+    pair = CorePair()
+    _, ok = _answered_call(pair)
+    pair.send(_ack_from_caller(ok), CALLER, now=0.3)
+    info = in_dialog(
+        "INFO",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=1,
+        branch="z9hG4bKinfo",
+        sender=CALLER,
+    )
+    pair.send(info, CALLER, now=1.0)
+    got = _only(pair.take_caller())
+    assert isinstance(got, Response) and got.status == 500
+
+
+def test_info_is_relayed_and_answered_back() -> None:
+    pair = CorePair()
+    _, ok = _answered_call(pair)
+    pair.send(_ack_from_caller(ok), CALLER, now=0.3)
+    pair.take_callee()
+    info = in_dialog(
+        "INFO",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=5,
+        branch="z9hG4bKinfo",
+        sender=CALLER,
+        body=b"Signal=1\r\n",
+    )
+    pair.send(info, CALLER, now=1.0)
+    b_info = _only(pair.take_callee())
+    assert (
+        isinstance(b_info, Request) and b_info.method == "INFO" and b_info.body == b"Signal=1\r\n"
+    )
+    pair.send(response_to(b_info, 200, "OK", to_tag=None, contact=None), CALLEE, now=1.1)
+    got = _only(pair.take_caller())
+    assert isinstance(got, Response) and got.status == 200 and got.cseq.seq == 5
+
+
+def test_unknown_dialog_gets_481_and_stray_ack_is_dropped() -> None:
+    pair = CorePair()
+    bye = in_dialog(
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value="<sip:a@10.1.0.5>;tag=x",
+        to_value="<sip:b@10.0.0.1>;tag=nosuch",
+        call_id="nope",
+        cseq=2,
+        branch="z9hG4bKn",
+        sender=CALLER,
+    )
+    pair.send(bye, CALLER, now=0.0)
+    assert statuses(pair.take_caller()) == [481]
+    pair.send(bye.replace(b"BYE", b"ACK"), CALLER, now=0.0)
+    assert pair.take_caller() == []
