@@ -13,9 +13,15 @@ This module owns the edge between a file on disk and `validate()`:
 YAML merge keys (`<<: *defaults`) are resolved here: explicit keys win over
 merged ones, and an earlier merged mapping wins over a later one.
 
+It also reads the files a rule file names (`refused_callees`, see
+`sipguard.rules.schema.referenced_files`) and hands their text to the schema,
+which checks the numbers in them at their own `path:line:col`. A relative
+path is looked up first in the rule file's directory, then in the working
+directory; an absolute path only where it points.
+
 Ring 3: this is the only rules module that reads files or imports yaml.
-Paths written inside the file (`refused_callees`, `audit_log`) are kept as
-written, relative to the working directory, and are not read here.
+`audit_log` is kept as written (relative to the working directory) and is
+not opened here.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ from sipguard.rules.schema import (
     LocatedMapping,
     LocatedScalar,
     LocatedSequence,
+    ReferencedFile,
     RuleSet,
     ScalarValue,
+    referenced_files,
     validate,
 )
 
-__all__ = ["MAX_NODES", "compose_tree", "load_rules", "parse_rules"]
+__all__ = ["MAX_NODES", "compose_tree", "load_rules", "parse_rules", "read_referenced_file"]
 
 # A ceiling on the values a file may expand to through YAML aliases. Real rule
 # files hold tens of thousands of values; "billion laughs" files hold billions.
@@ -64,17 +72,59 @@ def load_rules(path: str | os.PathLike[str]) -> RuleSet:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise RuleFileErrors([_error(f"cannot read the rule file: {reason}", name)]) from exc
-    return parse_rules(_decode(data, name), path=name)
+    return parse_rules(_decode(data, name), path=name, directory=os.path.dirname(name))
 
 
-def parse_rules(text: str, *, path: str = "<string>") -> RuleSet:
+def parse_rules(text: str, *, path: str = "<string>", directory: str | None = None) -> RuleSet:
     """Parse and validate rule-file text; `path` only names it in errors.
+
+    Args:
+        text: the rule file.
+        path: the name errors and the `RuleSet` carry.
+        directory: the rule file's directory, where relative paths written
+            in it are looked up first ("" for the working directory); None
+            to look them up in the working directory only.
 
     Raises:
         RuleFileErrors: every problem found.
     """
     tree = compose_tree(text, path=path)
-    return validate(tree, path=path, known_timezones=_known_timezones())
+    files = {
+        written: read_referenced_file(written, directory=directory)
+        for written in referenced_files(tree)
+    }
+    return validate(tree, path=path, known_timezones=_known_timezones(), files=files)
+
+
+def read_referenced_file(written: str, *, directory: str | None) -> ReferencedFile:
+    """Find and read a file a rule file names, never raising.
+
+    A relative `written` path is looked up in `directory` first, then in the
+    working directory; the first place where something exists is used.
+
+    Returns:
+        The file's text and where it was found, or why it cannot be used.
+    """
+    places = [written]
+    if directory and not os.path.isabs(written):
+        places.insert(0, os.path.join(directory, written))
+    found = next((place for place in places if os.path.exists(place)), None)
+    if found is None:
+        tried = " or ".join(f"'{place}'" for place in dict.fromkeys(places))
+        if len(places) > 1:
+            tried += " (the rule file's directory, then the working directory)"
+        return ReferencedFile(path=written, problem=f"no such file; looked for {tried}")
+    try:
+        data = Path(found).read_bytes()
+    except OSError as exc:
+        return ReferencedFile(path=found, problem=exc.strerror or str(exc))
+    try:
+        return ReferencedFile(path=found, text=data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        problem = f"not valid UTF-8 (byte 0x{data[exc.start]:02x})"
+        return ReferencedFile(path=found, problem=problem, line=line, column=column)
 
 
 def compose_tree(text: str, *, path: str = "<string>") -> Located:

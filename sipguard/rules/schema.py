@@ -5,18 +5,26 @@ This module owns:
 - the neutral located tree (`LocatedScalar`, `LocatedSequence`,
   `LocatedMapping`) a front end builds, so every value still knows the line
   and column it was written at; the YAML loader is one such front end;
-- `validate(tree, *, path)`, which checks every key of a rule file and turns
-  the tree into the values of `sipguard.rules.values` (re-exported here).
+- `validate(tree, *, path, files)`, which checks every key of a rule file and
+  turns the tree into the values of `sipguard.rules.values` (re-exported
+  here);
+- the files a rule file refers to (`referenced_files(tree)`), which the
+  front end reads and hands back as `ReferencedFile` values, so the numbers
+  in them are checked here too, at their own `path:line:col`;
+- the lints across sections: an allocation listed twice in one list, a
+  trunk's block that lies wholly inside `do_not_originate`, and a block
+  allocated to two trunks (`sipguard.rules.allocations`).
 
 Invariants:
 
 - Rule 1: a `RuleSet` returned by `validate()` is complete and consistent:
-  every key is known, every value parsed, trunk names are unique and no
-  source (network and port) is claimed twice.
+  every key is known, every value parsed, trunk names are unique, no source
+  (network and port) and no number is claimed by two trunks.
 - Rule 2: `validate()` never stops at the first problem. It raises one
   `RuleFileErrors` with every problem, sorted by position, each at the
   1-based line and column of the offending node (of the enclosing mapping
-  for a missing key).
+  for a missing key). A problem inside a referenced file carries that file's
+  path and position and sorts where the rule file refers to it.
 - Rule 3: an empty value (`key:` with nothing after it) of an optional key
   means the default, as if the key were absent.
 
@@ -25,7 +33,8 @@ the key path (`limits.per_caller.window`) and say what was expected and what
 was found. Keys starting with `x-` are ignored, so they can hold YAML anchors.
 
 Ring 1: pure and synchronous. Time-zone names are checked against a set the
-caller passes in; this module reads no file and no clock.
+caller passes in, and referenced files arrive as text; this module reads no
+file and no clock.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from datetime import date, datetime
 from typing import TypeAlias, TypeVar
 
 from sipguard.errors import RuleFileError, RuleFileErrors
+from sipguard.rules.allocations import CoverIndex, covers, first_overlaps, interval_of
 from sipguard.rules.values import (
     DEFAULT_INTERNATIONAL_PREFIX,
     DEFAULT_LISTEN,
@@ -46,18 +56,26 @@ from sipguard.rules.values import (
     DEFAULT_SIP_PORT,
     DISPLAY_NAME_POLICIES,
     E164_MAX_DIGITS,
+    EXEMPTION_TYPES,
+    HOME_CLI_POLICIES,
     MODES,
+    RULE_IDS,
     RULES_VERSION,
     TRUNK_KINDS,
     CallingHours,
     DisplayNamePolicy,
     Endpoint,
+    Exemption,
+    ExemptionType,
+    HomeCliPolicy,
     IdentitySettings,
     IPNetwork,
     Limits,
     Mode,
     Numbering,
     OneRing,
+    Responses,
+    ResponseSpec,
     RuleSet,
     SourceMatch,
     Suspension,
@@ -70,6 +88,7 @@ from sipguard.rules.values import (
     parse_endpoint,
     parse_host_port,
     parse_number,
+    parse_reason_phrase,
     parse_source,
     parse_time_window,
 )
@@ -81,9 +100,13 @@ __all__ = [
     "DEFAULT_SIP_PORT",
     "E164_MAX_DIGITS",
     "RULES_VERSION",
+    "RULE_IDS",
     "CallingHours",
     "DisplayNamePolicy",
     "Endpoint",
+    "Exemption",
+    "ExemptionType",
+    "HomeCliPolicy",
     "IPNetwork",
     "IdentitySettings",
     "Limits",
@@ -94,6 +117,9 @@ __all__ = [
     "Mode",
     "Numbering",
     "OneRing",
+    "ReferencedFile",
+    "ResponseSpec",
+    "Responses",
     "RuleSet",
     "ScalarValue",
     "SourceMatch",
@@ -107,8 +133,10 @@ __all__ = [
     "parse_endpoint",
     "parse_host_port",
     "parse_number",
+    "parse_reason_phrase",
     "parse_source",
     "parse_time_window",
+    "referenced_files",
     "validate",
 ]
 
@@ -152,6 +180,64 @@ class LocatedMapping:
 
 Located: TypeAlias = LocatedScalar | LocatedSequence | LocatedMapping
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReferencedFile:
+    """A file named in a rule file (`refused_callees`), as the front end found it.
+
+    Attributes:
+        path: where the file was found (errors inside it name this path), or
+            the path as written when it was not found.
+        text: its decoded text; None when it could not be read.
+        problem: why it could not be read, e.g. "No such file or directory".
+        line: with `column`, where in the file the problem is (an undecodable
+            byte); 0 when the problem is the file as a whole, which is then
+            reported where the rule file names it.
+        column: see `line`.
+    """
+
+    path: str
+    text: str | None = None
+    problem: str = ""
+    line: int = 0
+    column: int = 0
+
+
+def referenced_files(tree: Located) -> tuple[str, ...]:
+    """The paths, as written and each once, of the files `tree` refers to.
+
+    These are the trunks' `refused_callees`; a front end reads them and
+    passes them to `validate(files=...)` keyed by these strings.
+    """
+    found: dict[str, None] = {}
+    for trunks in _entries_named(tree, "trunks"):
+        items = trunks.items if isinstance(trunks, LocatedSequence) else ()
+        for trunk in items:
+            for node in _entries_named(trunk, "refused_callees"):
+                text = _path_text(node)
+                if text:
+                    found[text] = None
+    return tuple(found)
+
+
+def _entries_named(node: Located, name: str) -> list[Located]:
+    if not isinstance(node, LocatedMapping):
+        return []
+    return [
+        value for key, value in node.entries if isinstance(key, LocatedScalar) and key.text == name
+    ]
+
+
+def _path_text(node: Located) -> str | None:
+    """A path value as `_text` reads it; None when it is no string."""
+    if isinstance(node, LocatedScalar) and not isinstance(node.value, bool):
+        if isinstance(node.value, str):
+            return node.value.strip()
+        if isinstance(node.value, int):
+            return node.text
+    return None
+
+
 # --------------------------------------------------------------------------
 # Which keys each section accepts, and where a misplaced key belongs.
 
@@ -167,6 +253,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "suspended",
         "emergency_numbers",
         "trunks",
+        "responses",
     ),
     "numbering": ("country_code", "national_prefix", "international_prefix"),
     "trunk": (
@@ -180,13 +267,18 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "calling_hours",
         "refused_callees",
         "mode",
+        "home_cli",
+        "home_cli_exempt",
+        "responses",
     ),
-    "identity": ("require_pai", "from_must_match_pai", "display_name"),
+    "identity": ("require_pai", "from_must_match_pai", "display_name", "trusted"),
     "limits": ("cps", "burst", "concurrent", "per_caller", "per_callee", "one_ring"),
     "window": ("calls", "window"),
     "one_ring": ("max_ring", "calls", "window", "block_for"),
     "calling_hours": ("tz", "allow"),
     "suspended": ("number", "until", "reason"),
+    "exemption": ("type", "ranges", "note"),
+    "response": ("code", "reason", "retry_after"),
 }
 # A key of section S found in S's parent gets "put it under ...".
 _PARENT = {
@@ -215,6 +307,8 @@ _HOME = {
     "one_ring": "under a trunk's 'limits.one_ring'",
     "calling_hours": "under a trunk's 'calling_hours'",
     "suspended": "in an entry under 'suspended'",
+    "exemption": "in an entry under a trunk's 'home_cli_exempt'",
+    "response": "in a rule's entry under 'responses'",
 }
 _TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TZ_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
@@ -230,22 +324,38 @@ _T = TypeVar("_T")
 # Validation machinery.
 
 
+_SortKey: TypeAlias = tuple[int, int, int, int]
+
+
 @dataclass(slots=True, kw_only=True)
 class _Checker:
-    """Collects the errors of one validation run."""
+    """Collects the errors of one validation run.
+
+    Each error is kept with a sort key: its position in the rule file, or,
+    for an error inside a referenced file, the position where the rule file
+    names that file followed by the position inside it.
+    """
 
     path: str
     timezones: frozenset[str] | None
-    errors: list[RuleFileError] = field(default_factory=list)
+    files: Mapping[str, ReferencedFile] | None
+    errors: list[tuple[_SortKey, RuleFileError]] = field(default_factory=list)
+    # Numbers of each referenced file read so far, by path as written; None
+    # when the file could not be used. A file shared by trunks is read once.
+    number_files: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
     def fail(self, node: Located, message: str) -> None:
-        self.errors.append(
-            RuleFileError(message, path=self.path, line=node.line, column=node.column)
-        )
+        error = RuleFileError(message, path=self.path, line=node.line, column=node.column)
+        self.errors.append(((node.line, node.column, 0, 0), error))
+
+    def fail_in(self, anchor: Located, path: str, line: int, column: int, message: str) -> None:
+        """An error inside the file at `path`, which the rule file names at `anchor`."""
+        error = RuleFileError(message, path=path, line=line, column=column)
+        self.errors.append(((anchor.line, anchor.column, line, column), error))
 
     def sorted_errors(self) -> list[RuleFileError]:
         """Errors by position; a node shared through a YAML alias reports once."""
-        unique = {(error.line, error.column, error.message): error for error in self.errors}
+        unique = {(key, error.path, error.message): error for key, error in self.errors}
         return [unique[key] for key in sorted(unique)]
 
 
@@ -262,6 +372,7 @@ class _Section:
     prefix: str
     rel: tuple[str, ...]
     values: dict[str, Located]
+    keys: dict[str, Located] = field(default_factory=dict)
 
     def label(self, key: str) -> str:
         return ".".join((*self.rel, key))
@@ -347,6 +458,7 @@ def _open(
             continue
         first[name] = key
         if name in _KEYS[home]:
+            section.keys[name] = key
             section.values[name] = value
         else:
             section.fail(key, _unknown_key(name, home, rel))
@@ -504,7 +616,11 @@ def _duration(section: _Section, key: str, *, required: bool = False) -> float |
 
 
 def validate(
-    tree: Located, *, path: str, known_timezones: Collection[str] | None = None
+    tree: Located,
+    *,
+    path: str,
+    known_timezones: Collection[str] | None = None,
+    files: Mapping[str, ReferencedFile] | None = None,
 ) -> RuleSet:
     """Validate a located tree into a `RuleSet`.
 
@@ -513,6 +629,10 @@ def validate(
         path: the file name that errors and the `RuleSet` carry.
         known_timezones: IANA zone names `calling_hours.tz` may use; when
             None or empty, only the shape of a zone name is checked.
+        files: the files of `referenced_files(tree)`, keyed by the path as
+            written. When None, referenced files are not checked and every
+            trunk's `refused_callee_numbers` is empty; a path missing from a
+            given mapping is an error.
 
     Returns:
         The validated rule set.
@@ -521,7 +641,7 @@ def validate(
         RuleFileErrors: every problem found, sorted by line and column.
     """
     zones = frozenset(known_timezones) if known_timezones else None
-    ck = _Checker(path=path, timezones=zones)
+    ck = _Checker(path=path, timezones=zones, files=files)
     ruleset = _read_ruleset(ck, tree)
     if ck.errors or ruleset is None:
         raise RuleFileErrors(ck.sorted_errors())
@@ -541,7 +661,10 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
     do_not_originate = _read_allocations(top, "do_not_originate", numbering, allow_any=False)
     suspended = _read_suspended(top, numbering)
     emergency = _read_emergency(top)
-    trunks = _read_trunks(top, numbering)
+    responses = _read_responses(top, on_trunk=False)
+    trunks, allocated = _read_trunks(top, numbering)
+    _lint_do_not_originate(ck, do_not_originate, allocated)
+    _lint_overlaps(ck, allocated)
     if numbering is None:
         return None
     return RuleSet(
@@ -551,11 +674,12 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
         listen=listen,
         audit_log=audit_log,
         metrics=metrics,
-        do_not_originate=do_not_originate,
+        do_not_originate=tuple(entry.text for entry in do_not_originate),
         suspended=suspended,
         emergency_numbers=emergency,
         trunks=trunks,
         path=ck.path,
+        responses=responses,
     )
 
 
@@ -665,21 +789,45 @@ def _metrics_address(text: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Allocation:
+    """A range, prefix or `*` as read: canonical `text`, the node it was at."""
+
+    text: str
+    node: Located
+    # Whose it is, for messages: "trunk 'sh-callcenter'"; "" outside trunks.
+    owner: str = ""
+    # Which trunk, counting from 1; 0 outside trunks.
+    index: int = 0
+    # The prefix of messages about it: "trunk 'sh-callcenter': ".
+    prefix: str = ""
+
+    @property
+    def written(self) -> str:
+        return _written(self.node)
+
+
 def _read_allocations(
     section: _Section, key: str, numbering: Numbering | None, *, allow_any: bool
-) -> tuple[str, ...]:
-    """Ranges, prefixes and (where allowed) `*`, as canonical strings."""
+) -> tuple[_Allocation, ...]:
+    """Ranges, prefixes and (where allowed) `*`, canonical and each once."""
     what = f"{section.label(key)} entry"
-    found: list[str] = []
+    found: dict[str, _Allocation] = {}
     for item in _items(section, key):
         text = _text(section, item, what)
         if text is None:
             continue
         try:
-            found.append(parse_allocation(text, allow_any=allow_any))
+            allocation = parse_allocation(text, allow_any=allow_any)
         except ValueError as exc:
             section.fail(item, f"{what} '{text}': {exc}{_e164_hint(text, numbering)}")
-    return tuple(found)
+            continue
+        first = found.get(allocation)
+        if first is not None:
+            section.fail(item, f"{what} '{text}' is listed twice (first at line {first.node.line})")
+            continue
+        found[allocation] = _Allocation(text=allocation, node=item, prefix=section.prefix)
+    return tuple(found.values())
 
 
 def _e164_hint(text: str, numbering: Numbering | None) -> str:
@@ -775,20 +923,24 @@ def _read_emergency(top: _Section) -> tuple[str, ...]:
 
 @dataclass(slots=True, kw_only=True)
 class _Claims:
-    """What the trunks read so far have claimed: names and sources."""
+    """What the trunks read so far have claimed: names, sources and numbers."""
 
     names: dict[str, Located] = field(default_factory=dict)
     sources: dict[tuple[IPNetwork, int | None], tuple[str, Located]] = field(default_factory=dict)
+    allocations: list[_Allocation] = field(default_factory=list)
 
 
-def _read_trunks(top: _Section, numbering: Numbering | None) -> tuple[Trunk, ...]:
+def _read_trunks(
+    top: _Section, numbering: Numbering | None
+) -> tuple[tuple[Trunk, ...], list[_Allocation]]:
+    """The trunks, and every allocation of their `ranges` for the lints."""
     claims = _Claims()
     trunks: list[Trunk] = []
     for index, item in enumerate(_items(top, "trunks"), start=1):
         trunk = _read_trunk(top.ck, item, index, numbering, claims)
         if trunk is not None:
             trunks.append(trunk)
-    return tuple(trunks)
+    return tuple(trunks), claims.allocations
 
 
 def _peek_name(node: Located) -> str | None:
@@ -812,15 +964,24 @@ def _read_trunk(
     if section is None:
         return None
     name = _read_trunk_name(section, claims)
+    owner = f"trunk '{name}'" if name else f"trunk #{index}"
     kind = _choice(section, "kind", TRUNK_KINDS, "national")
-    sources = _read_sources(section, f"trunk '{name}'" if name else f"trunk #{index}", claims)
+    sources = _read_sources(section, owner, claims)
     route = _read_route(section)
     ranges = _read_allocations(section, "ranges", numbering, allow_any=True)
+    claims.allocations.extend(
+        _Allocation(text=entry.text, node=entry.node, owner=owner, index=index, prefix=prefix)
+        for entry in ranges
+        if entry.text != "*"
+    )
     identity = _read_identity(section)
     limits = _read_limits(section)
     calling_hours = _read_calling_hours(section)
     refused_callees = _optional_text(section, "refused_callees")
+    refused_numbers = _read_refused_callees(section, refused_callees, numbering)
     mode = _choice(section, "mode", MODES, None)
+    home_cli, exemptions = _read_home_cli(section, numbering)
+    responses = _read_responses(section, on_trunk=True)
     if name is None or route is None or not sources:
         return None
     return Trunk(
@@ -828,12 +989,16 @@ def _read_trunk(
         kind=kind,
         sources=sources,
         route=route,
-        ranges=ranges,
+        ranges=tuple(entry.text for entry in ranges),
         identity=identity,
         limits=limits,
         calling_hours=calling_hours,
         refused_callees=refused_callees,
+        refused_callee_numbers=refused_numbers,
         mode=mode,
+        home_cli=home_cli,
+        home_cli_exempt=exemptions,
+        responses=responses,
     )
 
 
@@ -894,8 +1059,21 @@ def _read_identity(trunk: _Section) -> IdentitySettings:
     if section is None:
         return IdentitySettings()
     policy: DisplayNamePolicy = _choice(section, "display_name", DISPLAY_NAME_POLICIES, "reject")
+    trusted = _bool(section, "trusted", True)
+    require_pai = _bool(section, "require_pai", False)
+    if require_pai and not trusted:
+        # RFC 3325 §5: only a trusted peer's P-Asserted-Identity counts; an
+        # untrusted trunk's is stripped, so requiring one refuses every call.
+        section.fail(
+            section.values["require_pai"],
+            "identity.require_pai: true contradicts identity.trusted: false "
+            f"(line {section.values['trusted'].line}): an untrusted trunk cannot assert "
+            "identity, its P-Asserted-Identity is ignored",
+        )
+        require_pai = False
     return IdentitySettings(
-        require_pai=_bool(section, "require_pai", False),
+        trusted=trusted,
+        require_pai=require_pai,
         from_must_match_pai=_bool(section, "from_must_match_pai", True),
         display_name=policy,
     )
@@ -986,3 +1164,286 @@ def _read_tz(section: _Section) -> str | None:
         section.fail(node, f"calling_hours.tz '{text}' is not a known time zone{hint}")
         return None
     return text
+
+
+def _read_refused_callees(
+    trunk: _Section, written: str | None, numbering: Numbering | None
+) -> frozenset[str]:
+    """The numbers of the trunk's `refused_callees` file, when files were given."""
+    files = trunk.ck.files
+    if written is None or files is None:
+        return frozenset()
+    cache = trunk.ck.number_files
+    if written in cache:
+        return cache[written] or frozenset()
+    key = trunk.keys["refused_callees"]
+    found = files.get(written)
+    numbers: frozenset[str] | None = None
+    if found is None:
+        trunk.fail(key, f"refused_callees '{written}': the file was not read")
+    elif found.text is None and found.line:
+        message = f"cannot use this refused-callees file: {found.problem}"
+        trunk.ck.fail_in(key, found.path, found.line, found.column, message)
+    elif found.text is None:
+        trunk.fail(key, f"refused_callees '{written}': cannot read the file: {found.problem}")
+    else:
+        numbers = _read_number_file(trunk.ck, key, found.path, found.text, numbering)
+    cache[written] = numbers
+    return numbers or frozenset()
+
+
+def _read_number_file(
+    ck: _Checker, anchor: Located, path: str, text: str, numbering: Numbering | None
+) -> frozenset[str] | None:
+    """One E.164 number a line; `#` starts a comment; blank lines are skipped.
+
+    Errors name `path` and the 1-based line and column inside it.
+    """
+    first: dict[str, int] = {}
+    clean = True
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        content = line.removesuffix("\r").split("#", 1)[0]
+        written = content.strip()
+        if not written:
+            continue
+        column = len(content) - len(content.lstrip()) + 1
+        try:
+            number = parse_number(written)
+        except ValueError as exc:
+            hint = _e164_hint(written, numbering)
+            ck.fail_in(
+                anchor, path, line_number, column, f"refused callee '{written}': {exc}{hint}"
+            )
+            clean = False
+            continue
+        if number in first:
+            message = f"refused callee '{number}' is listed twice (first at line {first[number]})"
+            ck.fail_in(anchor, path, line_number, column, message)
+            clean = False
+            continue
+        first[number] = line_number
+    return frozenset(first) if clean else None
+
+
+def _kind_is(section: _Section, kind: TrunkKind) -> bool | None:
+    """Whether the trunk's `kind` is `kind`; None when `kind` is misspelt."""
+    node = section.get("kind")
+    if node is None:
+        return kind == "national"
+    word = (
+        node.value.strip()
+        if isinstance(node, LocatedScalar) and isinstance(node.value, str)
+        else None
+    )
+    if word is None or word not in TRUNK_KINDS:
+        return None
+    return TRUNK_KINDS[word] == kind
+
+
+def _read_home_cli(
+    trunk: _Section, numbering: Numbering | None
+) -> tuple[HomeCliPolicy, tuple[Exemption, ...]]:
+    """`home_cli` and `home_cli_exempt`, which only international trunks take."""
+    international = _kind_is(trunk, "international")
+    if international is None:
+        return "reject", ()
+    if not international:
+        for key in ("home_cli", "home_cli_exempt"):
+            if trunk.get(key) is not None:
+                trunk.fail(
+                    trunk.keys[key],
+                    f"{key} applies to international trunks only; "
+                    "add 'kind: international' or remove it",
+                )
+        return "reject", ()
+    policy: HomeCliPolicy = _choice(trunk, "home_cli", HOME_CLI_POLICIES, "reject")
+    exemptions: list[Exemption] = []
+    for item in _items(trunk, "home_cli_exempt"):
+        exemption = _read_exemption(trunk, item, numbering)
+        if exemption is not None:
+            exemptions.append(exemption)
+    return policy, tuple(exemptions)
+
+
+def _read_exemption(
+    trunk: _Section, node: Located, numbering: Numbering | None
+) -> Exemption | None:
+    section = _open(
+        trunk.ck,
+        node,
+        home="exemption",
+        prefix=trunk.prefix,
+        rel=("home_cli_exempt",),
+        what="home_cli_exempt entry",
+    )
+    if section is None:
+        return None
+    kind: ExemptionType | None = None
+    if section.require("type", " (mobile_roaming or bilateral)") is not None:
+        kind = _choice(section, "type", EXEMPTION_TYPES, None)
+    ranges: list[str] = []
+    ranges_node = section.require("ranges", " (the home-country numbers it exempts)")
+    if isinstance(ranges_node, LocatedSequence) and not ranges_node.items:
+        section.fail(ranges_node, f"{section.label('ranges')} must not be empty")
+    elif ranges_node is not None:
+        for entry in _read_allocations(section, "ranges", numbering, allow_any=False):
+            if _is_home(entry.text, numbering):
+                ranges.append(entry.text)
+                continue
+            assert numbering is not None
+            section.fail(
+                entry.node,
+                f"home_cli_exempt.ranges entry '{entry.written}' is not a home-country number "
+                f"(country code {numbering.country_code}); only home-country numbers need "
+                "an exemption",
+            )
+    note = _optional_text(section, "note") or ""
+    if kind is None or not ranges:
+        return None
+    return Exemption(type=kind, ranges=tuple(ranges), note=note)
+
+
+def _is_home(allocation: str, numbering: Numbering | None) -> bool:
+    """Whether every number of `allocation` is a home-country number."""
+    if numbering is None:
+        return True
+    home = numbering.country_code
+    return covers((None, home, home), interval_of(allocation))
+
+
+def _read_responses(section: _Section, *, on_trunk: bool) -> Responses:
+    """`responses`: rule id to response, sorted by rule id."""
+    node = section.get("responses")
+    if node is None:
+        return ()
+    if not isinstance(node, LocatedMapping):
+        section.wrong_type(node, section.label("responses"), "a mapping of rule ids to responses")
+        return ()
+    found: dict[str, ResponseSpec] = {}
+    first: dict[str, Located] = {}
+    for key, value in node.entries:
+        if not isinstance(key, LocatedScalar) or isinstance(key.value, bool):
+            section.fail(key, f"responses keys are rule ids, got {_show(key)}")
+            continue
+        rule = key.text.strip()
+        if rule.startswith("x-"):
+            continue
+        if rule in first:
+            section.fail(
+                key, f"duplicate rule id '{rule}' in responses (first at line {first[rule].line})"
+            )
+            continue
+        first[rule] = key
+        if rule not in RULE_IDS:
+            section.fail(key, _unknown_rule(rule))
+            continue
+        if on_trunk and rule == "unknown_source":
+            section.fail(
+                key,
+                "responses.unknown_source cannot be set on a trunk: a call from no trunk's "
+                "source has no trunk; set it in the top-level responses",
+            )
+            continue
+        spec = _read_response(section, value, rule)
+        if spec is not None:
+            found[rule] = spec
+    return tuple(sorted(found.items()))
+
+
+def _unknown_rule(rule: str) -> str:
+    message = f"unknown rule id '{rule}' in responses"
+    close = difflib.get_close_matches(rule, RULE_IDS, n=1)
+    if close:
+        return f"{message}; did you mean '{close[0]}'?"
+    return f"{message}; expected one of: {', '.join(RULE_IDS)}"
+
+
+def _read_response(parent: _Section, node: Located, rule: str) -> ResponseSpec | None:
+    rel = ("responses", rule)
+    if isinstance(node, LocatedScalar):
+        what = ".".join(rel)
+        parent.fail(node, f"{what} must be a mapping such as {{code: 603}}, got {_show(node)}")
+        return None
+    section = _open(
+        parent.ck, node, home="response", prefix=parent.prefix, rel=rel, what=".".join(rel)
+    )
+    if section is None:
+        return None
+    code = _code(section)
+    reason_node = section.get("reason")
+    reason = None
+    if reason_node is not None:
+        reason = _parsed(section, reason_node, section.label("reason"), parse_reason_phrase)
+    retry_after = _duration(section, "retry_after")
+    if retry_after is not None:
+        at = section.values["retry_after"]
+        if not retry_after.is_integer():
+            # RFC 3261 §20.33: Retry-After = delta-seconds, a whole number.
+            section.fail(
+                at,
+                f"{section.label('retry_after')} '{_written(at)}': Retry-After counts whole "
+                "seconds (RFC 3261 §20.33)",
+            )
+            retry_after = None
+        elif code is not None and not 500 <= code <= 599:
+            section.fail(
+                at,
+                f"{section.label('retry_after')} goes with a 5xx code only, got code {code}",
+            )
+            retry_after = None
+    if code is None:
+        return None
+    return ResponseSpec(code=code, reason=reason, retry_after=retry_after)
+
+
+def _code(section: _Section) -> int | None:
+    """A SIP final failure status: 400 to 699."""
+    node = section.require("code", " (a SIP status from 400 to 699, e.g. code: 603)")
+    if node is None:
+        return None
+    value = node.value if isinstance(node, LocatedScalar) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 699:
+        return value
+    section.wrong_type(node, section.label("code"), "a SIP status from 400 to 699")
+    return None
+
+
+# --------------------------------------------------------------------------
+# Lints across sections.
+
+
+def _lint_do_not_originate(
+    ck: _Checker, do_not_originate: tuple[_Allocation, ...], allocated: list[_Allocation]
+) -> None:
+    """A trunk's block wholly inside `do_not_originate` can never pass."""
+    if not do_not_originate:
+        return
+    index = CoverIndex([interval_of(entry.text) for entry in do_not_originate])
+    for entry in allocated:
+        found = index.covering(interval_of(entry.text))
+        if found is None:
+            continue
+        outer = do_not_originate[found]
+        ck.fail(
+            entry.node,
+            f"{entry.prefix}ranges entry '{entry.written}' can never pass: every number in it "
+            f"is do_not_originate ('{outer.written}', {_at(outer.node)})",
+        )
+
+
+def _lint_overlaps(ck: _Checker, allocated: list[_Allocation]) -> None:
+    """A number belongs to one trunk: report each block another trunk had first."""
+    items = [(interval_of(entry.text), entry.index) for entry in allocated]
+    for entry, earlier in zip(allocated, first_overlaps(items), strict=True):
+        if earlier is None:
+            continue
+        other = allocated[earlier]
+        ck.fail(
+            entry.node,
+            f"{entry.prefix}ranges entry '{entry.written}' overlaps '{other.written}' of "
+            f"{other.owner} ({_at(other.node)}); allocate each number to one trunk",
+        )
+
+
+def _at(node: Located) -> str:
+    return f"line {node.line}, column {node.column}"

@@ -4,12 +4,15 @@ This module owns:
 
 - the immutable values a rule file turns into: `RuleSet`, `Trunk`,
   `Endpoint`, `SourceMatch`, `Numbering`, `IdentitySettings`, `Limits`,
-  `Window`, `OneRing`, `CallingHours`, `Suspension`;
+  `Window`, `OneRing`, `CallingHours`, `Suspension`, `Exemption`,
+  `ResponseSpec`;
+- the rule ids (`RULE_IDS`), in the order docs/rules.md lists them;
 - the text parsers for values written as strings: endpoints
   (`parse_endpoint`), trunk sources (`parse_source`), `HOST:PORT`
   (`parse_host_port`), durations (`parse_duration`), E.164 numbers
-  (`parse_number`), ranges and prefixes (`parse_allocation`) and time-of-day
-  windows (`parse_time_window`).
+  (`parse_number`), ranges and prefixes (`parse_allocation`), time-of-day
+  windows (`parse_time_window`) and SIP reason phrases
+  (`parse_reason_phrase`).
 
 Invariants:
 
@@ -39,19 +42,27 @@ __all__ = [
     "DEFAULT_SIP_PORT",
     "DISPLAY_NAME_POLICIES",
     "E164_MAX_DIGITS",
+    "EXEMPTION_TYPES",
+    "HOME_CLI_POLICIES",
     "MODES",
     "RULES_VERSION",
+    "RULE_IDS",
     "TRANSPORTS",
     "TRUNK_KINDS",
     "CallingHours",
     "DisplayNamePolicy",
     "Endpoint",
+    "Exemption",
+    "ExemptionType",
+    "HomeCliPolicy",
     "IPNetwork",
     "IdentitySettings",
     "Limits",
     "Mode",
     "Numbering",
     "OneRing",
+    "ResponseSpec",
+    "Responses",
     "RuleSet",
     "SourceMatch",
     "Suspension",
@@ -64,6 +75,7 @@ __all__ = [
     "parse_endpoint",
     "parse_host_port",
     "parse_number",
+    "parse_reason_phrase",
     "parse_source",
     "parse_time_window",
 ]
@@ -72,6 +84,8 @@ Transport: TypeAlias = Literal["udp", "tcp"]
 TrunkKind: TypeAlias = Literal["national", "international"]
 Mode: TypeAlias = Literal["enforce", "monitor"]
 DisplayNamePolicy: TypeAlias = Literal["reject", "strip", "ignore"]
+HomeCliPolicy: TypeAlias = Literal["reject", "anonymize"]
+ExemptionType: TypeAlias = Literal["mobile_roaming", "bilateral"]
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -93,6 +107,37 @@ MODES: Mapping[str, Mode] = MappingProxyType({"enforce": "enforce", "monitor": "
 DISPLAY_NAME_POLICIES: Mapping[str, DisplayNamePolicy] = MappingProxyType(
     {"reject": "reject", "strip": "strip", "ignore": "ignore"}
 )
+HOME_CLI_POLICIES: Mapping[str, HomeCliPolicy] = MappingProxyType(
+    {"reject": "reject", "anonymize": "anonymize"}
+)
+EXEMPTION_TYPES: Mapping[str, ExemptionType] = MappingProxyType(
+    {"mobile_roaming": "mobile_roaming", "bilateral": "bilateral"}
+)
+
+# Every rule id, in the order docs/rules.md lists them (the policy engine
+# evaluates them in a different order, documented there).
+RULE_IDS: tuple[str, ...] = (
+    "unknown_source",
+    "missing_caller_id",
+    "invalid_caller_id",
+    "caller_not_allocated",
+    "caller_of_other_trunk",
+    "identity_mismatch",
+    "display_name_spoof",
+    "identity_changed",
+    "do_not_originate",
+    "home_cli_from_abroad",
+    "suspended_number",
+    "refused_callee",
+    "outside_calling_hours",
+    "cps_limit",
+    "concurrent_limit",
+    "high_frequency_caller",
+    "call_bombing",
+    "one_ring",
+)
+# SIP final failure responses (RFC 3261 §21.4-§21.6): 4xx, 5xx and 6xx.
+_RESPONSE_CODES = range(400, 700)
 
 
 # --------------------------------------------------------------------------
@@ -162,8 +207,20 @@ class Numbering:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IdentitySettings:
-    """How strictly a trunk's caller identity headers are checked."""
+    """How strictly a trunk's caller identity headers are checked.
 
+    Attributes:
+        trusted: RFC 3325 trust. An untrusted trunk cannot assert identity:
+            its P-Asserted-Identity is ignored for decisions and stripped, so
+            requiring one (`require_pai`) is refused.
+        require_pai: refuse calls without P-Asserted-Identity.
+        from_must_match_pai: From and P-Asserted-Identity must agree; no
+            effect on an untrusted trunk.
+        display_name: what to do with a numeric display name that differs
+            from the number.
+    """
+
+    trusted: bool = True
     require_pai: bool = False
     from_must_match_pai: bool = True
     display_name: DisplayNamePolicy = "reject"
@@ -171,6 +228,8 @@ class IdentitySettings:
     def __post_init__(self) -> None:
         if self.display_name not in DISPLAY_NAME_POLICIES:
             raise ValueError(f"unknown display_name policy {self.display_name!r}")
+        if self.require_pai and not self.trusted:
+            raise ValueError("an untrusted trunk cannot be required to assert identity")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +296,70 @@ class Suspension:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Exemption:
+    """Home-country numbers an international trunk may present after all.
+
+    Attributes:
+        type: why: `mobile_roaming` (home subscribers calling from abroad) or
+            `bilateral` (an agreement with the carrier on the other side).
+        ranges: canonical prefixes and ranges, as in `Trunk.ranges`; never `*`.
+        note: free text for people; "" for none.
+    """
+
+    type: ExemptionType
+    ranges: tuple[str, ...]
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in EXEMPTION_TYPES:
+            raise ValueError(f"unknown exemption type {self.type!r}")
+        if not self.ranges:
+            raise ValueError("an exemption needs at least one range")
+        if "*" in self.ranges:
+            raise ValueError("an exemption cannot cover any number ('*')")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseSpec:
+    """The SIP response a rule answers with, replacing its default.
+
+    Attributes:
+        code: a final failure status, 400 to 699.
+        reason: the reason phrase; None for the default phrase of the code.
+        retry_after: seconds for a Retry-After header (RFC 3261 §20.33);
+            only with a 5xx code; None for no header.
+    """
+
+    code: int
+    reason: str | None = None
+    retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.code, bool) or self.code not in _RESPONSE_CODES:
+            raise ValueError(f"response code {self.code!r} is not 400-699")
+        if self.reason is not None and parse_reason_phrase(self.reason) != self.reason:
+            raise ValueError(f"bad reason phrase {self.reason!r}")
+        if self.retry_after is not None:
+            if not 500 <= self.code <= 599:
+                raise ValueError("retry_after goes with 5xx codes only")
+            if not (self.retry_after > 0 and float(self.retry_after).is_integer()):
+                raise ValueError(f"retry_after {self.retry_after!r} is not whole seconds")
+
+
+Responses: TypeAlias = tuple[tuple[str, ResponseSpec], ...]
+
+
+def _check_responses(responses: Responses) -> None:
+    """Rule ids known, each once, sorted."""
+    ids = [rule for rule, _ in responses]
+    unknown = [rule for rule in ids if rule not in RULE_IDS]
+    if unknown:
+        raise ValueError(f"unknown rule id {unknown[0]!r}")
+    if ids != sorted(set(ids)):
+        raise ValueError("responses must be sorted by rule id, each id once")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Trunk:
     """One trunk: where its calls come from, where they go, what they may claim.
 
@@ -251,8 +374,17 @@ class Trunk:
         limits: rate and harassment limits.
         calling_hours: when calls are allowed; None for any time.
         refused_callees: path of a file of numbers this trunk may not call,
-            as written (relative to the working directory); not read here.
+            as written in the rule file; None for none.
+        refused_callee_numbers: the E.164 numbers read from that file.
         mode: None when the trunk follows the rule set's mode.
+        home_cli: on an international trunk, what happens to a home-country
+            caller ID: `reject` (rule `home_cli_from_abroad`) or `anonymize`
+            (relay the call with the caller ID withheld). Always `reject` on a
+            national trunk.
+        home_cli_exempt: home-country numbers an international trunk may
+            present all the same; empty on a national trunk.
+        responses: (rule id, response) pairs sorted by rule id, overriding
+            the rule set's `responses` for this trunk's calls.
     """
 
     name: str
@@ -264,13 +396,28 @@ class Trunk:
     limits: Limits = field(default_factory=Limits)
     calling_hours: CallingHours | None = None
     refused_callees: str | None = None
+    refused_callee_numbers: frozenset[str] = frozenset()
     mode: Mode | None = None
+    home_cli: HomeCliPolicy = "reject"
+    home_cli_exempt: tuple[Exemption, ...] = ()
+    responses: Responses = ()
 
     def __post_init__(self) -> None:
         if self.kind not in TRUNK_KINDS:
             raise ValueError(f"unknown trunk kind {self.kind!r}")
         if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}")
+        if self.home_cli not in HOME_CLI_POLICIES:
+            raise ValueError(f"unknown home_cli policy {self.home_cli!r}")
+        if self.kind != "international" and (self.home_cli != "reject" or self.home_cli_exempt):
+            raise ValueError("home_cli and home_cli_exempt apply to international trunks only")
+        _check_responses(self.responses)
+        if any(rule == "unknown_source" for rule, _ in self.responses):
+            raise ValueError("a call of a known trunk is never unknown_source")
+
+    def response_for(self, rule: str) -> ResponseSpec | None:
+        """This trunk's own response for `rule`, or None."""
+        return next((spec for rule_id, spec in self.responses if rule_id == rule), None)
 
 
 DEFAULT_LISTEN: tuple[Endpoint, ...] = (
@@ -295,6 +442,8 @@ class RuleSet:
         emergency_numbers: callee numbers that skip callee, time and rate rules.
         trunks: every trunk, in file order.
         path: the file the rules came from.
+        responses: (rule id, response) pairs sorted by rule id, replacing
+            the default response of those rules on every trunk.
     """
 
     version: int = RULES_VERSION
@@ -308,10 +457,12 @@ class RuleSet:
     emergency_numbers: tuple[str, ...] = ()
     trunks: tuple[Trunk, ...] = ()
     path: str = "<rules>"
+    responses: Responses = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}")
+        _check_responses(self.responses)
 
     def trunk_named(self, name: str) -> Trunk | None:
         """The trunk called `name`, or None."""
@@ -320,6 +471,17 @@ class RuleSet:
     def mode_of(self, trunk: Trunk) -> Mode:
         """The mode a trunk runs in: its own, else the rule set's."""
         return self.mode if trunk.mode is None else trunk.mode
+
+    def response_for(self, rule: str, trunk: Trunk | None = None) -> ResponseSpec | None:
+        """The configured response for `rule`: the trunk's, else the rule set's.
+
+        None means the rule's built-in response (403, or 503 for rate and
+        concurrency limits). `trunk` is None for a call of no trunk.
+        """
+        own = trunk.response_for(rule) if trunk is not None else None
+        if own is not None:
+            return own
+        return next((spec for rule_id, spec in self.responses if rule_id == rule), None)
 
 
 # --------------------------------------------------------------------------
@@ -595,3 +757,24 @@ def parse_time_window(text: str) -> tuple[int, int]:
     if start == end:
         raise ValueError("the window is empty; write '00:00-24:00' for the whole day")
     return start, end
+
+
+# RFC 3261 §25.1: Reason-Phrase = *(reserved / unreserved / escaped /
+# UTF8-NONASCII / UTF8-CONT / SP / HTAB): text, but no control characters.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def parse_reason_phrase(text: str) -> str:
+    """Check a SIP reason phrase (`Decline`, `Too Many Calls`) and return it stripped.
+
+    Raises:
+        ValueError: an empty phrase, or a control character (a line break
+            would end the status line early).
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("a reason phrase needs some text")
+    match = _CONTROL.search(text)
+    if match is not None:
+        raise ValueError(f"control character {match.group()!r} is not allowed in a reason phrase")
+    return text

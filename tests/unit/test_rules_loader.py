@@ -1,13 +1,17 @@
 """The YAML loader: every broken rule file and its exact errors, plus the edges.
 
 Each `tests/data/rules/bad_*.yaml` file is paired below with the exact
-`line:col: message` lines `load_rules()` must report for it.
+`line:col: message` lines `load_rules()` must report for it; an error inside
+another file it refers to is written `FILE:line:col: message`, FILE relative
+to tests/data/rules.
 """
 
 # ruff: noqa: E501  (expected messages are quoted whole, as users see them)
 
 from __future__ import annotations
 
+import csv
+import os
 import zoneinfo
 from pathlib import Path
 
@@ -15,12 +19,18 @@ import pytest
 
 from sipguard.errors import RuleFileError, RuleFileErrors
 from sipguard.rules import loader
-from sipguard.rules.loader import compose_tree, load_rules, parse_rules
+from sipguard.rules.allocations import covers, interval_of
+from sipguard.rules.loader import compose_tree, load_rules, parse_rules, read_referenced_file
 from sipguard.rules.schema import (
     Endpoint,
+    Exemption,
+    IdentitySettings,
     LocatedMapping,
     LocatedScalar,
     LocatedSequence,
+    ReferencedFile,
+    ResponseSpec,
+    RuleSet,
     SourceMatch,
 )
 
@@ -29,6 +39,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "rules"
 EXAMPLE = ROOT / "rules" / "example.yaml"
+CALLERS = ROOT / "sipp_scenarios" / "callers.csv"
 
 MINIMAL = """\
 version: 1
@@ -247,8 +258,92 @@ BAD_FILES: list[tuple[str, list[str]]] = [
             "3:1: unknown key 'lisen'; did you mean 'listen'?",
             "5:5: trunk 'sh-callcenter': missing required key 'sources' (addresses the trunk's calls come from, e.g. ['10.1.0.0/24'])",
             "6:5: trunk 'sh-callcenter': unknown key 'soruces'; did you mean 'sources'?",
-            "9:7: trunk 'sh-callcenter': unknown key 'colour' in identity; expected one of: require_pai, from_must_match_pai, display_name",
+            "9:7: trunk 'sh-callcenter': unknown key 'colour' in identity; expected one of: require_pai, from_must_match_pai, display_name, trusted",
             "11:7: trunk 'sh-callcenter': unknown key 'cpss' in limits; did you mean 'cps'?",
+        ],
+    ),
+    (
+        "bad_identity_trust.yaml",
+        [
+            "9:20: trunk 'partner-transit': identity.require_pai: true contradicts identity.trusted: false (line 8): an untrusted trunk cannot assert identity, its P-Asserted-Identity is ignored",
+            "13:25: trunk 'lab': identity.trusted must be true or false, got 'no'",
+            "14:5: trunk 'lab': unknown key 'trusted'; put it under 'identity'",
+        ],
+    ),
+    (
+        "bad_home_cli.yaml",
+        [
+            "7:5: trunk 'sh-callcenter': home_cli applies to international trunks only; add 'kind: international' or remove it",
+            "8:5: trunk 'sh-callcenter': home_cli_exempt applies to international trunks only; add 'kind: international' or remove it",
+            "15:15: trunk 'intl-gateway': home_cli must be 'reject' or 'anonymize', got 'anonymise'; did you mean 'anonymize'?",
+            "17:15: trunk 'intl-gateway': home_cli_exempt.type must be 'mobile_roaming' or 'bilateral', got 'mobile-roaming'; did you mean 'mobile_roaming'?",
+            "18:28: trunk 'intl-gateway': home_cli_exempt.ranges entry '+852' is not a home-country number (country code 86); only home-country numbers need an exemption",
+            "18:36: trunk 'intl-gateway': home_cli_exempt.ranges entry '*': '*' (any number) is not allowed here",
+            "18:41: trunk 'intl-gateway': home_cli_exempt.ranges entry '013800138000': not in E.164 form: write '+', the country code and the number; did you mean '+8613800138000'?",
+            "18:57: trunk 'intl-gateway': home_cli_exempt.ranges entry '+85-+86' is not a home-country number (country code 86); only home-country numbers need an exemption",
+            "19:15: trunk 'intl-gateway': home_cli_exempt.note must be a string, got a list",
+            "20:9: trunk 'intl-gateway': missing required key 'ranges' in home_cli_exempt (the home-country numbers it exempts)",
+            "21:35: trunk 'intl-gateway': home_cli_exempt.ranges must not be empty",
+            "21:39: trunk 'intl-gateway': unknown key 'notes' in home_cli_exempt; did you mean 'note'?",
+            "22:9: trunk 'intl-gateway': home_cli_exempt entry must be a mapping of keys, got '+86138'",
+            "24:11: trunk 'intl-backup': kind must be 'national' or 'international', got 'intl'",
+        ],
+    ),
+    (
+        "bad_responses.yaml",
+        [
+            "6:3: unknown rule id 'call_bomb' in responses; did you mean 'call_bombing'?",
+            "7:3: unknown rule id 'spoofing' in responses; expected one of: unknown_source, missing_caller_id, invalid_caller_id, caller_not_allocated, caller_of_other_trunk, identity_mismatch, display_name_spoof, identity_changed, do_not_originate, home_cli_from_abroad, suspended_number, refused_callee, outside_calling_hours, cps_limit, concurrent_limit, high_frequency_caller, call_bombing, one_ring",
+            "8:29: responses.identity_mismatch.code must be a SIP status from 400 to 699, got 200",
+            "9:30: responses.display_name_spoof.code must be a SIP status from 400 to 699, got '403'",
+            "10:46: responses.concurrent_limit.retry_after goes with a 5xx code only, got code 486",
+            "11:51: responses.high_frequency_caller.retry_after '1.5s': Retry-After counts whole seconds (RFC 3261 §20.33)",
+            "12:41: responses.suspended_number.reason '': a reason phrase needs some text",
+            "13:19: responses.refused_callee must be a mapping such as {code: 603}, got 603",
+            "14:26: missing required key 'code' in responses.outside_calling_hours (a SIP status from 400 to 699, e.g. code: 603)",
+            "15:3: duplicate rule id 'one_ring' in responses (first at line 4)",
+            "21:7: trunk 'sh-callcenter': responses.unknown_source cannot be set on a trunk: a call from no trunk's source has no trunk; set it in the top-level responses",
+            "22:58: trunk 'sh-callcenter': unknown key 'retry' in responses.do_not_originate; did you mean 'retry_after'?",
+            "26:16: trunk 'intl-gateway': responses must be a mapping of rule ids to responses, got a list",
+        ],
+    ),
+    (
+        "bad_refused_callees.yaml",
+        [
+            "bad_refused_callees.txt:3:3: refused callee '02131770001': not in E.164 form: write '+', the country code and the number; did you mean '+862131770001'?",
+            "bad_refused_callees.txt:4:1: refused callee '+86 21 3177 0002': only digits may follow '+'",
+            "bad_refused_callees.txt:7:1: refused callee '+8613800138000' is listed twice (first at line 6)",
+            "bad_refused_callees.txt:8:1: refused callee '00441632960000': not in E.164 form: write '+', the country code and the number; did you mean '+441632960000'?",
+            "bad_refused_callees.txt:9:1: refused callee '13800138000': not in E.164 form: write '+', the country code and the number",
+            "15:5: trunk 'gz-callcenter': refused_callees 'no-such-refused-callees.txt': cannot read the file: no such file; looked for '{data}/no-such-refused-callees.txt' or 'no-such-refused-callees.txt' (the rule file's directory, then the working directory)",
+            "19:22: trunk 'sz-callcenter': refused_callees must be a string, got a list",
+        ],
+    ),
+    (
+        "bad_duplicate_allocation.yaml",
+        [
+            "6:5: do_not_originate entry '+86400' is listed twice (first at line 4)",
+            "14:9: trunk 'sh-callcenter': ranges entry '+862131771200 - +862131771299' is listed twice (first at line 12)",
+            "16:9: trunk 'sh-callcenter': ranges entry '*' is listed twice (first at line 15)",
+            "20:45: trunk 'bj-callcenter': ranges entry '+861058800000-+861058809999' is listed twice (first at line 20)",
+        ],
+    ),
+    (
+        "bad_never_passes.yaml",
+        [
+            "12:9: trunk 'sh-callcenter': ranges entry '+864008100000-+864008109999' can never pass: every number in it is do_not_originate ('+86400', line 4, column 5)",
+            "13:9: trunk 'sh-callcenter': ranges entry '+86110' can never pass: every number in it is do_not_originate ('+86110', line 5, column 5)",
+            "14:9: trunk 'sh-callcenter': ranges entry '+861101' can never pass: every number in it is do_not_originate ('+86110', line 5, column 5)",
+            "15:9: trunk 'sh-callcenter': ranges entry '+869521000100-+869521000199' can never pass: every number in it is do_not_originate ('+869521000000-+869521009999', line 6, column 5)",
+        ],
+    ),
+    (
+        "bad_overlaps.yaml",
+        [
+            "12:9: trunk 'bj-callcenter': ranges entry '+862131771250-+862131771350' overlaps '+862131771200-+862131771299' of trunk 'sh-callcenter' (line 7, column 14); allocate each number to one trunk",
+            "13:9: trunk 'bj-callcenter': ranges entry '+86952' overlaps '+869521' of trunk 'sh-callcenter' (line 7, column 45); allocate each number to one trunk",
+            "14:9: trunk 'bj-callcenter': ranges entry '+861380013' overlaps '+8613800138000-+8613800138999' of trunk 'sh-callcenter' (line 7, column 68); allocate each number to one trunk",
+            "21:19: trunk 'intl-gateway': ranges entry '+8610' overlaps '+8610' of trunk 'bj-callcenter' (line 16, column 9); allocate each number to one trunk",
         ],
     ),
     (
@@ -284,15 +379,26 @@ def errors_of(path: Path) -> list[RuleFileError]:
     return list(caught.value.errors)
 
 
-def lines_of(errors: list[RuleFileError]) -> list[str]:
-    return [f"{error.line}:{error.column}: {error.message}" for error in errors]
+def lines_of(errors: list[RuleFileError], rule_file: Path | None = None) -> list[str]:
+    """`line:col: message`; errors in another file than `rule_file` start with its name."""
+    shown = []
+    for error in errors:
+        where = ""
+        if rule_file is not None and error.path != str(rule_file):
+            where = f"{os.path.relpath(error.path, rule_file.parent)}:"
+        shown.append(f"{where}{error.line}:{error.column}: {error.message}")
+    return shown
 
 
 @pytest.mark.parametrize(("name", "expected"), BAD_FILES, ids=[name for name, _ in BAD_FILES])
 def test_bad_file_reports_exact_errors(name: str, expected: list[str]) -> None:
     errors = errors_of(DATA / name)
-    assert lines_of(errors) == expected
-    assert {error.path for error in errors} == {str(DATA / name)}
+    assert lines_of(errors, DATA / name) == [line.replace("{data}", str(DATA)) for line in expected]
+    assert errors[0].path in {str(DATA / name), str(DATA / name.replace(".yaml", ".txt"))}
+    assert {error.path for error in errors} <= {
+        str(DATA / name),
+        str(DATA / name.replace(".yaml", ".txt")),
+    }
 
 
 def test_every_bad_file_has_expected_errors() -> None:
@@ -324,6 +430,9 @@ def test_example_file_loads() -> None:
     assert rules.do_not_originate == ("+86400", "+86110")
     assert [trunk.name for trunk in rules.trunks] == ["sh-callcenter", "intl-gateway"]
     callcenter, gateway = rules.trunks
+    assert callcenter.identity == IdentitySettings(
+        trusted=True, require_pai=False, from_must_match_pai=True, display_name="reject"
+    )
     assert [str(source) for source in callcenter.sources] == ["10.1.0.0/24", "127.0.0.1:5071"]
     assert callcenter.route == Endpoint(transport="udp", host="127.0.0.1", port=5080)
     assert callcenter.ranges == ("+862131771200-+862131771299", "+869521")
@@ -331,23 +440,96 @@ def test_example_file_loads() -> None:
     assert callcenter.limits.per_caller.window == 1800.0
     assert callcenter.limits.one_ring is not None
     assert callcenter.limits.one_ring.block_for == 86400.0
-    assert callcenter.calling_hours is not None
-    assert callcenter.calling_hours.allow == ((540, 720), (840, 1200))
-    assert callcenter.refused_callees == "rules/refused-sh.txt"
+    assert callcenter.calling_hours is None  # the demo runs at any hour
+    assert callcenter.refused_callees == "refused-sh.txt"
+    assert callcenter.refused_callee_numbers == frozenset({"+862131770000", "+8613800138000"})
     assert gateway.kind == "international"
     assert gateway.ranges == ("*",)
+    assert (gateway.home_cli, gateway.home_cli_exempt) == ("reject", ())
+    assert rules.responses == () and callcenter.responses == ()
 
 
-def test_example_refused_callees_file_exists() -> None:
+def in_allocation(number: str, allocation: str) -> bool:
+    digits = number.removeprefix("+")
+    return covers(interval_of(allocation), (len(digits), digits, digits))
+
+
+def test_example_lets_the_demo_callers_through() -> None:
     rules = load_rules(EXAMPLE)
-    refused = rules.trunks[0].refused_callees
-    assert refused is not None
-    lines = (ROOT / refused).read_text(encoding="utf-8").splitlines()
-    assert lines[0].startswith("#")
-    assert [line for line in lines if not line.startswith("#")] == [
-        "+862131770000",
-        "+8613800138000",
-    ]
+    callcenter = rules.trunk_named("sh-callcenter")
+    assert callcenter is not None and callcenter.calling_hours is None
+    with CALLERS.open(encoding="utf-8") as stream:
+        lines = [line for line in stream if line.strip() and not line.startswith("#")]
+    # SIPp injection file: the first line is the reading order, then one call a line.
+    assert lines[0].strip() in {"SEQUENTIAL", "RANDOM", "USER"}
+    rows = list(csv.reader(lines[1:], delimiter=";"))
+    assert rows and all(len(row) == 3 for row in rows)
+    suspended = {suspension.number for suspension in rules.suspended}
+    for caller, asserted, callee in rows:
+        assert caller == asserted
+        assert any(in_allocation(caller, allocation) for allocation in callcenter.ranges), caller
+        assert not any(in_allocation(caller, entry) for entry in rules.do_not_originate), caller
+        assert caller not in suspended
+        assert callee not in callcenter.refused_callee_numbers
+        assert callee.removeprefix("+") not in rules.emergency_numbers
+
+
+RULE_FILES = sorted((ROOT / "rules").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=[path.name for path in RULE_FILES])
+def test_shipped_rule_files_are_clean(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # their refused_callees files sit next to them
+    rules = load_rules(path)
+    assert rules.trunks
+    for trunk in rules.trunks:
+        assert (trunk.refused_callees is None) == (not trunk.refused_callee_numbers)
+
+
+def test_shipped_rule_files_include_the_carriers() -> None:
+    assert {path.name for path in RULE_FILES} >= {
+        "example.yaml",
+        "cn-carrier.yaml",
+        "uk-carrier.yaml",
+    }
+
+
+def test_cn_carrier_file() -> None:
+    rules = load_rules(ROOT / "rules" / "cn-carrier.yaml")
+    assert rules.numbering.country_code == "86"
+    assert {"+86400", "+86110", "+86119", "+86120"} <= set(rules.do_not_originate)
+    assert {"110", "119", "120"} <= set(rules.emergency_numbers)
+    assert rules.response_for("one_ring") == ResponseSpec(code=603, reason="Decline")
+    kinds = {trunk.name: trunk.kind for trunk in rules.trunks}
+    assert list(kinds.values()).count("national") >= 3
+    untrusted = [trunk.name for trunk in rules.trunks if not trunk.identity.trusted]
+    assert untrusted == ["partner-transit"]
+    gateway = rules.trunk_named("intl-gateway")
+    assert gateway is not None and gateway.kind == "international"
+    assert gateway.home_cli == "reject"
+    assert [exemption.type for exemption in gateway.home_cli_exempt] == ["mobile_roaming"]
+    assert all(r.startswith("+86") for r in gateway.home_cli_exempt[0].ranges)
+    callcenter = rules.trunk_named("sh-callcenter")
+    assert callcenter is not None and "+8613800138000" in callcenter.refused_callee_numbers
+
+
+def test_uk_carrier_file() -> None:
+    rules = load_rules(ROOT / "rules" / "uk-carrier.yaml")
+    assert (rules.numbering.country_code, rules.numbering.national_prefix) == ("44", "0")
+    assert rules.numbering.international_prefix == "00"
+    assert set(rules.emergency_numbers) == {"999", "112"}
+    assert {"+44999", "+44112"} <= set(rules.do_not_originate)
+    ranges = {allocation for trunk in rules.trunks for allocation in trunk.ranges}
+    assert {"+442079460000-+442079460999", "+447700900000-+447700900999"} <= ranges
+    gateway = rules.trunk_named("intl-gateway")
+    assert gateway is not None and gateway.home_cli == "anonymize"
+    assert gateway.home_cli_exempt[1] == Exemption(
+        type="bilateral",
+        ranges=("+441481", "+441534", "+441624"),
+        note="Guernsey, Jersey, Isle of Man: their operators reach us over international links",
+    )
 
 
 def test_accepts_path_objects_and_strings(tmp_path: Path) -> None:
@@ -511,3 +693,117 @@ def test_sources_survive_the_round_trip_through_yaml() -> None:
     assert rules.trunks[0].sources[0] == SourceMatch(
         network=rules.trunks[0].sources[0].network, port=5071
     )
+
+
+# -- refused_callees files ------------------------------------------------------
+
+
+def refusing(path: str) -> str:
+    return MINIMAL + f"    refused_callees: {path}\n"
+
+
+def test_refused_callees_are_read_next_to_the_rule_file_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules_dir, work_dir = tmp_path / "rules", tmp_path / "work"
+    rules_dir.mkdir()
+    work_dir.mkdir()
+    (rules_dir / "refused.txt").write_text("+862131770000\n", encoding="utf-8")
+    (work_dir / "refused.txt").write_text("+862131770001\n", encoding="utf-8")
+    (work_dir / "only-here.txt").write_text("+862131770002\n", encoding="utf-8")
+    monkeypatch.chdir(work_dir)
+    path = rules_dir / "r.yaml"
+    path.write_text(refusing("refused.txt"), encoding="utf-8")
+    assert load_rules(path).trunks[0].refused_callee_numbers == {"+862131770000"}
+    path.write_text(refusing("only-here.txt"), encoding="utf-8")
+    trunk = load_rules(path).trunks[0]
+    assert trunk.refused_callee_numbers == {"+862131770002"}
+    assert trunk.refused_callees == "only-here.txt"
+
+
+def test_parse_rules_without_a_directory_looks_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "refused.txt").write_text("+862131770000\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    rules = parse_rules(refusing("refused.txt"))
+    assert rules.trunks[0].refused_callee_numbers == {"+862131770000"}
+
+
+def test_absolute_refused_callees_path(tmp_path: Path) -> None:
+    refused = tmp_path / "elsewhere" / "refused.txt"
+    refused.parent.mkdir()
+    refused.write_text("+862131770000\n", encoding="utf-8")
+    path = tmp_path / "r.yaml"
+    path.write_text(refusing(f"'{refused}'"), encoding="utf-8")
+    assert load_rules(path).trunks[0].refused_callee_numbers == {"+862131770000"}
+
+
+def test_refused_callees_file_format(tmp_path: Path) -> None:
+    (tmp_path / "refused.txt").write_bytes(
+        b"\xef\xbb\xbf# opted out\r\n\r\n  +862131770000  # trailing comment\r\n\t+8613800138000\r\n"
+    )
+    path = tmp_path / "r.yaml"
+    path.write_text(refusing("refused.txt"), encoding="utf-8")
+    assert load_rules(path).trunks[0].refused_callee_numbers == {
+        "+862131770000",
+        "+8613800138000",
+    }
+
+
+def test_empty_refused_callees_file_refuses_nobody(tmp_path: Path) -> None:
+    (tmp_path / "refused.txt").write_text("# nobody yet\n", encoding="utf-8")
+    path = tmp_path / "r.yaml"
+    path.write_text(refusing("refused.txt"), encoding="utf-8")
+    trunk = load_rules(path).trunks[0]
+    assert trunk.refused_callees == "refused.txt"
+    assert trunk.refused_callee_numbers == frozenset()
+
+
+def test_undecodable_refused_callees_file_reports_the_byte(tmp_path: Path) -> None:
+    refused = tmp_path / "refused.txt"
+    refused.write_bytes(b"+862131770000\n+86213177\xe90001\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(refusing("refused.txt"), encoding="utf-8")
+    errors = errors_of(path)
+    assert [str(error) for error in errors] == [
+        f"{refused}:2:10: cannot use this refused-callees file: not valid UTF-8 (byte 0xe9)"
+    ]
+
+
+def test_refused_callees_directory_is_an_error_at_the_key(tmp_path: Path) -> None:
+    (tmp_path / "refused").mkdir()
+    path = tmp_path / "r.yaml"
+    path.write_text(refusing("refused"), encoding="utf-8")
+    assert lines_of(errors_of(path)) == [
+        "7:5: trunk 'sh-callcenter': refused_callees 'refused': cannot read the file: Is a directory"
+    ]
+
+
+def test_refused_callee_errors_sort_where_the_rule_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "refused.txt").write_text("02131770000\n", encoding="utf-8")
+    path = tmp_path / "r.yaml"
+    path.write_text(refusing("refused.txt") + "    mode: shadow\ncolour: blue\n", encoding="utf-8")
+    assert lines_of(errors_of(path), path) == [
+        "refused.txt:1:1: refused callee '02131770000': not in E.164 form: write '+', the country code and the number; did you mean '+862131770000'?",
+        "8:11: trunk 'sh-callcenter': mode must be 'enforce' or 'monitor', got 'shadow'",
+        "9:1: unknown key 'colour'; expected one of: version, mode, numbering, listen, audit_log, metrics, do_not_originate, suspended, emergency_numbers, trunks, responses",
+    ]
+
+
+def test_read_referenced_file_never_raises(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("+1\n", encoding="utf-8")
+    assert read_referenced_file("a.txt", directory=str(tmp_path)) == ReferencedFile(
+        path=str(tmp_path / "a.txt"), text="+1\n"
+    )
+    missing = read_referenced_file("b.txt", directory=None)
+    assert missing.text is None and missing.path == "b.txt"
+    assert missing.problem == "no such file; looked for 'b.txt'"
+    absolute = read_referenced_file(str(tmp_path / "b.txt"), directory="elsewhere")
+    assert absolute.problem == f"no such file; looked for '{tmp_path / 'b.txt'}'"
+
+
+def test_shipped_rules_return_fresh_equal_values() -> None:
+    first, second = load_rules(EXAMPLE), load_rules(EXAMPLE)
+    assert first == second and first is not second
+    assert isinstance(first, RuleSet)

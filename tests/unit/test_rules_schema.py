@@ -9,11 +9,14 @@ from datetime import date
 import pytest
 
 from sipguard.errors import RuleFileError, RuleFileErrors
+from sipguard.rules import values
 from sipguard.rules.loader import compose_tree
 from sipguard.rules.schema import (
     DEFAULT_LISTEN,
+    RULE_IDS,
     CallingHours,
     Endpoint,
+    Exemption,
     IdentitySettings,
     Limits,
     Located,
@@ -21,6 +24,8 @@ from sipguard.rules.schema import (
     LocatedScalar,
     LocatedSequence,
     Numbering,
+    ReferencedFile,
+    ResponseSpec,
     RuleSet,
     SourceMatch,
     Suspension,
@@ -30,8 +35,10 @@ from sipguard.rules.schema import (
     parse_endpoint,
     parse_host_port,
     parse_number,
+    parse_reason_phrase,
     parse_source,
     parse_time_window,
+    referenced_files,
     validate,
 )
 
@@ -387,6 +394,10 @@ def test_defaults() -> None:
     )
     assert trunk.limits == Limits()
     assert trunk.calling_hours is None and trunk.refused_callees is None and trunk.mode is None
+    assert trunk.refused_callee_numbers == frozenset()
+    assert trunk.identity.trusted is True
+    assert (trunk.home_cli, trunk.home_cli_exempt, trunk.responses) == ("reject", (), ())
+    assert rules.responses == ()
     assert rules.mode_of(trunk) == "enforce"
 
 
@@ -484,3 +495,291 @@ def test_errors_are_sorted_by_position() -> None:
     positions = [tuple(int(part) for part in line.split(":")[:2]) for line in found]
     assert positions == sorted(positions)
     assert len(found) == 4
+
+
+# -- rule ids, responses, trust, home CLI ---------------------------------------
+
+
+def test_rule_ids_are_the_documented_eighteen_in_order() -> None:
+    assert RULE_IDS == values.RULE_IDS
+    assert len(RULE_IDS) == len(set(RULE_IDS)) == 18
+    assert RULE_IDS[0] == "unknown_source" and RULE_IDS[-1] == "one_ring"
+    assert RULE_IDS.index("do_not_originate") < RULE_IDS.index("home_cli_from_abroad")
+
+
+def test_every_rule_id_is_in_the_rule_file_reference() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "rules.md").read_text("utf-8")
+    assert [rule for rule in RULE_IDS if f"`{rule}`" not in text] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("Decline", "Decline"), ("  Too Many Calls ", "Too Many Calls"), ("Abgelehnt\tbitte", None)],
+)
+def test_parse_reason_phrase(text: str, expected: str | None) -> None:
+    assert parse_reason_phrase(text) == (expected or text.strip())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "a reason phrase needs some text"),
+        ("  ", "a reason phrase needs some text"),
+        ("Go\r\nVia: evil", "control character '\\r' is not allowed in a reason phrase"),
+        ("Bell\x07", "control character '\\x07' is not allowed in a reason phrase"),
+    ],
+)
+def test_parse_reason_phrase_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_reason_phrase(text)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"code": 399},
+        {"code": 700},
+        {"code": True},
+        {"code": 603, "retry_after": 5.0},
+        {"code": 503, "retry_after": 1.5},
+        {"code": 503, "retry_after": 0.0},
+        {"code": 403, "reason": ""},
+        {"code": 403, "reason": " Forbidden"},
+        {"code": 403, "reason": "a\nb"},
+    ],
+)
+def test_response_spec_refuses_impossible_values(arguments: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        ResponseSpec(**arguments)  # type: ignore[arg-type]
+
+
+def test_exemption_and_identity_refuse_impossible_values() -> None:
+    with pytest.raises(ValueError):
+        Exemption(type="roaming", ranges=("+86139",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Exemption(type="bilateral", ranges=())
+    with pytest.raises(ValueError):
+        Exemption(type="bilateral", ranges=("*",))
+    with pytest.raises(ValueError):
+        IdentitySettings(trusted=False, require_pai=True)
+    assert IdentitySettings(trusted=False).from_must_match_pai is True
+
+
+def test_trunk_refuses_home_cli_settings_unless_international() -> None:
+    route = parse_endpoint("udp:127.0.0.1:5080")
+    exemption = Exemption(type="mobile_roaming", ranges=("+86139",))
+    with pytest.raises(ValueError):
+        Trunk(name="a", sources=(), route=route, home_cli="anonymize")
+    with pytest.raises(ValueError):
+        Trunk(name="a", sources=(), route=route, home_cli_exempt=(exemption,))
+    with pytest.raises(ValueError):
+        Trunk(name="a", kind="international", sources=(), route=route, home_cli="drop")  # type: ignore[arg-type]
+    trunk = Trunk(
+        name="a", kind="international", sources=(), route=route, home_cli_exempt=(exemption,)
+    )
+    assert trunk.home_cli == "reject"
+
+
+def test_responses_must_be_known_sorted_and_unique() -> None:
+    route = parse_endpoint("udp:127.0.0.1:5080")
+    spec = ResponseSpec(code=603)
+    numbering = Numbering(country_code="86")
+    for bad in (
+        (("spoofing", spec),),
+        (("one_ring", spec), ("cps_limit", spec)),
+        (("cps_limit", spec), ("cps_limit", spec)),
+    ):
+        with pytest.raises(ValueError):
+            RuleSet(numbering=numbering, responses=bad)
+        with pytest.raises(ValueError):
+            Trunk(name="a", sources=(), route=route, responses=bad)
+    with pytest.raises(ValueError):
+        Trunk(name="a", sources=(), route=route, responses=(("unknown_source", spec),))
+    assert RuleSet(numbering=numbering, responses=(("unknown_source", spec),)).responses
+
+
+def test_response_for_prefers_the_trunk() -> None:
+    rules = check(
+        "responses:\n"
+        "  one_ring: {code: 603, reason: Decline}\n"
+        "  cps_limit: {code: 503, retry_after: 5s}\n"
+        "  unknown_source: {code: 404}\n" + MINIMAL + "    responses:\n"
+        "      cps_limit: {code: 480, reason: Try Later}\n"
+    )
+    trunk = rules.trunks[0]
+    assert [rule for rule, _ in rules.responses] == ["cps_limit", "one_ring", "unknown_source"]
+    assert rules.response_for("cps_limit", trunk) == ResponseSpec(code=480, reason="Try Later")
+    assert rules.response_for("cps_limit") == ResponseSpec(code=503, retry_after=5.0)
+    assert rules.response_for("one_ring", trunk) == ResponseSpec(code=603, reason="Decline")
+    assert rules.response_for("unknown_source") == ResponseSpec(code=404)
+    assert rules.response_for("call_bombing", trunk) is None
+    assert trunk.response_for("one_ring") is None
+
+
+def test_empty_responses_mean_none() -> None:
+    assert check("responses:\n" + MINIMAL).responses == ()
+    assert check("responses: {}\n" + MINIMAL).responses == ()
+
+
+def test_untrusted_trunk() -> None:
+    trunk = check(MINIMAL + "    identity: {trusted: false, from_must_match_pai: false}\n").trunks[
+        0
+    ]
+    assert trunk.identity == IdentitySettings(
+        trusted=False, require_pai=False, from_must_match_pai=False, display_name="reject"
+    )
+
+
+def test_trust_contradiction_is_reported_once_at_require_pai() -> None:
+    assert problems(MINIMAL + "    identity: {require_pai: true, trusted: false}\n") == [
+        "6:29: trunk 'sh-callcenter': identity.require_pai: true contradicts identity.trusted: "
+        "false (line 6): an untrusted trunk cannot assert identity, its P-Asserted-Identity is "
+        "ignored"
+    ]
+
+
+INTERNATIONAL = """\
+numbering: {country_code: "44"}
+trunks:
+  - name: intl
+    kind: international
+    sources: ["203.0.113.0/24"]
+    route: "udp:127.0.0.1:5080"
+    ranges: ["*"]
+"""
+
+
+def test_home_cli_settings_of_an_international_trunk() -> None:
+    trunk = check(
+        INTERNATIONAL + "    home_cli: anonymize\n"
+        "    home_cli_exempt:\n"
+        "      - {type: mobile_roaming, ranges: ['+447700900000-+447700900999']}\n"
+        "      - {type: bilateral, ranges: ['+441481', '+441534'], note: Crown Dependencies}\n"
+    ).trunks[0]
+    assert trunk.home_cli == "anonymize"
+    assert trunk.home_cli_exempt == (
+        Exemption(type="mobile_roaming", ranges=("+447700900000-+447700900999",), note=""),
+        Exemption(type="bilateral", ranges=("+441481", "+441534"), note="Crown Dependencies"),
+    )
+    assert check(INTERNATIONAL).trunks[0].home_cli == "reject"
+
+
+def test_home_cli_on_a_national_trunk_is_an_error_at_the_key() -> None:
+    assert problems(MINIMAL + "    kind: national\n    home_cli: reject\n") == [
+        "7:5: trunk 'sh-callcenter': home_cli applies to international trunks only; "
+        "add 'kind: international' or remove it"
+    ]
+    assert check(MINIMAL + "    home_cli:\n    home_cli_exempt:\n").trunks[0].home_cli == "reject"
+
+
+def test_exemption_ranges_must_be_home_country_numbers() -> None:
+    text = INTERNATIONAL + "    home_cli_exempt: [{type: bilateral, ranges: ['+4', '+44-+45']}]\n"
+    assert problems(text) == [
+        "8:50: trunk 'intl': home_cli_exempt.ranges entry '+4' is not a home-country number "
+        "(country code 44); only home-country numbers need an exemption",
+        "8:56: trunk 'intl': home_cli_exempt.ranges entry '+44-+45' is not a home-country number "
+        "(country code 44); only home-country numbers need an exemption",
+    ]
+
+
+# -- referenced files -----------------------------------------------------------
+
+REFUSED = MINIMAL + "    refused_callees: refused.txt\n"
+
+
+def test_referenced_files_are_the_refused_callees_paths_once_each() -> None:
+    text = (
+        REFUSED + "  - name: b\n    sources: 10.2.0.0/24\n    route: 'udp:127.0.0.1:5080'\n"
+        "    refused_callees: ' refused.txt '\n"
+        "  - {name: c, refused_callees: 2024}\n"
+        "  - {name: d, refused_callees: [x]}\n"
+        "  - {name: e, refused_callees: ''}\n"
+        "  - not a trunk\n"
+    )
+    assert referenced_files(compose_tree(text)) == ("refused.txt", "2024")
+    assert referenced_files(compose_tree("- a\n")) == ()
+    assert referenced_files(compose_tree("trunks: {a: 1}\n")) == ()
+
+
+def validate_with(text: str, files: dict[str, ReferencedFile]) -> RuleSet:
+    return validate(compose_tree(text, path="t.yaml"), path="t.yaml", files=files)
+
+
+def problems_with(text: str, files: dict[str, ReferencedFile]) -> list[str]:
+    with pytest.raises(RuleFileErrors) as caught:
+        validate_with(text, files)
+    return [str(error) for error in caught.value.errors]
+
+
+def test_refused_callees_numbers_come_from_the_given_text() -> None:
+    files = {"refused.txt": ReferencedFile(path="rules/refused.txt", text="+8613800138000\n")}
+    trunk = validate_with(REFUSED, files).trunks[0]
+    assert trunk.refused_callees == "refused.txt"
+    assert trunk.refused_callee_numbers == frozenset({"+8613800138000"})
+
+
+def test_without_files_refused_callees_are_not_read() -> None:
+    trunk = check(REFUSED).trunks[0]
+    assert trunk.refused_callees == "refused.txt"
+    assert trunk.refused_callee_numbers == frozenset()
+
+
+def test_refused_callees_file_problems() -> None:
+    assert problems_with(REFUSED, {}) == [
+        "t.yaml:6:5: trunk 'sh-callcenter': refused_callees 'refused.txt': the file was not read"
+    ]
+    missing = ReferencedFile(path="refused.txt", problem="Permission denied")
+    assert problems_with(REFUSED, {"refused.txt": missing}) == [
+        "t.yaml:6:5: trunk 'sh-callcenter': refused_callees 'refused.txt': cannot read the file: "
+        "Permission denied"
+    ]
+    undecodable = ReferencedFile(path="r/refused.txt", problem="not UTF-8", line=3, column=4)
+    assert problems_with(REFUSED, {"refused.txt": undecodable}) == [
+        "r/refused.txt:3:4: cannot use this refused-callees file: not UTF-8"
+    ]
+
+
+def test_refused_callees_numbers_are_checked_in_their_own_file() -> None:
+    text = "# comment\n\n  +86 21\n+862131770000\n 0213177 # national\r\n+862131770000\n"
+    files = {"refused.txt": ReferencedFile(path="r/refused.txt", text=text)}
+    assert problems_with(REFUSED, files) == [
+        "r/refused.txt:3:3: refused callee '+86 21': only digits may follow '+'",
+        "r/refused.txt:5:2: refused callee '0213177': not in E.164 form: write '+', the country "
+        "code and the number; did you mean '+86213177'?",
+        "r/refused.txt:6:1: refused callee '+862131770000' is listed twice (first at line 4)",
+    ]
+
+
+# -- allocation lints -----------------------------------------------------------
+
+
+def test_do_not_originate_lint_ignores_partial_overlap_and_any_number() -> None:
+    rules = check(
+        "do_not_originate: ['+86400', '+869521000000-+869521009999']\n"
+        + MINIMAL
+        + "    ranges: ['*', '+8640', '+869521', '+869521009999-+869521010000']\n"
+    )
+    assert rules.trunks[0].ranges == ("*", "+8640", "+869521", "+869521009999-+869521010000")
+
+
+def test_overlap_lint_allows_any_number_and_one_trunk_overlapping_itself() -> None:
+    second = "  - name: intl\n    sources: 10.2.0.0/24\n    route: 'udp:127.0.0.1:5080'\n"
+    rules = check(
+        MINIMAL
+        + "    ranges: ['*', '+869521', '+8695210000-+8695219999']\n"
+        + second
+        + "    ranges: ['*', '+8610']\n"
+    )
+    assert [trunk.ranges[0] for trunk in rules.trunks] == ["*", "*"]
+
+
+def test_overlap_lint_reports_the_later_allocation_naming_the_earlier() -> None:
+    second = "  - name: bj\n    sources: 10.2.0.0/24\n    route: 'udp:127.0.0.1:5080'\n"
+    text = MINIMAL + "    ranges: ['+869521']\n" + second + "    ranges: ['+8695210001']\n"
+    assert problems(text) == [
+        "10:14: trunk 'bj': ranges entry '+8695210001' overlaps '+869521' of trunk "
+        "'sh-callcenter' (line 6, column 14); allocate each number to one trunk"
+    ]
