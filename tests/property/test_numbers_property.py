@@ -1,0 +1,79 @@
+"""NumberPlan.normalise: total, shape-preserving and idempotent on any text."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipguard.policy.numbers import NumberPlan, digits_of_display_name
+
+pytestmark = pytest.mark.property
+
+PLANS = st.sampled_from(
+    [
+        NumberPlan(country_code="86"),
+        NumberPlan(country_code="44"),
+        NumberPlan(country_code="1", national_prefix="1", international_prefix="011"),
+        NumberPlan(country_code="39", national_prefix=""),
+        NumberPlan(country_code="353", max_national_length=3),
+        NumberPlan(country_code="7", national_prefix="8", international_prefix="810"),
+    ]
+)
+
+# Text that looks like phone numbers, so that most examples are dialable.
+phone_like = st.text(alphabet="0123456789+-.() ", max_size=24)
+dialled = st.builds(
+    lambda head, digits: head + digits,
+    st.sampled_from(["", "+", "0", "00", "011", "810", "8", "1", "86", "44"]),
+    st.text(alphabet="0123456789", min_size=0, max_size=16),
+)
+any_text = st.one_of(st.text(), phone_like, dialled)
+
+
+def is_e164(number: str) -> bool:
+    digits = number[1:]
+    return (
+        number.startswith("+")
+        and digits.isascii()
+        and digits.isdigit()
+        and 3 <= len(digits) <= 15
+        and digits[0] != "0"
+    )
+
+
+@given(PLANS, any_text)
+def test_normalise_is_total_and_gives_e164(plan: NumberPlan, text: str) -> None:
+    number = plan.normalise(text)
+    assert number is None or is_e164(number)
+
+
+@given(PLANS, any_text)
+def test_normalise_is_idempotent(plan: NumberPlan, text: str) -> None:
+    number = plan.normalise(text)
+    if number is not None:
+        assert plan.normalise(number) == number
+
+
+@given(PLANS, dialled, st.lists(st.sampled_from("-.() "), max_size=4), st.data())
+def test_visual_separators_do_not_matter(
+    plan: NumberPlan, text: str, separators: list[str], data: st.DataObject
+) -> None:
+    spaced = text
+    for separator in separators:
+        at = data.draw(st.integers(0, len(spaced)))
+        spaced = spaced[:at] + separator + spaced[at:]
+    assert plan.normalise(spaced) == plan.normalise(text)
+
+
+@given(PLANS, st.text(alphabet="0123456789", min_size=3, max_size=15).filter(lambda d: d[0] != "0"))
+def test_e164_numbers_are_kept(plan: NumberPlan, digits: str) -> None:
+    assert plan.normalise("+" + digits) == "+" + digits
+
+
+@given(any_text)
+def test_display_name_digits_are_a_substring(name: str) -> None:
+    digits = digits_of_display_name(name)
+    if digits is not None:
+        assert digits in name
+        assert sum(char.isdigit() for char in digits) >= 5
