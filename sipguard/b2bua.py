@@ -34,6 +34,7 @@ from typing import Protocol
 from sipguard.dialog import IdFactory, Leg, LocalAddress
 from sipguard.errors import SipParseError, SipProtocolError
 from sipguard.policy.decision import Allow, Refuse
+from sipguard.policy.numbers import number_of_uri
 from sipguard.sip.headers import header_key
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import parse_message
@@ -88,6 +89,8 @@ _PER_LEG = frozenset(
         "authorization",
     }
 )
+_CALLER_IDENTITY = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id"})
+_NONE: frozenset[str] = frozenset()
 # Extensions sipguard can relay transparently; a Require naming anything else
 # is refused with 420 (RFC 3261 §8.2.2.3). 100rel is not relayed: reliable
 # provisional responses would need PRACK handling on both legs.
@@ -123,6 +126,7 @@ class CallStarted:
     caller: str
     callee: str
     time: float
+    monitor_rule: str | None = None  # monitor mode: the rule that would have refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +207,7 @@ class Call:
     cancelled: bool = False
     b_answered: bool = False
     invite_relay: _Relay | None = None  # the INVITE (initial or re-) in progress
+    identity: tuple[str | None, tuple[str | None, ...]] = (None, ())
     ended_by: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -438,6 +443,7 @@ class B2BUA:
                 str(request.from_.uri),
                 request.uri,
                 now,
+                monitor_rule=decision.note,
             )
         )
 
@@ -500,6 +506,7 @@ class B2BUA:
         )
         self._client_txs[client_tx.key] = client_tx
         call = Call(decision.trunk, a_leg, b_leg, server_tx, client_tx, start=now)
+        call.identity = _identity_numbers(request)
         call.invite_relay = _Relay(call, Side.A, server_tx, b_leg.local_cseq)
         self._b_invites[client_tx.key] = call
         self._dialogs[(a_leg.call_id, a_leg.local_tag)] = (call, Side.A)
@@ -593,6 +600,20 @@ class B2BUA:
         elif call.state is not CallState.CONFIRMED and method in ("INVITE", "UPDATE"):
             # Early-dialog offers are not relayed; 491 asks to try again later.
             self._respond(server_tx, 491, "Request Pending", now=now)
+        elif side is Side.A and method in ("INVITE", "UPDATE") and _identity_changed(call, request):
+            # The caller's identity was checked when the call was set up; a
+            # different one mid-dialog is a modified caller ID.
+            self._respond(
+                server_tx,
+                403,
+                "Forbidden",
+                now=now,
+                extra=[
+                    ("Reason", 'SIP;cause=403;text="identity_changed"'),
+                    ("Warning", '399 sipguard "caller identity changed within the dialog"'),
+                ],
+            )
+            self._events.append(MessageRejected(leg.peer, 403, "identity_changed"))
         elif method == "INVITE" and call.invite_relay is not None:
             # RFC 3261 §14.2: an INVITE while another is in progress -> 491.
             self._respond(server_tx, 491, "Request Pending", now=now)
@@ -665,7 +686,9 @@ class B2BUA:
             cseq=cseq,
             branch=self._ids.branch(),
             max_forwards=(request.max_forwards or 70) - 1,
-            extra=list(_end_to_end(request.headers, frozenset())),
+            # Identity headers from the caller were validated once, at call
+            # set-up; they are not copied onto later requests (RFC 3325 §5).
+            extra=list(_end_to_end(request.headers, _CALLER_IDENTITY if side is Side.A else _NONE)),
             body=request.body,
             with_contact=request.method in ("INVITE", "UPDATE", "REFER", "NOTIFY"),
         )
@@ -1040,6 +1063,25 @@ def _end_to_end(headers: Headers, strip: frozenset[str]) -> Iterable[tuple[str, 
             if not value:
                 continue
         yield name, value
+
+
+def _identity_numbers(request: Request) -> tuple[str | None, tuple[str | None, ...]]:
+    """The From number and the asserted numbers of a request, as written."""
+    asserted = tuple(
+        number_of_uri(parse_name_addr(value).uri)
+        for value in request.headers.get_all("p-asserted-identity")
+    )
+    return number_of_uri(request.from_.uri), asserted
+
+
+def _identity_changed(call: Call, request: Request) -> bool:
+    """RFC 3325 identity of an in-dialog request differs from the dialog's."""
+    from_number, asserted = _identity_numbers(request)
+    initial_from, initial_asserted = call.identity
+    if from_number != initial_from:
+        return True
+    known = set(initial_asserted) or {initial_from}
+    return any(number not in known for number in asserted)
 
 
 def _tokens(value: str) -> list[str]:

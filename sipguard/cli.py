@@ -13,6 +13,7 @@ from typing import Any
 from sipguard import __version__
 from sipguard.errors import RuleFileErrors
 from sipguard.rules.loader import load_rules
+from sipguard.rules.schema import RuleSet
 
 __all__ = ["main"]
 
@@ -41,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate rule files")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(handler=_check)
+
+    explain = commands.add_parser("explain", help="show the verdict for a call, offline")
+    explain.add_argument("--rules", default=DEFAULT_RULES, help="rule file")
+    explain.add_argument("--source", required=True, help="the call's source, IP:PORT")
+    explain.add_argument("--transport", default="udp", choices=["udp", "tcp"])
+    explain.add_argument("--from", dest="from_", required=True, help="From URI or name-addr")
+    explain.add_argument("--pai", action="append", default=[], help="P-Asserted-Identity")
+    explain.add_argument("--privacy", help="Privacy header value, e.g. id")
+    explain.add_argument("--to", required=True, help="callee URI (Request-URI and To)")
+    explain.add_argument("--at", help="evaluate at this time (ISO 8601), default now")
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.set_defaults(handler=_explain)
     return parser
 
 
@@ -51,19 +64,25 @@ def _run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     path = Path(args.rules)
-    try:
-        rules = load_rules(path)
-    except RuleFileErrors as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
+    rules = _load_or_report(path)
+    if rules is None:
         return 1
     from sipguard.server import ServerOptions, serve
 
     _run_loop(serve(rules, ServerOptions(rules_path=path, watch_rules=not args.no_watch)))
     return 0
+
+
+def _load_or_report(path: Path) -> RuleSet | None:
+    """Load a rule file; print its errors (FILE:LINE:COL) and return None if bad."""
+    try:
+        return load_rules(path)
+    except RuleFileErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+    except OSError as exc:
+        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
+    return None
 
 
 def _run_loop(main_coroutine: Coroutine[Any, Any, None]) -> None:
@@ -92,6 +111,30 @@ def _check(args: argparse.Namespace) -> int:
         else:
             print(f"{name}: ok")
     return 1 if failed else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from sipguard.explain import explain_call
+
+    rules = _load_or_report(Path(args.rules))
+    if rules is None:
+        return 1
+    try:
+        result = explain_call(
+            rules,
+            source=args.source,
+            transport=args.transport,
+            from_=args.from_,
+            pai=args.pai,
+            privacy=args.privacy,
+            to=args.to,
+            at=args.at,
+        )
+    except ValueError as exc:
+        print(f"sipguard explain: {exc}", file=sys.stderr)
+        return 2
+    print(result.to_json() if args.json else result.to_text())
+    return 0
 
 
 if __name__ == "__main__":

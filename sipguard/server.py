@@ -29,8 +29,8 @@ from sipguard.b2bua import (
 )
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.errors import RuleFileErrors, SipProtocolError
+from sipguard.gate import PolicyGate, build_policy
 from sipguard.peer import Peer
-from sipguard.policy.gate import TrunkGate
 from sipguard.rules.loader import load_rules
 from sipguard.rules.schema import RuleSet
 from sipguard.transport import Transports
@@ -77,7 +77,9 @@ class Server:
             self.listening.append(f"{endpoint.transport}:{host}:{port}")
         rng = random.Random(secrets.randbits(128))
         self.core = B2BUA(
-            config=CoreConfig(local=local), gate=TrunkGate(self.rules), ids=IdFactory(rng)
+            config=CoreConfig(local=local),
+            gate=PolicyGate(build_policy(self.rules)),
+            ids=IdFactory(rng),
         )
         self._schedule_housekeeping()
 
@@ -146,9 +148,10 @@ class Server:
         except OSError as exc:
             log.error("reload refused, keeping the old rules: %s: %s", path, exc)
             return False
+        gate = PolicyGate(build_policy(rules))
         self.rules = rules
         if self.core is not None:
-            self.core.gate = TrunkGate(rules)  # atomic: one reference swap
+            self.core.gate = gate  # atomic: one reference swap; calls in flight keep going
         log.info("rules reloaded from %s (sha256 %s)", path, rules_digest(path))
         return True
 

@@ -15,7 +15,8 @@ class Allow:
 
     `from_value` replaces the From value (without tag) on the outbound leg;
     `headers` are added to the outbound INVITE; header keys (lower-case) in
-    `strip` are not copied from the inbound INVITE.
+    `strip` are not copied from the inbound INVITE. `note` names the rule
+    that fired on a trunk in monitor mode (the call is relayed anyway).
     """
 
     trunk: str
@@ -23,6 +24,7 @@ class Allow:
     from_value: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     strip: frozenset[str] = frozenset()
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 Params = tuple[tuple[str, str | None], ...]
+_BAD_HOST_CHARS = frozenset(' \t<>"@')
 
 
 def parse_params(text: str) -> Params:
@@ -177,7 +178,7 @@ def _split_host_port(hostport: str) -> tuple[str, int | None]:
     else:
         host, colon, port_text_raw = hostport.partition(":")
         port_text = port_text_raw if colon else None
-    if not host or any(ch in host for ch in ' \t<>"@'):
+    if not host or not _BAD_HOST_CHARS.isdisjoint(host):
         raise SipParseError(f"bad host: {hostport!r}")
     if port_text is None:
         return host, None

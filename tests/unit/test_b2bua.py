@@ -505,3 +505,40 @@ def test_unknown_dialog_gets_481_and_stray_ack_is_dropped() -> None:
     assert statuses(pair.take_caller()) == [481]
     pair.send(bye.replace(b"BYE", b"ACK"), CALLER, now=0.0)
     assert pair.take_caller() == []
+
+
+def test_identity_change_mid_dialog_is_refused_and_the_call_goes_on() -> None:
+    pair = CorePair()
+    b_invite, ok = _answered_call(pair)
+    pair.send(_ack_from_caller(ok), CALLER, now=0.3)
+    pair.take_callee()
+    reinvite = in_dialog(
+        "INVITE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKidc",
+        sender=CALLER,
+    ).replace(
+        b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nP-Asserted-Identity: <sip:+8695555@x>\r\n"
+    )
+    pair.send(reinvite, CALLER, now=1.0)
+    refused = [m for m in pair.take_caller() if isinstance(m, Response) and m.status >= 200]
+    assert len(refused) == 1 and refused[0].status == 403
+    assert refused[0].headers.get("reason") == 'SIP;cause=403;text="identity_changed"'
+    assert pair.take_callee() == []  # not relayed
+    assert pair.core.calls_active == 1
+    same = in_dialog(
+        "INVITE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=3,
+        branch="z9hG4bKsame",
+        sender=CALLER,
+    )
+    pair.send(same, CALLER, now=2.0)
+    assert statuses(pair.take_callee()) == ["INVITE"]  # an unchanged identity is relayed

@@ -1,0 +1,162 @@
+"""The call gate: from a SIP INVITE to a policy verdict and back (adapter).
+
+The B2BUA core asks the gate about every dialog-creating INVITE. The gate
+finds the trunk by source address, reads the identity headers into a
+`CallView`, asks the pure policy engine, and turns the `Verdict` into the
+core's `Allow` (with the outbound identity rewritten to the validated E.164
+number) or `Refuse` (with Reason and Warning headers naming the rule).
+
+It reads the wall clock through an injected function, for calling hours and
+suspension expiry; everything else it does is pure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+from sipguard.errors import SipParseError
+from sipguard.peer import Peer
+from sipguard.policy.compiled import CompiledTrunk, Policy, compile_policy
+from sipguard.policy.decision import Allow, Refuse
+from sipguard.policy.engine import CallView, evaluate
+from sipguard.policy.numbers import is_anonymous, number_of_uri
+from sipguard.policy.verdict import Verdict
+from sipguard.rules.schema import RuleSet
+from sipguard.sip.message import Request
+from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr
+
+__all__ = ["PolicyGate", "build_policy", "call_view", "reason_headers"]
+
+# Identity headers from the caller are never copied to the outbound leg: the
+# gate asserts the validated identity itself (RFC 3325 §5: strip untrusted).
+IDENTITY_HEADERS = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id"})
+ANONYMOUS_FROM = '"Anonymous" <sip:anonymous@anonymous.invalid>'
+VERSTAT_PASSED = "TN-Validation-Passed"
+
+
+def build_policy(rules: RuleSet) -> Policy:
+    """Compile `rules`, loading the time zones its calling hours name."""
+    zones = {
+        trunk.calling_hours.tz: ZoneInfo(trunk.calling_hours.tz)
+        for trunk in rules.trunks
+        if trunk.calling_hours is not None
+    }
+    return compile_policy(rules, zones=zones)
+
+
+def reason_headers(status: int, rule: str, text: str) -> tuple[tuple[str, str], ...]:
+    """RFC 3326 Reason naming the rule id, and a Warning 399 explaining it."""
+    clean = text.replace('"', "'").replace("\\", "/")
+    return (
+        ("Reason", f'SIP;cause={status};text="{rule}"'),
+        ("Warning", f'399 sipguard "{clean}"'),
+    )
+
+
+def call_view(request: Request) -> CallView:
+    """Read the identity-related parts of an INVITE (RFC 3261, 3323, 3325)."""
+    from_ = request.from_
+    asserted = _asserted(request)
+    privacy = {
+        token.strip().lower()
+        for value in request.headers.get_all("privacy")
+        for token in value.split(";")
+    }
+    uri = request.request_uri
+    callee = number_of_uri(uri)
+    if callee is None:
+        callee = number_of_uri(request.to.uri)
+    return CallView(
+        from_number=number_of_uri(from_.uri),
+        from_anonymous=is_anonymous(from_.uri),
+        display_name=from_.display_name,
+        asserted=asserted,
+        privacy_id=bool(privacy & {"id", "user", "header"}),
+        callee=callee,
+    )
+
+
+def _asserted(request: Request) -> tuple[str | None, ...]:
+    values = request.headers.get_all("p-asserted-identity")
+    if not values:
+        values = request.headers.get_all("remote-party-id")
+    return tuple(number_of_uri(parse_name_addr(value).uri) for value in values[:2])
+
+
+class PolicyGate:
+    """The `Gate` the B2BUA core uses, backed by a compiled `Policy`."""
+
+    def __init__(self, policy: Policy, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self._wall_clock = wall_clock
+        routes = [trunk.route for trunk in policy.trunks]
+        self._route_hosts = frozenset(route.host for route in routes)
+
+    def verdict(self, request: Request, peer: Peer) -> tuple[Verdict, CompiledTrunk | None]:
+        """The policy verdict for a new call from `peer` (also used by explain)."""
+        trunk = self.policy.trunk_for(peer.host, peer.port)
+        try:
+            view = call_view(request)
+        except SipParseError:
+            view = CallView(from_number="", callee=None)  # unreadable identity
+        return evaluate(self.policy, trunk, view, wall_time=self._wall_clock()), trunk
+
+    def decide(self, request: Request, peer: Peer, *, now: float) -> Allow | Refuse:
+        verdict, trunk = self.verdict(request, peer)
+        if not verdict.allowed or trunk is None:
+            return _refuse(verdict)
+        return _allow(request, trunk, verdict)
+
+    def is_known(self, peer: Peer) -> bool:
+        return (
+            peer.host in self._route_hosts
+            or self.policy.trunk_for(peer.host, peer.port) is not None
+        )
+
+
+def _refuse(verdict: Verdict) -> Refuse:
+    rule = verdict.rule or "unknown_source"
+    code = verdict.code or 403
+    headers = reason_headers(code, rule, verdict.reason)
+    if verdict.retry_after is not None:
+        headers += (("Retry-After", str(int(verdict.retry_after))),)
+    phrase = {403: "Forbidden", 503: "Service Unavailable", 603: "Decline"}.get(code, "Refused")
+    return Refuse(code, phrase, rule, trunk=verdict.trunk, headers=headers)
+
+
+def _allow(request: Request, trunk: CompiledTrunk, verdict: Verdict) -> Allow:
+    """Relay with the validated identity asserted (RFC 3325, 3GPP verstat)."""
+    if verdict.anonymize or verdict.caller is None:
+        return Allow(
+            trunk.name,
+            trunk.route,
+            from_value=ANONYMOUS_FROM,
+            headers=(("Privacy", "id"),),
+            strip=IDENTITY_HEADERS | {"privacy"},
+            note=verdict.rule,
+        )
+    from_ = request.from_
+    host = from_.uri.host if isinstance(from_.uri, SipUri) else trunk.route.host
+    presented = verdict.presentation
+    if presented is None:  # anonymous From with an asserted identity: keep From as is
+        from_value = str(from_.with_params(_without_tag(from_)))
+    else:
+        display = None if verdict.strip_display_name else from_.display_name
+        from_value = str(
+            NameAddr(SipUri("sip", presented, host, params=(("user", "phone"),)), display)
+        )
+    asserted = f"<sip:{verdict.caller};verstat={VERSTAT_PASSED}@{host};user=phone>"
+    return Allow(
+        trunk.name,
+        trunk.route,
+        from_value=from_value,
+        headers=(("P-Asserted-Identity", asserted),),
+        strip=IDENTITY_HEADERS,
+        note=verdict.rule,
+    )
+
+
+def _without_tag(value: NameAddr) -> tuple[tuple[str, str | None], ...]:
+    return tuple((key, val) for key, val in value.params if key != "tag")

@@ -1,0 +1,170 @@
+"""A RuleSet compiled for the per-call path: immutable, indexed, ready to evaluate.
+
+`compile_policy()` runs once per (re)load. It normalises every number the
+rules name, builds one RangeIndex over all trunks' allocations (so a lookup
+answers "which trunks own this number" at once), and flattens each trunk's
+settings into a `CompiledTrunk`. A reload builds a new `Policy` and the
+driver swaps one reference; nothing here changes afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+
+from sipguard.peer import Peer
+from sipguard.policy.numbers import NumberPlan
+from sipguard.policy.ranges import RangeIndex
+from sipguard.policy.trunks import TrunkIndex
+from sipguard.policy.verdict import RULE_DEFAULTS
+from sipguard.rules.schema import RuleSet, Trunk
+
+__all__ = ["CompiledTrunk", "Policy", "ResponseCode", "compile_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCode:
+    """How a rule's rejection is answered: status, reason phrase, Retry-After."""
+
+    code: int
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTrunk:
+    """One trunk's settings, flattened for evaluation."""
+
+    index: int
+    name: str
+    international: bool
+    route: Peer
+    any_number: bool  # the trunk's ranges include "*"
+    trusted: bool
+    require_pai: bool
+    from_must_match_pai: bool
+    display_name: str  # reject | strip | ignore
+    home_cli_anonymize: bool
+    home_cli_exempt: RangeIndex | None
+    refused_callees: frozenset[str]
+    calling_tz: tzinfo | None
+    calling_windows: tuple[tuple[int, int], ...]
+    monitor: bool
+    responses: Mapping[str, ResponseCode]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything `evaluate()` needs, compiled from one RuleSet."""
+
+    rules: RuleSet
+    plan: NumberPlan
+    home_prefix: str  # "+" + country code
+    trunks: tuple[CompiledTrunk, ...]
+    by_name: Mapping[str, CompiledTrunk]
+    sources: TrunkIndex
+    allocations: RangeIndex
+    do_not_originate: RangeIndex
+    suspended: Mapping[str, float]  # number -> epoch seconds the suspension lifts
+    emergency: frozenset[str]
+
+    def trunk_for(self, host: str, port: int) -> CompiledTrunk | None:
+        """The trunk whose `sources` claim (host, port), or None."""
+        trunk = self.sources.lookup(host, port)
+        return None if trunk is None else self.by_name[trunk.name]
+
+
+def compile_policy(rules: RuleSet, *, zones: Mapping[str, tzinfo]) -> Policy:
+    """Compile a validated RuleSet; `zones` maps each calling_hours tz name
+    to its tzinfo (loaded by the caller, since that reads the zone files)."""
+    plan = NumberPlan.from_numbering(rules.numbering)
+    global_responses = _responses(rules, None)
+    trunks = tuple(
+        _compile_trunk(index, trunk, rules, zones, global_responses)
+        for index, trunk in enumerate(rules.trunks)
+    )
+    allocations = RangeIndex(
+        (allocation, index)
+        for index, trunk in enumerate(rules.trunks)
+        for allocation in trunk.ranges
+        if allocation != "*"
+    )
+    return Policy(
+        rules=rules,
+        plan=plan,
+        home_prefix="+" + rules.numbering.country_code,
+        trunks=trunks,
+        by_name={trunk.name: trunk for trunk in trunks},
+        sources=TrunkIndex(rules.trunks),
+        allocations=allocations,
+        do_not_originate=RangeIndex((entry, 0) for entry in rules.do_not_originate),
+        suspended={
+            item.number: datetime.combine(item.until, datetime.min.time(), UTC).timestamp()
+            for item in rules.suspended
+        },
+        emergency=_emergency(rules, plan),
+    )
+
+
+def _compile_trunk(
+    index: int,
+    trunk: Trunk,
+    rules: RuleSet,
+    zones: Mapping[str, tzinfo],
+    global_responses: Mapping[str, ResponseCode],
+) -> CompiledTrunk:
+    identity = trunk.identity
+    hours = trunk.calling_hours
+    exempt_ranges = [
+        (allocation, 0) for exemption in trunk.home_cli_exempt for allocation in exemption.ranges
+    ]
+    return CompiledTrunk(
+        index=index,
+        name=trunk.name,
+        international=trunk.kind == "international",
+        route=Peer(trunk.route.transport, trunk.route.host, trunk.route.port),
+        any_number="*" in trunk.ranges,
+        trusted=identity.trusted,
+        require_pai=identity.require_pai,
+        from_must_match_pai=identity.from_must_match_pai,
+        display_name=identity.display_name,
+        home_cli_anonymize=trunk.home_cli == "anonymize",
+        home_cli_exempt=RangeIndex(exempt_ranges) if exempt_ranges else None,
+        refused_callees=trunk.refused_callee_numbers,
+        calling_tz=None if hours is None else zones[hours.tz],
+        calling_windows=() if hours is None else hours.allow,
+        monitor=rules.mode_of(trunk) == "monitor",
+        responses={**global_responses, **_responses(rules, trunk)},
+    )
+
+
+def _responses(rules: RuleSet, trunk: Trunk | None) -> dict[str, ResponseCode]:
+    """Response overrides from the rule file (global, or one trunk's)."""
+    specs = rules.responses if trunk is None else trunk.responses
+    return {
+        rule: ResponseCode(
+            code=spec.code, reason=spec.reason or _phrase(spec.code), retry_after=spec.retry_after
+        )
+        for rule, spec in specs
+    }
+
+
+def default_response(rule: str) -> ResponseCode:
+    """The built-in answer for `rule`: 403 Forbidden, or 503 for rate limits."""
+    code, _ = RULE_DEFAULTS[rule]
+    return ResponseCode(code=code, reason=_phrase(code))
+
+
+def _phrase(code: int) -> str:
+    return {403: "Forbidden", 503: "Service Unavailable", 603: "Decline"}.get(code, "Refused")
+
+
+def _emergency(rules: RuleSet, plan: NumberPlan) -> frozenset[str]:
+    numbers: set[str] = set()
+    for text in rules.emergency_numbers:
+        numbers.add(text)
+        normalised = plan.normalise(text)
+        if normalised is not None:
+            numbers.add(normalised)
+    return frozenset(numbers)

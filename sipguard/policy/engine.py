@@ -1,0 +1,263 @@
+"""Caller-ID policy: one pure, synchronous decision per new call.
+
+`evaluate(policy, trunk, call, wall_time=...)` returns a `Verdict`. It never
+performs I/O or reads a clock; `wall_time` (epoch seconds) comes in for the
+calling-hours and suspension rules.
+
+Evaluation order (the first rule that fires decides):
+1. source: `unknown_source`
+2. caller present and dialable: `missing_caller_id`, `invalid_caller_id`
+3. number-wide rules: `do_not_originate`, `suspended_number`
+4. trunk kind: `home_cli_from_abroad`
+5. identity consistency: `identity_mismatch`, `display_name_spoof`
+6. allocation: `caller_of_other_trunk`, `caller_not_allocated`
+7. callee and time: `refused_callee`, `outside_calling_hours`
+   (skipped for calls to emergency numbers)
+The rate table's rules come after these and are applied by the caller.
+
+Numbers checked: the *network* number (P-Asserted-Identity on a trusted
+trunk, else the From number) and the *presentation* number (From) when it is
+present and not anonymous. Both must pass rules 3 to 6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sipguard.policy.compiled import CompiledTrunk, Policy, default_response
+from sipguard.policy.numbers import digits_of_display_name
+from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
+
+__all__ = ["CallView", "evaluate"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallView:
+    """What the policy needs from a dialog-creating INVITE, as plain text.
+
+    Attributes:
+        from_number: the number text of the From URI (None: no user part).
+        from_anonymous: From is an anonymous URI (RFC 3323).
+        display_name: From's display name, if any.
+        asserted: number texts of the P-Asserted-Identity values (or of
+            Remote-Party-ID when there is no PAI), in order; None for a value
+            that carries no number.
+        privacy_id: the caller asked for identity privacy (Privacy: id).
+        callee: the number text of the Request-URI (or To) user part.
+    """
+
+    from_number: str | None
+    from_anonymous: bool = False
+    display_name: str | None = None
+    asserted: tuple[str | None, ...] = ()
+    privacy_id: bool = False
+    callee: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Fired:
+    """A rule that fired, with what made it fire (for the reason text)."""
+
+    rule: str
+    detail: str | None = None
+
+
+def evaluate(
+    policy: Policy, trunk: CompiledTrunk | None, call: CallView, *, wall_time: float
+) -> Verdict:
+    """Decide one new call. Pure: same inputs, same verdict."""
+    if trunk is None:
+        return _reject(None, _Fired("unknown_source"), None, None)
+    identified = _identify(policy, trunk, call)
+    if isinstance(identified, _Fired):
+        return _outcome(trunk, identified, None, None)
+    presentation, network, asserted_disagree = identified
+    numbers = (network,) if presentation in (None, network) else (network, presentation)
+    fired = _number_rules(policy, numbers, wall_time)
+    if fired is not None:
+        return _outcome(trunk, fired, network, presentation)
+    anonymize = False
+    if trunk.international:
+        home = _home_cli(policy, trunk, numbers)
+        if isinstance(home, _Fired):
+            return _outcome(trunk, home, network, presentation)
+        anonymize = home
+    if asserted_disagree:
+        fired = _Fired("identity_mismatch", "P-Asserted-Identity values disagree")
+        return _outcome(trunk, fired, network, presentation)
+    consistency = _consistency(policy, trunk, call, network, presentation)
+    if isinstance(consistency, _Fired):
+        return _outcome(trunk, consistency, network, presentation)
+    if not anonymize:
+        for number in numbers:
+            fired = _allocation(policy, trunk, number)
+            if fired is not None:
+                return _outcome(trunk, fired, network, presentation)
+    callee = policy.plan.normalise(call.callee) if call.callee else None
+    if not _is_emergency(policy, call.callee, callee):
+        fired = _callee_and_time(trunk, callee, wall_time)
+        if fired is not None:
+            return _outcome(trunk, fired, network, presentation)
+    return Verdict(
+        allowed=True,
+        trunk=trunk.name,
+        caller=network,
+        presentation=presentation,
+        anonymize=anonymize,
+        strip_display_name=consistency,
+    )
+
+
+def _identify(
+    policy: Policy, trunk: CompiledTrunk, call: CallView
+) -> tuple[str | None, str, bool] | _Fired:
+    """Rule group 2: find the presentation and network numbers."""
+    plan = policy.plan
+    presentation: str | None = None
+    if call.from_number is not None and not call.from_anonymous:
+        presentation = plan.normalise(call.from_number)
+        if presentation is None:
+            return _Fired("invalid_caller_id", f"From '{call.from_number[:32]}'")
+    asserted: list[str] = []
+    if trunk.trusted:
+        for text in call.asserted:
+            if text is None:
+                continue
+            number = plan.normalise(text)
+            if number is None:
+                return _Fired("invalid_caller_id", f"P-Asserted-Identity '{text[:32]}'")
+            asserted.append(number)
+        if trunk.require_pai and not asserted:
+            return _Fired("missing_caller_id", "P-Asserted-Identity is required")
+    network = asserted[0] if asserted else presentation
+    if network is None:
+        return _Fired("missing_caller_id")
+    if call.from_anonymous and not call.privacy_id and not asserted:
+        return _Fired("missing_caller_id", "anonymous From without Privacy")
+    return presentation, network, len(set(asserted)) > 1
+
+
+def _number_rules(policy: Policy, numbers: tuple[str, ...], wall_time: float) -> _Fired | None:
+    """Rule group 3: numbers that may never, or not now, be a caller ID."""
+    for number in numbers:
+        if policy.do_not_originate.owners(number):
+            return _Fired("do_not_originate", number)
+        lifts = policy.suspended.get(number)
+        if lifts is not None and wall_time < lifts:
+            return _Fired("suspended_number", number)
+    return None
+
+
+def _home_cli(policy: Policy, trunk: CompiledTrunk, numbers: tuple[str, ...]) -> bool | _Fired:
+    """Rule group 4: home-country numbers on an international trunk.
+
+    Returns True to relay anonymized (home_cli: anonymize), False to go on.
+    """
+    for number in numbers:
+        if not number.startswith(policy.home_prefix):
+            continue
+        exempt = trunk.home_cli_exempt
+        if exempt is not None and exempt.owners(number):
+            continue
+        if trunk.home_cli_anonymize:
+            return True
+        return _Fired("home_cli_from_abroad", number)
+    return False
+
+
+def _consistency(
+    policy: Policy,
+    trunk: CompiledTrunk,
+    call: CallView,
+    network: str,
+    presentation: str | None,
+) -> bool | _Fired:
+    """Rule group 5; returns whether to strip the display name."""
+    if trunk.from_must_match_pai and presentation is not None and presentation != network:
+        return _Fired("identity_mismatch", f"From {presentation}, asserted {network}")
+    if trunk.display_name == "ignore" or call.display_name is None:
+        return False
+    digits = digits_of_display_name(call.display_name)
+    if digits is None:
+        return False
+    shown = policy.plan.normalise(digits)
+    if shown in (network, presentation):
+        return False
+    if trunk.display_name == "strip":
+        return True
+    return _Fired("display_name_spoof", f"display name '{call.display_name[:32]}'")
+
+
+def _allocation(policy: Policy, trunk: CompiledTrunk, number: str) -> _Fired | None:
+    """Rule group 6: the number must be allocated to this trunk."""
+    if trunk.any_number:
+        return None
+    owners = policy.allocations.owners(number)
+    if trunk.index in owners:
+        return None
+    if owners:
+        other = policy.trunks[owners[0]].name
+        return _Fired("caller_of_other_trunk", f"{number} belongs to trunk '{other}'")
+    return _Fired("caller_not_allocated", number)
+
+
+def _is_emergency(policy: Policy, raw: str | None, callee: str | None) -> bool:
+    emergency = policy.emergency
+    return (raw is not None and raw in emergency) or (callee is not None and callee in emergency)
+
+
+def _callee_and_time(trunk: CompiledTrunk, callee: str | None, wall_time: float) -> _Fired | None:
+    """Rule group 7."""
+    if callee is not None and callee in trunk.refused_callees:
+        return _Fired("refused_callee", callee)
+    if trunk.calling_tz is None:
+        return None
+    local = datetime.fromtimestamp(wall_time, trunk.calling_tz)
+    minute = local.hour * 60 + local.minute
+    for start, end in trunk.calling_windows:
+        inside = start <= minute < end if start < end else minute >= start or minute < end
+        if inside:
+            return None
+    return _Fired("outside_calling_hours", f"{local:%H:%M} {trunk.calling_tz}")
+
+
+def _outcome(
+    trunk: CompiledTrunk, fired: _Fired, network: str | None, presentation: str | None
+) -> Verdict:
+    """A fired rule: a rejection, or in monitor mode an allow that names it."""
+    verdict = _reject(trunk, fired, network, presentation)
+    if not trunk.monitor:
+        return verdict
+    return Verdict(
+        allowed=True,
+        rule=verdict.rule,
+        reason=verdict.reason,
+        trunk=trunk.name,
+        caller=network,
+        presentation=presentation,
+        monitored=True,
+    )
+
+
+def _reject(
+    trunk: CompiledTrunk | None,
+    fired: _Fired,
+    network: str | None,
+    presentation: str | None,
+) -> Verdict:
+    rule = fired.rule
+    response = trunk.responses.get(rule) if trunk is not None else None
+    if response is None:
+        response = default_response(rule)
+    text = RULE_DEFAULTS[rule][1]
+    return Verdict(
+        allowed=False,
+        rule=rule,
+        code=response.code,
+        reason=text if fired.detail is None else f"{text}: {fired.detail}",
+        trunk=None if trunk is None else trunk.name,
+        caller=network,
+        presentation=presentation,
+        retry_after=response.retry_after,
+    )

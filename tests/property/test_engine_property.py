@@ -1,0 +1,53 @@
+"""Properties of the policy engine over generated calls."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipguard.policy.engine import CallView, evaluate
+from sipguard.policy.verdict import RULE_DEFAULTS
+from tests.unit.test_policy_engine import OPEN, policy
+
+pytestmark = pytest.mark.property
+
+COMPILED = policy()
+TRUNKS = [None, *COMPILED.trunks]
+
+numbers = st.one_of(
+    st.none(),
+    st.sampled_from(["+862131771234", "021-3177-1299", "+861065550001", "4008001234", "95555"]),
+    st.text(alphabet="+0123456789-() ", max_size=20),
+    st.text(max_size=12),
+)
+calls = st.builds(
+    CallView,
+    from_number=numbers,
+    from_anonymous=st.booleans(),
+    display_name=st.one_of(st.none(), numbers.map(lambda n: n or "")),
+    asserted=st.lists(numbers, max_size=2).map(tuple),
+    privacy_id=st.booleans(),
+    callee=numbers,
+)
+
+
+@given(trunk=st.sampled_from(TRUNKS), call=calls, wall=st.floats(0, 4e9))
+@settings(max_examples=400, deadline=None)
+def test_every_verdict_is_an_allow_or_a_reject_naming_a_rule(trunk, call, wall) -> None:
+    verdict = evaluate(COMPILED, trunk, call, wall_time=wall)
+    if verdict.allowed:
+        assert verdict.rule is None and verdict.code is None
+        assert verdict.caller is not None and verdict.caller.startswith("+")
+    else:
+        assert verdict.rule in RULE_DEFAULTS
+        assert verdict.code is not None and 400 <= verdict.code <= 699
+        assert verdict.reason
+    assert evaluate(COMPILED, trunk, call, wall_time=wall) == verdict  # pure
+
+
+@given(call=calls)
+@settings(max_examples=200, deadline=None)
+def test_an_unknown_source_is_always_refused(call) -> None:
+    verdict = evaluate(COMPILED, None, call, wall_time=OPEN)
+    assert (verdict.allowed, verdict.rule) == (False, "unknown_source")

@@ -1,0 +1,138 @@
+"""The gate: INVITE in, Allow/Refuse out, with the outbound identity rewritten."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipguard.gate import PolicyGate, build_policy, call_view
+from sipguard.peer import Peer
+from sipguard.policy.decision import Allow, Refuse
+from sipguard.rules.loader import parse_rules
+from sipguard.sip.message import Headers, Request
+
+pytestmark = pytest.mark.unit
+
+RULES = """\
+version: 1
+numbering: {country_code: "86"}
+trunks:
+  - name: sh
+    sources: ["10.1.0.5"]
+    route: "udp:10.9.0.1:5080"
+    ranges: ["+862131771200-+862131771299"]
+    identity: {display_name: strip, from_must_match_pai: true}
+  - name: intl
+    kind: international
+    sources: ["203.0.113.7"]
+    route: "tcp:10.9.0.2:5060"
+    ranges: ["*"]
+    home_cli: anonymize
+  - name: untrusted
+    sources: ["10.3.0.9"]
+    route: "udp:10.9.0.1:5080"
+    ranges: ["+861065550000-+861065559999"]
+    identity: {trusted: false, from_must_match_pai: true}
+"""
+
+SH = Peer("udp", "10.1.0.5", 5060)
+INTL = Peer("udp", "203.0.113.7", 5060)
+UNTRUSTED = Peer("udp", "10.3.0.9", 5060)
+
+
+def gate() -> PolicyGate:
+    return PolicyGate(build_policy(parse_rules(RULES, path="t.yaml")), wall_clock=lambda: 0.0)
+
+
+def invite(from_: str, *extra: tuple[str, str], to: str = "sip:13800138000@10.0.0.1") -> Request:
+    fields = [
+        ("Via", "SIP/2.0/UDP 10.1.0.5:5060;branch=z9hG4bK1"),
+        ("From", f"{from_};tag=1"),
+        ("To", f"<{to}>"),
+        ("Call-ID", "c1"),
+        ("CSeq", "1 INVITE"),
+        *extra,
+    ]
+    return Request("INVITE", to, Headers(fields))
+
+
+def test_allowed_call_asserts_the_validated_e164_identity() -> None:
+    request = invite(
+        '"Sales" <sip:02131771234@10.1.0.5>',
+        ("P-Asserted-Identity", "<tel:+86-21-3177-1234>"),
+        ("Remote-Party-ID", "<sip:999@evil>"),
+    )
+    decision = gate().decide(request, SH, now=0.0)
+    assert isinstance(decision, Allow)
+    assert decision.trunk == "sh" and decision.route == Peer("udp", "10.9.0.1", 5080)
+    assert decision.from_value == '"Sales" <sip:+862131771234@10.1.0.5;user=phone>'
+    assert decision.headers == (
+        (
+            "P-Asserted-Identity",
+            "<sip:+862131771234;verstat=TN-Validation-Passed@10.1.0.5;user=phone>",
+        ),
+    )
+    assert {"p-asserted-identity", "remote-party-id", "p-preferred-identity"} <= decision.strip
+
+
+def test_spoofed_display_name_is_stripped_when_the_trunk_says_so() -> None:
+    decision = gate().decide(invite('"95555" <sip:+862131771234@10.1.0.5>'), SH, now=0.0)
+    assert isinstance(decision, Allow)
+    assert decision.from_value == "<sip:+862131771234@10.1.0.5;user=phone>"
+
+
+def test_refused_call_carries_reason_and_warning() -> None:
+    decision = gate().decide(invite("<sip:+862131779999@10.1.0.5>"), SH, now=0.0)
+    assert isinstance(decision, Refuse)
+    assert (decision.status, decision.reason, decision.rule) == (
+        403,
+        "Forbidden",
+        "caller_not_allocated",
+    )
+    headers = dict(decision.headers)
+    assert headers["Reason"] == 'SIP;cause=403;text="caller_not_allocated"'
+    assert headers["Warning"].startswith('399 sipguard "caller number is not allocated')
+
+
+def test_home_cli_anonymize_suppresses_the_caller_id() -> None:
+    decision = gate().decide(invite("<sip:+862131771234@203.0.113.7>"), INTL, now=0.0)
+    assert isinstance(decision, Allow)
+    assert decision.from_value == '"Anonymous" <sip:anonymous@anonymous.invalid>'
+    assert decision.headers == (("Privacy", "id"),)
+    assert "privacy" in decision.strip and "p-asserted-identity" in decision.strip
+
+
+def test_untrusted_trunk_cannot_assert_an_identity() -> None:
+    # The PAI names an allocated number, but the trunk may not assert: the From
+    # number (not allocated) decides.
+    request = invite(
+        "<sip:+862131771234@10.3.0.9>", ("P-Asserted-Identity", "<sip:+861065550001@10.3.0.9>")
+    )
+    decision = gate().decide(request, UNTRUSTED, now=0.0)
+    assert isinstance(decision, Refuse) and decision.rule == "caller_of_other_trunk"
+
+
+def test_privacy_id_keeps_the_anonymous_from_and_asserts_the_network_number() -> None:
+    request = invite(
+        '"Anonymous" <sip:anonymous@anonymous.invalid>',
+        ("P-Asserted-Identity", "<sip:+862131771234@10.1.0.5>"),
+        ("Privacy", "id"),
+    )
+    decision = gate().decide(request, SH, now=0.0)
+    assert isinstance(decision, Allow)
+    assert decision.from_value == '"Anonymous" <sip:anonymous@anonymous.invalid>'
+    assert "verstat=TN-Validation-Passed" in decision.headers[0][1]
+    assert "privacy" not in decision.strip
+
+
+def test_call_view_reads_identity_headers() -> None:
+    view = call_view(
+        invite(
+            '"021 3177 1234" <sip:+862131771234@h;user=phone>',
+            ("P-Asserted-Identity", "<sip:+862131771234@h>, <tel:+862131771234>"),
+            ("Privacy", "id;critical"),
+            to="tel:+8613800138000",
+        )
+    )
+    assert view.from_number == "+862131771234" and view.display_name == "021 3177 1234"
+    assert view.asserted == ("+862131771234", "+862131771234")
+    assert view.privacy_id and view.callee == "+8613800138000"

@@ -1,0 +1,177 @@
+"""Every rule id of the caller-ID policy, on its allow and its reject side."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from sipguard.gate import build_policy
+from sipguard.policy.compiled import Policy
+from sipguard.policy.engine import CallView, evaluate
+from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
+from sipguard.rules.loader import parse_rules
+
+pytestmark = pytest.mark.unit
+
+BASE = """\
+version: 1
+numbering: {country_code: "86", national_prefix: "0", international_prefix: "00"}
+do_not_originate: ["+86400", "+86110"]
+suspended:
+  - {number: "+862131771250", until: "2030-01-01", reason: "regulator order"}
+emergency_numbers: ["110", "119", "120"]
+trunks:
+  - name: sh
+    sources: ["10.1.0.0/24"]
+    route: "udp:10.9.0.1:5080"
+    ranges: ["+862131771200-+862131771299", "+869521"]
+    identity: {from_must_match_pai: true, display_name: reject}
+    calling_hours: {tz: Asia/Shanghai, allow: ["09:00-12:00", "14:00-20:00"]}
+  - name: bj
+    sources: ["10.2.0.0/24"]
+    route: "udp:10.9.0.1:5080"
+    ranges: ["+861065550000-+861065559999"]
+    identity: {from_must_match_pai: false, display_name: strip}
+  - name: intl
+    kind: international
+    sources: ["203.0.113.0/24"]
+    route: "udp:10.9.0.1:5080"
+    ranges: ["*"]
+"""
+
+# 10:00 in Shanghai (UTC+8) on a weekday, inside the calling hours.
+OPEN = datetime(2026, 11, 23, 2, 0, tzinfo=UTC).timestamp()
+# 22:00 in Shanghai: outside.
+CLOSED = datetime(2026, 11, 23, 14, 0, tzinfo=UTC).timestamp()
+
+
+def policy(text: str = BASE) -> Policy:
+    return build_policy(parse_rules(text, path="test.yaml"))
+
+
+def decide(
+    trunk: str | None,
+    *,
+    from_number: str | None = "+862131771234",
+    asserted: tuple[str | None, ...] = (),
+    callee: str | None = "13800138000",
+    display_name: str | None = None,
+    anonymous: bool = False,
+    privacy_id: bool = False,
+    wall_time: float = OPEN,
+    rules: Policy | None = None,
+) -> Verdict:
+    compiled = rules or policy()
+    view = CallView(
+        from_number=from_number,
+        from_anonymous=anonymous,
+        display_name=display_name,
+        asserted=asserted,
+        privacy_id=privacy_id,
+        callee=callee,
+    )
+    found = None if trunk is None else compiled.by_name[trunk]
+    return evaluate(compiled, found, view, wall_time=wall_time)
+
+
+def test_a_valid_call_passes_with_the_validated_numbers() -> None:
+    verdict = decide("sh", from_number="021-31771234", asserted=("+862131771234",))
+    assert verdict.allowed and verdict.rule is None
+    assert verdict.caller == "+862131771234" and verdict.presentation == "+862131771234"
+
+
+def test_unknown_source() -> None:
+    verdict = decide(None)
+    assert (verdict.allowed, verdict.rule, verdict.code) == (False, "unknown_source", 403)
+
+
+@pytest.mark.parametrize(
+    ("from_number", "anonymous", "privacy_id", "asserted", "rule"),
+    [
+        (None, False, False, (), "missing_caller_id"),
+        ("anonymous", True, False, (), "missing_caller_id"),
+        ("anonymous", True, True, (), "missing_caller_id"),
+        ("bob", False, False, (), "invalid_caller_id"),
+        ("+8621317712345678901", False, False, (), "invalid_caller_id"),
+        ("+862131771234", False, False, ("not-a-number",), "invalid_caller_id"),
+    ],
+)
+def test_caller_must_be_present_and_dialable(
+    from_number: str | None, anonymous: bool, privacy_id: bool, asserted: tuple[str, ...], rule: str
+) -> None:
+    verdict = decide(
+        "sh", from_number=from_number, anonymous=anonymous, privacy_id=privacy_id, asserted=asserted
+    )
+    assert (verdict.allowed, verdict.rule) == (False, rule)
+
+
+def test_anonymous_from_with_privacy_and_an_asserted_identity_passes() -> None:
+    verdict = decide(
+        "sh", from_number="anonymous", anonymous=True, privacy_id=True, asserted=("+862131771234",)
+    )
+    assert verdict.allowed and verdict.caller == "+862131771234" and verdict.presentation is None
+
+
+def test_do_not_originate() -> None:
+    assert decide("intl", from_number="4008001234").rule == "do_not_originate"
+    assert decide("sh", from_number="+862131771234").allowed
+
+
+def test_suspended_number_until_its_date() -> None:
+    assert decide("sh", from_number="+862131771250").rule == "suspended_number"
+    later = datetime(2030, 1, 2, tzinfo=UTC).timestamp()
+    assert decide("sh", from_number="+862131771250", wall_time=later, callee="110").allowed
+
+
+def test_home_cli_from_abroad() -> None:
+    assert decide("intl", from_number="+862131771234").rule == "home_cli_from_abroad"
+    assert decide("intl", from_number="+14155550100").allowed
+
+
+def test_identity_mismatch() -> None:
+    verdict = decide("sh", from_number="+862131771234", asserted=("+862131771235",))
+    assert verdict.rule == "identity_mismatch"
+    assert decide("sh", from_number="+862131771234", asserted=("+862131771234",)).allowed
+    two = decide("bj", from_number="+861065550001", asserted=("+861065550001", "+861065550002"))
+    assert two.rule == "identity_mismatch"
+
+
+def test_display_name_spoof_rejects_or_strips() -> None:
+    spoof = decide("sh", display_name="95555")
+    assert spoof.rule == "display_name_spoof"
+    assert decide("sh", display_name="021 3177 1234").allowed
+    assert decide("sh", display_name="Shanghai Sales").allowed
+    stripped = decide("bj", from_number="+861065550001", display_name="95555")
+    assert stripped.allowed and stripped.strip_display_name
+
+
+def test_caller_of_other_trunk_and_not_allocated() -> None:
+    other = decide("sh", from_number="+861065550001")
+    assert other.rule == "caller_of_other_trunk" and "'bj'" in other.reason
+    assert decide("sh", from_number="+862131779999").rule == "caller_not_allocated"
+    assert decide("sh", from_number="+869521000001").allowed
+
+
+def test_presentation_number_is_checked_too() -> None:
+    verdict = decide("bj", from_number="+862131771234", asserted=("+861065550001",))
+    assert verdict.rule == "caller_of_other_trunk"
+
+
+def test_outside_calling_hours_but_never_for_emergency_calls() -> None:
+    assert decide("sh", wall_time=CLOSED).rule == "outside_calling_hours"
+    assert decide("sh", wall_time=CLOSED, callee="110").allowed
+    assert decide("bj", from_number="+861065550001", wall_time=CLOSED).allowed  # no hours
+
+
+def test_monitor_mode_relays_but_names_the_rule() -> None:
+    text = BASE.replace("version: 1\n", "version: 1\nmode: monitor\n")
+    verdict = decide("sh", from_number="+862131779999", rules=policy(text))
+    assert verdict.allowed and verdict.monitored and verdict.rule == "caller_not_allocated"
+
+
+def test_every_reject_names_a_known_rule() -> None:
+    for number in ("+862131779999", "+861065550001", "bob", "4008001234", None):
+        verdict = decide("sh", from_number=number)
+        assert not verdict.allowed
+        assert verdict.rule in RULE_DEFAULTS and verdict.code == 403
