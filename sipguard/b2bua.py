@@ -440,7 +440,7 @@ class B2BUA:
                 peer,
                 call.a.call_id,
                 call.b.call_id,
-                str(request.from_.uri),
+                decision.caller or str(request.from_.uri),
                 request.uri,
                 now,
                 monitor_rule=decision.note,

@@ -91,8 +91,9 @@ class PolicyGate:
     def __init__(self, policy: Policy, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.policy = policy
         self._wall_clock = wall_clock
-        routes = [trunk.route for trunk in policy.trunks]
-        self._route_hosts = frozenset(route.host for route in routes)
+        # The next hops, exactly: only a trunk's source or its route (host and
+        # port) gets a real answer to an out-of-dialog OPTIONS.
+        self._routes = frozenset((trunk.route.host, trunk.route.port) for trunk in policy.trunks)
 
     def verdict(self, request: Request, peer: Peer) -> tuple[Verdict, CompiledTrunk | None]:
         """The policy verdict for a new call from `peer` (also used by explain)."""
@@ -110,10 +111,9 @@ class PolicyGate:
         return _allow(request, trunk, verdict)
 
     def is_known(self, peer: Peer) -> bool:
-        return (
-            peer.host in self._route_hosts
-            or self.policy.trunk_for(peer.host, peer.port) is not None
-        )
+        if (peer.host, peer.port) in self._routes:
+            return True
+        return self.policy.trunk_for(peer.host, peer.port) is not None
 
 
 def _refuse(verdict: Verdict) -> Refuse:
@@ -136,6 +136,7 @@ def _allow(request: Request, trunk: CompiledTrunk, verdict: Verdict) -> Allow:
             headers=(("Privacy", "id"),),
             strip=IDENTITY_HEADERS | {"privacy"},
             note=verdict.rule,
+            caller="anonymous",
         )
     from_ = request.from_
     host = from_.uri.host if isinstance(from_.uri, SipUri) else trunk.route.host
@@ -155,6 +156,7 @@ def _allow(request: Request, trunk: CompiledTrunk, verdict: Verdict) -> Allow:
         headers=(("P-Asserted-Identity", asserted),),
         strip=IDENTITY_HEADERS,
         note=verdict.rule,
+        caller=verdict.caller,
     )
 
 

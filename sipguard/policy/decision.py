@@ -25,6 +25,7 @@ class Allow:
     headers: tuple[tuple[str, str], ...] = ()
     strip: frozenset[str] = frozenset()
     note: str | None = None
+    caller: str | None = None  # the validated caller number, for logs
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,15 +10,17 @@ sipguard still relays them).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.integration.sipp import (
     CallPath,
+    PolicyPath,
     StartCallPath,
     free_ports,
+    policy_rules_text,
     sipp_available,
     start_sipguard,
     start_uas,
@@ -62,6 +64,72 @@ def start_call_path(tmp_path: Path) -> Iterator[StartCallPath]:
             server.stop(timeout=2.0)
             raise
         path = CallPath(transport, guard, server, trunk_port, workdir)
+        started.append(path)
+        stack.callback(path.close)
+        return path
+
+    with stack:
+        yield start
+
+
+@pytest.fixture
+def start_policy_path(tmp_path: Path) -> Iterator[Callable[..., PolicyPath]]:
+    """A factory for call paths with the two-trunk policy rule file.
+
+    ``start_policy_path(transport=..., uas=..., uas_args=..., sipguard_args=...,
+    trunk_port_count=...)``: ``uas`` is a UAS scenario (default
+    ``uas_check_identity.xml``), ``uas_args`` more options for it (``-d``:
+    ringing time), ``sipguard_args`` more options for ``sipguard run``
+    (``--no-watch``), ``trunk_port_count`` how many source ports trunk
+    ``sh-callcenter`` has. Everything is stopped at teardown.
+    """
+    if not sipp_available():
+        pytest.fail("SIPp is not on PATH: install it (Debian package sip-tester; `make setup`)")
+    started: list[PolicyPath] = []
+    stack = contextlib.ExitStack()
+
+    def start(
+        *,
+        transport: str,
+        uas: str = "uas_check_identity.xml",
+        uas_args: Sequence[str] = (),
+        sipguard_args: Sequence[str] = (),
+        trunk_port_count: int = 2,
+    ) -> PolicyPath:
+        workdir = tmp_path / f"policy-{len(started) + 1}-{transport}"
+        listen_port, other_port, uas_port, *trunk_ports = free_ports(3 + trunk_port_count)
+        server = start_uas(
+            uas, port=uas_port, transport=transport, workdir=workdir / "uas", extra_args=uas_args
+        )
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            rules = workdir / "rules.yaml"
+            rules.write_text(
+                policy_rules_text(
+                    listen_port=listen_port,
+                    trunk_ports=trunk_ports,
+                    other_trunk_port=other_port,
+                    uas_port=uas_port,
+                    transport=transport,
+                ),
+                encoding="utf-8",
+            )
+            guard = start_sipguard(
+                rules, port=listen_port, workdir=workdir / "sipguard", extra_args=sipguard_args
+            )
+        except BaseException:
+            server.stop(timeout=2.0)
+            raise
+        path = PolicyPath(
+            transport,
+            guard,
+            server,
+            trunk_ports[0],
+            workdir,
+            trunk_ports=tuple(trunk_ports),
+            other_trunk_port=other_port,
+            uas_port=uas_port,
+        )
         started.append(path)
         stack.callback(path.close)
         return path

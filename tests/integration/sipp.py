@@ -908,3 +908,315 @@ def _tail(text: str, limit: int = _LOG_TAIL_CHARS) -> str:
     if not text:
         return "(empty)"
     return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+# --------------------------------------------------------------------------
+# Caller-ID policy: a two-trunk rule file, background callers, reloads
+#
+# The policy and reload tests (test_policy_sipp.py, test_reload_sipp.py) use
+# a rule file with real allocations: trunk ``sh-callcenter`` (the callers'
+# trunk, one or more source ports) owns `SH_RANGES`, trunk ``bj-callcenter``
+# (another source port) owns `OTHER_RANGES`, and `DO_NOT_ORIGINATE` holds the
+# numbers no trunk may present. The injection files valid_callers.csv,
+# spoofed_callers.csv and mixed_callers.csv are written for this file.
+
+SH_TRUNK = "sh-callcenter"
+OTHER_TRUNK = "bj-callcenter"
+SH_RANGES: tuple[str, ...] = ("+862131771200-+862131771299", "+869521")
+OTHER_RANGES: tuple[str, ...] = ("+861058001000-+861058001999",)
+DO_NOT_ORIGINATE: tuple[str, ...] = ("+86400", "+86110")
+VALID_CALLERS_CSV = SCENARIO_DIR / "valid_callers.csv"
+SPOOFED_CALLERS_CSV = SCENARIO_DIR / "spoofed_callers.csv"
+MIXED_CALLERS_CSV = SCENARIO_DIR / "mixed_callers.csv"
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraTrunk:
+    """One more trunk for `policy_rules_text` (e.g. one a reload adds)."""
+
+    name: str
+    source_port: int
+    ranges: tuple[str, ...]
+
+
+def policy_rules_text(
+    *,
+    listen_port: int,
+    trunk_ports: Sequence[int],
+    other_trunk_port: int,
+    uas_port: int,
+    transport: str = "udp",
+    ranges: Sequence[str] = SH_RANGES,
+    extra_trunks: Sequence[ExtraTrunk] = (),
+) -> str:
+    """The text of the two-trunk policy rule file (see the section comment).
+
+    Both trunks, and every extra trunk, are routed to the UAS at `uas_port`
+    over `transport`; none has limits, so only the caller-ID rules decide.
+    `ranges` replaces the ranges of ``sh-callcenter`` (a reload that changes
+    policy).
+    """
+    if transport not in ("udp", "tcp"):
+        raise ValueError(f"transport must be udp or tcp, not {transport!r}")
+
+    def quoted(values: Sequence[str]) -> str:
+        return "[" + ", ".join(f'"{value}"' for value in values) + "]"
+
+    route = f'    route: "{transport}:{HOST}:{uas_port}"'
+    lines = [
+        "version: 1",
+        "mode: enforce",
+        "numbering:",
+        '  country_code: "86"',
+        '  national_prefix: "0"',
+        '  international_prefix: "00"',
+        f'listen: ["udp:{HOST}:{listen_port}", "tcp:{HOST}:{listen_port}"]',
+        f"do_not_originate: {quoted(DO_NOT_ORIGINATE)}",
+        "trunks:",
+        f"  - name: {SH_TRUNK}",
+        f"    sources: {quoted([f'{HOST}:{port}' for port in trunk_ports])}",
+        route,
+        f"    ranges: {quoted(ranges)}",
+        "    identity:",
+        "      from_must_match_pai: true",
+        "      display_name: reject",
+        f"  - name: {OTHER_TRUNK}",
+        f"    sources: {quoted([f'{HOST}:{other_trunk_port}'])}",
+        route,
+        f"    ranges: {quoted(OTHER_RANGES)}",
+    ]
+    for trunk in extra_trunks:
+        lines += [
+            f"  - name: {trunk.name}",
+            f"    sources: {quoted([f'{HOST}:{trunk.source_port}'])}",
+            route,
+            f"    ranges: {quoted(trunk.ranges)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (a reader sees the old or the new file)."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+@dataclass
+class SippClient:
+    """A SIPp UAC running in the background (`start_uac`)."""
+
+    scenario: Path
+    command: list[str]
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    timeout: int
+    result: SippRun | None = None
+
+    def running(self) -> bool:
+        """Whether SIPp is still placing or finishing calls."""
+        return self.process.poll() is None
+
+    def wait(self) -> SippRun:
+        """Wait until SIPp has finished (or kill it past its timeout); its outcome.
+
+        Calling it again returns the first result.
+        """
+        if self.result is not None:
+            return self.result
+        try:
+            returncode: int | None = self.process.wait(timeout=self.timeout + _UAC_KILL_MARGIN)
+        except subprocess.TimeoutExpired:
+            _terminate(self.process, timeout=5.0)
+            returncode = None
+        self.result = SippRun(
+            role="uac",
+            scenario=self.scenario,
+            command=self.command,
+            returncode=returncode,
+            stats=_stats_from(self.workdir, self.workdir / "stat.csv"),
+            workdir=self.workdir,
+        )
+        return self.result
+
+    def stop(self) -> None:
+        """Interrupt SIPp if it is still running (teardown after a failure)."""
+        if self.process.poll() is None:
+            _terminate(self.process, timeout=5.0)
+
+
+def start_uac(
+    scenario: str | Path,
+    *,
+    target_port: int,
+    local_port: int,
+    transport: str,
+    calls: int,
+    rate: float,
+    workdir: Path,
+    injection: Path = CALLERS_CSV,
+    timeout: int = DEFAULT_UAC_TIMEOUT,
+    extra_args: Sequence[str] = (),
+) -> SippClient:
+    """Start a SIPp UAC in the background; `SippClient.wait()` gives its outcome.
+
+    The arguments are those of `run_uac`.
+    """
+    path = _scenario_path(scenario)
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        *_sipp_base_command(path, local_port=local_port, transport=transport, workdir=workdir),
+        "-inf",
+        str(injection),
+        "-m",
+        str(calls),
+        "-r",
+        f"{rate:g}",
+        "-timeout",
+        f"{timeout}s",
+        "-timeout_error",
+        *extra_args,
+        f"{HOST}:{target_port}",
+    ]
+    with (
+        open(workdir / "sipp.stdout", "wb") as stdout,
+        open(workdir / "sipp.stderr", "wb") as stderr,
+    ):
+        process = subprocess.Popen(
+            command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+        )
+    return SippClient(path, command, process, workdir, timeout)
+
+
+def log_count(guard: Sipguard, text: str) -> int:
+    """How many lines of sipguard's log so far contain `text`."""
+    return sum(text in line for line in guard.stderr.splitlines())
+
+
+def wait_for_log(guard: Sipguard, text: str, *, count: int = 1, timeout: float = 10.0) -> bool:
+    """Wait until `count` lines of sipguard's log contain `text`; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if log_count(guard, text) >= count:
+            return True
+        if time.monotonic() >= deadline or guard.process.poll() is not None:
+            return False
+        time.sleep(0.05)
+
+
+def send_sighup(guard: Sipguard) -> None:
+    """Ask sipguard to reload its rule file."""
+    guard.process.send_signal(signal.SIGHUP)
+
+
+@dataclass
+class PolicyPath(CallPath):
+    """A call path whose sipguard runs the two-trunk policy rule file.
+
+    Attributes (besides `CallPath`'s, where `trunk_port` is the first of
+    `trunk_ports`):
+        trunk_ports: the source ports of trunk ``sh-callcenter``.
+        other_trunk_port: the source port of trunk ``bj-callcenter``.
+        uas_port: the SIPp UAS's port (the trunks' route).
+    """
+
+    trunk_ports: tuple[int, ...] = ()
+    other_trunk_port: int = 0
+    uas_port: int = 0
+    _clients: list[SippClient] = field(default_factory=list)
+
+    def rules_text(
+        self,
+        *,
+        ranges: Sequence[str] = SH_RANGES,
+        extra_trunks: Sequence[ExtraTrunk] = (),
+    ) -> str:
+        """This path's rule file, with other ``sh-callcenter`` ranges or more trunks."""
+        return policy_rules_text(
+            listen_port=self.sipguard.port,
+            trunk_ports=self.trunk_ports,
+            other_trunk_port=self.other_trunk_port,
+            uas_port=self.uas_port,
+            transport=self.transport,
+            ranges=ranges,
+            extra_trunks=extra_trunks,
+        )
+
+    def run(
+        self,
+        scenario: str,
+        *,
+        calls: int,
+        rate: float,
+        injection: Path,
+        local_port: int | None = None,
+        timeout: int = DEFAULT_UAC_TIMEOUT,
+        extra_args: Sequence[str] = (),
+    ) -> SippRun:
+        """`CallPath.call` with more SIPp options (e.g. ``-d`` for the call length)."""
+        return self.start(
+            scenario,
+            calls=calls,
+            rate=rate,
+            injection=injection,
+            local_port=local_port,
+            timeout=timeout,
+            extra_args=extra_args,
+        ).wait()
+
+    def start(
+        self,
+        scenario: str,
+        *,
+        calls: int,
+        rate: float,
+        injection: Path,
+        local_port: int | None = None,
+        timeout: int = DEFAULT_UAC_TIMEOUT,
+        extra_args: Sequence[str] = (),
+    ) -> SippClient:
+        """Start a SIPp UAC through sipguard in the background."""
+        number = len(self._runs) + len(self._clients) + 1
+        client = start_uac(
+            scenario,
+            target_port=self.sipguard.port,
+            local_port=self.trunk_port if local_port is None else local_port,
+            transport=self.transport,
+            calls=calls,
+            rate=rate,
+            workdir=self.workdir / f"uac-{number}-{Path(scenario).stem}",
+            injection=injection,
+            timeout=timeout,
+            extra_args=extra_args,
+        )
+        self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Stop any caller still running, then the UAS and sipguard."""
+        try:
+            for client in self._clients:
+                client.stop()
+        finally:
+            super().close()
+
+
+__all__ += [
+    "DO_NOT_ORIGINATE",
+    "ExtraTrunk",
+    "MIXED_CALLERS_CSV",
+    "OTHER_RANGES",
+    "OTHER_TRUNK",
+    "PolicyPath",
+    "SH_RANGES",
+    "SH_TRUNK",
+    "SPOOFED_CALLERS_CSV",
+    "SippClient",
+    "VALID_CALLERS_CSV",
+    "log_count",
+    "policy_rules_text",
+    "replace_file",
+    "send_sighup",
+    "start_uac",
+    "wait_for_log",
+]
