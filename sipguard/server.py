@@ -158,9 +158,15 @@ class Server:
     def _schedule_housekeeping(self) -> None:
         self._housekeeping = self.loop.call_later(_HOUSEKEEPING_INTERVAL, self._housekeep)
 
+    def reload_if_changed(self) -> bool:
+        """Reload when the rule file's mtime or size changed; True if reloaded."""
+        if _file_stamp(self.options.rules_path) == self._rules_stamp:
+            return False
+        return self.reload()
+
     def _housekeep(self) -> None:
-        if self.options.watch_rules and _file_stamp(self.options.rules_path) != self._rules_stamp:
-            self.reload()
+        if self.options.watch_rules:
+            self.reload_if_changed()
         self.transports.close_idle()
         self._schedule_housekeeping()
 

@@ -7,8 +7,10 @@
 #
 # rules/example.yaml makes 127.0.0.1:5071 a source of trunk sh-callcenter,
 # routed to 127.0.0.1:5080; nothing claims 127.0.0.1:5072. So the 20 calls
-# from :5071 go through to the callee and the 10 calls from :5072 are
-# refused with 403 before they reach it.
+# from :5071 with allocated caller IDs go through to the callee, 6 calls from
+# :5071 with forged caller IDs (sipp_scenarios/demo_forged.csv) are refused
+# with 403 naming the rule, and the 10 calls from :5072 are refused with 403
+# unknown_source. No refused call reaches the callee.
 #
 # Usage (from anywhere; `make run` does this):
 #   VENV=.venv bash sipp_scenarios/demo.sh
@@ -33,6 +35,7 @@ UAS_PORT=5080
 TRUNK_PORT=5071
 STRANGER_PORT=5072
 ALLOWED_CALLS=20
+FORGED_CALLS=6
 REFUSED_CALLS=10
 RATE=10
 
@@ -46,7 +49,7 @@ command -v sipp >/dev/null 2>&1 || die "SIPp is not installed (Debian/Ubuntu: ap
 [ -f "$RULES" ] || die "rule file $RULES not found"
 
 rm -rf "$DEMO_DIR"
-mkdir -p "$DEMO_DIR"/uas "$DEMO_DIR"/allowed "$DEMO_DIR"/refused
+mkdir -p "$DEMO_DIR"/uas "$DEMO_DIR"/allowed "$DEMO_DIR"/forged "$DEMO_DIR"/refused
 DEMO_DIR=$(cd "$DEMO_DIR" && pwd)
 
 UAS_PID=
@@ -143,11 +146,11 @@ fi
 echo "   sipguard answers on udp:$HOST:$SIPGUARD_PORT"
 echo
 
-# run_uac DIR SCENARIO LOCAL_PORT CALLS: place CALLS calls and wait for them.
+# run_uac DIR SCENARIO LOCAL_PORT CALLS [CSV]: place CALLS calls and wait for them.
 run_uac() {
-    local dir=$1 scenario=$2 port=$3 calls=$4
+    local dir=$1 scenario=$2 port=$3 calls=$4 callers=${5:-callers.csv}
     (cd "$DEMO_DIR/$dir" && exec sipp -sf "$SCENARIOS/$scenario" \
-        -inf "$SCENARIOS/callers.csv" -p "$port" -t u1 \
+        -inf "$SCENARIOS/$callers" -p "$port" -t u1 \
         -m "$calls" -r "$RATE" -timeout 60s -timeout_error \
         "${sipp_common[@]}" "${caller_trace[@]}" -stf stat.csv "$HOST:$SIPGUARD_PORT" \
         >sipp.out 2>&1) || true
@@ -155,6 +158,8 @@ run_uac() {
 
 echo "-- $ALLOWED_CALLS calls from trunk sh-callcenter ($HOST:$TRUNK_PORT), $RATE calls/s"
 run_uac allowed uac_basic.xml "$TRUNK_PORT" "$ALLOWED_CALLS"
+echo "-- $FORGED_CALLS calls with forged caller IDs from trunk sh-callcenter ($HOST:$TRUNK_PORT)"
+run_uac forged uac_spoofed.xml "$TRUNK_PORT" "$FORGED_CALLS" demo_forged.csv
 echo "-- $REFUSED_CALLS calls from an unknown source ($HOST:$STRANGER_PORT), $RATE calls/s"
 run_uac refused uac_rejected.xml "$STRANGER_PORT" "$REFUSED_CALLS"
 
@@ -169,13 +174,13 @@ wait "$UAS_PID" 2>/dev/null || true
 UAS_PID=
 
 echo
-"$PYTHON" - "$DEMO_DIR" "$ALLOWED_CALLS" "$REFUSED_CALLS" "$TRUNK_PORT" "$STRANGER_PORT" <<'PY'
+"$PYTHON" - "$DEMO_DIR" "$ALLOWED_CALLS" "$REFUSED_CALLS" "$TRUNK_PORT" "$STRANGER_PORT" "$FORGED_CALLS" <<'PY'
 """Summarise the SIPp counts of the demo and exit 1 if it went wrong."""
 import csv, glob, os, re, sys
 from collections import Counter
 
 demo, allowed, refused = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-trunk_port, stranger_port = sys.argv[4], sys.argv[5]
+trunk_port, stranger_port, forged = sys.argv[4], sys.argv[5], int(sys.argv[6])
 
 
 def last_row(path):
@@ -255,6 +260,14 @@ if rules_line("allowed"):
     print(f"   refused by rule: {rules_line('allowed')}")
 ok &= made == allowed and good == allowed and bad == 0
 
+made, good, bad, seen = results("forged")
+print(f"trunk sh-callcenter with forged caller IDs, from 127.0.0.1:{trunk_port}")
+print(f"   calls made {made}, refused with 403 as expected {good}, failed {bad}")
+print(f"   responses seen: {responses(seen)}")
+if rules_line("forged"):
+    print(f"   refused by rule: {rules_line('forged')}")
+ok &= made == forged and good == forged and bad == 0 and len(refusals("forged")) == forged
+
 made, good, bad, seen = results("refused")
 print(f"unknown source, from 127.0.0.1:{stranger_port}")
 print(f"   calls made {made}, refused with 403 {good}, failed {bad}")
@@ -270,7 +283,10 @@ ok &= invites == allowed
 
 print()
 if ok:
-    print(f"demo OK: {allowed} calls from the trunk went through, {refused} calls from an unknown source never reached the callee")
+    print(
+        f"demo OK: {allowed} calls from the trunk went through; {forged} forged caller IDs "
+        f"and {refused} calls from an unknown source were refused and never reached the callee"
+    )
 else:
     print(f"demo FAILED: see the SIPp files and sipguard.log in {demo}")
 sys.exit(0 if ok else 1)

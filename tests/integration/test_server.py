@@ -174,3 +174,13 @@ def test_free_port_helper_is_not_needed_for_port_zero() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         assert sock.getsockname()[1] > 0
+
+
+async def test_a_changed_rule_file_is_picked_up_without_a_signal(server: Server) -> None:
+    assert server.reload_if_changed() is False  # nothing changed yet
+    server.options.rules_path.write_text(
+        RULES.format(trunk_port=7).replace("test-trunk", "edited-trunk") + "# edited\n"
+    )
+    assert server.reload_if_changed() is True
+    assert server.rules.trunks[0].name == "edited-trunk"
+    assert server.reload_if_changed() is False

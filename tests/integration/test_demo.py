@@ -1,0 +1,36 @@
+"""The README's demo (`make run`) works: allowed, forged and unknown-source calls."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.sipp]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_shows_allowed_and_refused_calls(tmp_path: Path) -> None:
+    env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent), "DEMO_DIR": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", str(ROOT / "sipp_scenarios" / "demo.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "demo OK" in output
+    assert "calls made 20, connected and hung up 20, failed 0" in output
+    forged = ("caller_not_allocated", "do_not_originate", "suspended_number", "identity_mismatch")
+    for rule in forged:
+        assert f"403 {rule} x1" in output, output
+    assert "403 unknown_source x10" in output
+    assert "20 INVITEs received" in output
