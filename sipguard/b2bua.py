@@ -28,7 +28,7 @@ import enum
 import heapq
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from sipguard.dialog import IdFactory, Leg, LocalAddress
@@ -154,6 +154,8 @@ class CallEnded:
     answered: bool
     start: float
     time: float
+    caller: str = ""  # the validated caller number (or the From URI)
+    ringing_for: float | None = None  # unanswered calls: seconds since the first 18x
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +211,9 @@ class Call:
     invite_relay: _Relay | None = None  # the INVITE (initial or re-) in progress
     identity: tuple[str | None, tuple[str | None, ...]] = (None, ())
     ended_by: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    caller: str = ""
+    rang_at: float | None = None  # when the first provisional (not 100) was relayed
+    cancel_sent: bool = False
 
     def leg(self, side: Side) -> Leg:
         return self.a if side is Side.A else self.b
@@ -507,6 +511,7 @@ class B2BUA:
         self._client_txs[client_tx.key] = client_tx
         call = Call(decision.trunk, a_leg, b_leg, server_tx, client_tx, start=now)
         call.identity = _identity_numbers(request)
+        call.caller = decision.caller or str(request.from_.uri)
         call.invite_relay = _Relay(call, Side.A, server_tx, b_leg.local_cseq)
         self._b_invites[client_tx.key] = call
         self._dialogs[(a_leg.call_id, a_leg.local_tag)] = (call, Side.A)
@@ -743,6 +748,8 @@ class B2BUA:
             return  # hop-by-hop (RFC 3261 §16.7 item 5)
         if status < 200:
             self._adopt_b_dialog(call, response)
+            if call.rang_at is None:
+                call.rang_at = now
             if call.invite_relay is not None:
                 self._relay_response(call.invite_relay, response, now=now)
             return
@@ -826,9 +833,9 @@ class B2BUA:
         tx = call.b_invite
         if tx.state is not TxState.PROCEEDING:
             return  # not yet provisional: cancelled when the first 1xx arrives
-        if call.extra.get("cancel_sent"):
+        if call.cancel_sent:
             return
-        call.extra["cancel_sent"] = "1"
+        call.cancel_sent = True
         invite = tx.request
         fields = [
             # RFC 3261 §9.1: a single Via, the top one of the INVITE.
@@ -889,6 +896,8 @@ class B2BUA:
                 answered,
                 call.start,
                 now,
+                caller=call.caller,
+                ringing_for=None if answered or call.rang_at is None else now - call.rang_at,
             )
         )
 

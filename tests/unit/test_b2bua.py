@@ -542,3 +542,44 @@ def test_identity_change_mid_dialog_is_refused_and_the_call_goes_on() -> None:
     )
     pair.send(same, CALLER, now=2.0)
     assert statuses(pair.take_callee()) == ["INVITE"]  # an unchanged identity is relayed
+
+
+def test_call_ended_reports_ringing_time_of_unanswered_calls() -> None:
+    pair = CorePair()
+    pair.send(invite(), CALLER, now=10.0)
+    b_invite = _only(pair.take_callee())
+    assert isinstance(b_invite, Request)
+    pair.send(response_to(b_invite, 180, "Ringing"), CALLEE, now=10.5)
+    cancel = in_dialog(
+        "CANCEL",
+        target="sip:13800138000@10.0.0.1",
+        from_value="<sip:+862131771234@10.1.0.5>;tag=caller-tag",
+        to_value="<sip:13800138000@10.0.0.1>",
+        call_id="a-call-1",
+        cseq=1,
+        branch="z9hG4bKa1",
+        sender=CALLER,
+    )
+    pair.send(cancel, CALLER, now=11.5)
+    ended = [e for e in pair.events if isinstance(e, CallEnded)]
+    assert len(ended) == 1 and ended[0].ringing_for == pytest.approx(1.0)
+    assert not ended[0].answered and ended[0].caller == "sip:+862131771234@10.1.0.5"
+
+
+def test_answered_calls_report_no_ringing_time() -> None:
+    pair = CorePair()
+    _, ok = _answered_call(pair)
+    bye = in_dialog(
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKb",
+        sender=CALLER,
+    )
+    pair.send(_ack_from_caller(ok), CALLER, now=0.3)
+    pair.send(bye, CALLER, now=0.4)
+    ended = [e for e in pair.events if isinstance(e, CallEnded)]
+    assert len(ended) == 1 and ended[0].answered and ended[0].ringing_for is None
