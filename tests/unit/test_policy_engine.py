@@ -175,3 +175,50 @@ def test_every_reject_names_a_known_rule() -> None:
         verdict = decide("sh", from_number=number)
         assert not verdict.allowed
         assert verdict.rule in RULE_DEFAULTS and verdict.code == 403
+
+
+def test_refused_callee_but_not_for_other_trunks(tmp_path) -> None:
+    (tmp_path / "refused.txt").write_text("# asked not to be called\n+8613800138000\n")
+    text = BASE.replace(
+        "    identity: {from_must_match_pai: true, display_name: reject}\n",
+        "    identity: {from_must_match_pai: true, display_name: reject}\n"
+        "    refused_callees: refused.txt\n",
+    )
+    compiled = build_policy(parse_rules(text, path=str(tmp_path / "t.yaml"), directory=tmp_path))
+    assert decide("sh", callee="13800138000", rules=compiled).rule == "refused_callee"
+    assert decide("sh", callee="+8613800138001", rules=compiled).allowed
+    other = decide("bj", from_number="+861065550001", callee="13800138000", rules=compiled)
+    assert other.allowed
+
+
+def test_home_cli_exemption_and_anonymize(tmp_path) -> None:
+    text = BASE.replace(
+        '    ranges: ["*"]\n',
+        '    ranges: ["*"]\n'
+        "    home_cli: anonymize\n"
+        '    home_cli_exempt: [{type: mobile_roaming, ranges: ["+86138"]}]\n',
+    )
+    compiled = policy(text)
+    roaming = decide("intl", from_number="+8613800138000", rules=compiled)
+    assert roaming.allowed and not roaming.anonymize
+    forged = decide("intl", from_number="+862131771234", rules=compiled)
+    assert forged.allowed and forged.anonymize
+
+
+def test_response_code_can_be_configured_per_rule() -> None:
+    text = BASE.replace(
+        "trunks:\n", 'responses:\n  caller_not_allocated: {code: 603, reason: "Decline"}\ntrunks:\n'
+    )
+    verdict = decide("sh", from_number="+862131779999", rules=policy(text))
+    assert (verdict.rule, verdict.code) == ("caller_not_allocated", 603)
+
+
+def test_untrusted_trunk_ignores_asserted_identity() -> None:
+    text = BASE.replace(
+        "    identity: {from_must_match_pai: false, display_name: strip}\n",
+        "    identity: {trusted: false, from_must_match_pai: false, display_name: strip}\n",
+    )
+    verdict = decide(
+        "bj", from_number="+861065550001", asserted=("+862131771234",), rules=policy(text)
+    )
+    assert verdict.allowed and verdict.caller == "+861065550001"
