@@ -50,18 +50,24 @@ from typing import TypeAlias, TypeVar
 from sipguard.errors import RuleFileError, RuleFileErrors
 from sipguard.rules.allocations import CoverIndex, covers, first_overlaps, interval_of
 from sipguard.rules.values import (
+    BACKEND_FAILURE_POLICIES,
     DEFAULT_INTERNATIONAL_PREFIX,
     DEFAULT_LISTEN,
     DEFAULT_NATIONAL_PREFIX,
+    DEFAULT_RATETABLE_MAX_KEYS,
+    DEFAULT_RATETABLE_TIMEOUT,
     DEFAULT_SIP_PORT,
     DISPLAY_NAME_POLICIES,
     E164_MAX_DIGITS,
     EXEMPTION_TYPES,
     HOME_CLI_POLICIES,
+    MAX_RATETABLE_TIMEOUT,
     MODES,
+    RATETABLE_BACKENDS,
     RULE_IDS,
     RULES_VERSION,
     TRUNK_KINDS,
+    BackendFailurePolicy,
     CallingHours,
     DisplayNamePolicy,
     Endpoint,
@@ -74,6 +80,8 @@ from sipguard.rules.values import (
     Mode,
     Numbering,
     OneRing,
+    RateTableBackend,
+    RateTableSettings,
     Responses,
     ResponseSpec,
     RuleSet,
@@ -89,6 +97,7 @@ from sipguard.rules.values import (
     parse_host_port,
     parse_number,
     parse_reason_phrase,
+    parse_redis_url,
     parse_source,
     parse_time_window,
 )
@@ -97,10 +106,14 @@ __all__ = [
     "DEFAULT_INTERNATIONAL_PREFIX",
     "DEFAULT_LISTEN",
     "DEFAULT_NATIONAL_PREFIX",
+    "DEFAULT_RATETABLE_MAX_KEYS",
+    "DEFAULT_RATETABLE_TIMEOUT",
     "DEFAULT_SIP_PORT",
     "E164_MAX_DIGITS",
+    "MAX_RATETABLE_TIMEOUT",
     "RULES_VERSION",
     "RULE_IDS",
+    "BackendFailurePolicy",
     "CallingHours",
     "DisplayNamePolicy",
     "Endpoint",
@@ -117,6 +130,8 @@ __all__ = [
     "Mode",
     "Numbering",
     "OneRing",
+    "RateTableBackend",
+    "RateTableSettings",
     "ReferencedFile",
     "ResponseSpec",
     "Responses",
@@ -134,6 +149,7 @@ __all__ = [
     "parse_host_port",
     "parse_number",
     "parse_reason_phrase",
+    "parse_redis_url",
     "parse_source",
     "parse_time_window",
     "referenced_files",
@@ -254,6 +270,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "emergency_numbers",
         "trunks",
         "responses",
+        "ratetable",
     ),
     "numbering": ("country_code", "national_prefix", "international_prefix"),
     "trunk": (
@@ -273,12 +290,13 @@ _KEYS: dict[str, tuple[str, ...]] = {
     ),
     "identity": ("require_pai", "from_must_match_pai", "display_name", "trusted"),
     "limits": ("cps", "burst", "concurrent", "per_caller", "per_callee", "one_ring"),
-    "window": ("calls", "window"),
-    "one_ring": ("max_ring", "calls", "window", "block_for"),
+    "window": ("calls", "window", "warn", "block_for"),
+    "one_ring": ("max_ring", "calls", "window", "block_for", "warn"),
     "calling_hours": ("tz", "allow"),
     "suspended": ("number", "until", "reason"),
     "exemption": ("type", "ranges", "note"),
     "response": ("code", "reason", "retry_after"),
+    "ratetable": ("backend", "url", "max_keys", "on_backend_failure", "timeout"),
 }
 # A key of section S found in S's parent gets "put it under ...".
 _PARENT = {
@@ -288,6 +306,7 @@ _PARENT = {
     "calling_hours": "trunk",
     "window": "limits",
     "one_ring": "limits",
+    "ratetable": "top",
 }
 _UNDER = {
     "numbering": "'numbering'",
@@ -296,6 +315,7 @@ _UNDER = {
     "calling_hours": "'calling_hours'",
     "window": "'per_caller' or 'per_callee'",
     "one_ring": "'one_ring'",
+    "ratetable": "'ratetable'",
 }
 _HOME = {
     "top": "at the top level of the file",
@@ -309,6 +329,7 @@ _HOME = {
     "suspended": "in an entry under 'suspended'",
     "exemption": "in an entry under a trunk's 'home_cli_exempt'",
     "response": "in a rule's entry under 'responses'",
+    "ratetable": "under the top-level 'ratetable'",
 }
 _TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TZ_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
@@ -662,6 +683,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
     suspended = _read_suspended(top, numbering)
     emergency = _read_emergency(top)
     responses = _read_responses(top, on_trunk=False)
+    ratetable = _read_ratetable(top)
     trunks, allocated = _read_trunks(top, numbering)
     _lint_do_not_originate(ck, do_not_originate, allocated)
     _lint_overlaps(ck, allocated)
@@ -680,6 +702,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
         trunks=trunks,
         path=ck.path,
         responses=responses,
+        ratetable=ratetable,
     )
 
 
@@ -1106,9 +1129,11 @@ def _read_window(limits: _Section, key: str) -> Window | None:
         return None
     calls = _whole(section, "calls", required=True)
     window = _duration(section, "window", required=True)
+    warn = _warn(section, calls)
+    block_for = _duration(section, "block_for")
     if calls is None or window is None:
         return None
-    return Window(calls=calls, window=window)
+    return Window(calls=calls, window=window, warn=warn, block_for=block_for)
 
 
 def _read_one_ring(limits: _Section) -> OneRing | None:
@@ -1119,9 +1144,102 @@ def _read_one_ring(limits: _Section) -> OneRing | None:
     calls = _whole(section, "calls", required=True)
     window = _duration(section, "window", required=True)
     block_for = _duration(section, "block_for", required=True)
+    warn = _warn(section, calls)
     if max_ring is None or calls is None or window is None or block_for is None:
         return None
-    return OneRing(max_ring=max_ring, calls=calls, window=window, block_for=block_for)
+    return OneRing(max_ring=max_ring, calls=calls, window=window, block_for=block_for, warn=warn)
+
+
+def _warn(section: _Section, calls: int | None) -> int | None:
+    """The warn level: a whole number of at least 1, below the block level `calls`."""
+    warn = _whole(section, "warn")
+    if warn is None or calls is None or warn < calls:
+        return warn
+    section.fail(
+        section.values["warn"],
+        f"{section.label('warn')} must be less than {section.label('calls')} ({calls}), "
+        f"got {warn}; a warn level at or past the block level never warns",
+    )
+    return None
+
+
+# Servers that speak the Redis protocol, which the `redis` backend talks to.
+_REDIS_COMPATIBLE = frozenset({"valkey", "keydb", "dragonfly"})
+
+
+def _read_ratetable(top: _Section) -> RateTableSettings:
+    section = top.sub("ratetable", "ratetable")
+    if section is None:
+        return RateTableSettings()
+    written = section.get("backend")
+    backend: RateTableBackend | None = None
+    if written is None:
+        backend = "memory"
+    elif _written(written).lower() in _REDIS_COMPATIBLE:
+        section.fail(
+            written,
+            f"ratetable.backend must be 'memory' or 'redis', got {_show(written)}; "
+            "it speaks the Redis protocol, so write 'backend: redis'",
+        )
+    else:
+        backend = _choice(section, "backend", RATETABLE_BACKENDS, None)
+    url = _read_redis_url(section, backend)
+    max_keys = _whole(section, "max_keys") or DEFAULT_RATETABLE_MAX_KEYS
+    failure: BackendFailurePolicy = _choice(
+        section, "on_backend_failure", BACKEND_FAILURE_POLICIES, "open"
+    )
+    timeout = _duration(section, "timeout")
+    if timeout is not None and timeout > MAX_RATETABLE_TIMEOUT:
+        section.fail(
+            section.values["timeout"],
+            f"ratetable.timeout '{_written(section.values['timeout'])}' is too long: at most "
+            "500ms, since every new call may wait this long and a UDP caller resends its "
+            "INVITE after T1 = 500ms (RFC 3261 §17.1.1.2)",
+        )
+        timeout = None
+    if backend is None or (backend == "redis") != (url is not None):
+        return RateTableSettings()
+    return RateTableSettings(
+        backend=backend,
+        url=url,
+        max_keys=max_keys,
+        on_backend_failure=failure,
+        timeout=DEFAULT_RATETABLE_TIMEOUT if timeout is None else timeout,
+    )
+
+
+def _read_redis_url(section: _Section, backend: RateTableBackend | None) -> str | None:
+    """`ratetable.url`: required with the redis backend, an error with memory."""
+    if backend is None:
+        return None
+    if backend == "memory":
+        if section.get("url") is not None:
+            section.fail(
+                section.keys["url"],
+                "ratetable.url needs 'backend: redis'; the memory backend keeps its counters "
+                "in this process, so add 'backend: redis' or remove url",
+            )
+        return None
+    hint = ' (backend redis needs the server, e.g. url: "redis://127.0.0.1:6379/0")'
+    node = section.require("url", hint)
+    if node is None:
+        return None
+    text = _text(section, node, "ratetable.url")
+    if text is None:
+        return None
+    try:
+        return parse_redis_url(text)
+    except ValueError as exc:
+        section.fail(node, f"ratetable.url '{_masked(text)}': {exc}")
+        return None
+
+
+_CREDENTIALS = re.compile(r"(://[^:@/]*):[^@/]*@")
+
+
+def _masked(url: str) -> str:
+    """A URL fit for a message: any password replaced by `***`."""
+    return _CREDENTIALS.sub(r"\1:***@", url, count=1)
 
 
 def _read_calling_hours(trunk: _Section) -> CallingHours | None:

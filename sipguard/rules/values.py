@@ -5,14 +5,15 @@ This module owns:
 - the immutable values a rule file turns into: `RuleSet`, `Trunk`,
   `Endpoint`, `SourceMatch`, `Numbering`, `IdentitySettings`, `Limits`,
   `Window`, `OneRing`, `CallingHours`, `Suspension`, `Exemption`,
-  `ResponseSpec`;
+  `ResponseSpec`, `RateTableSettings`;
 - the rule ids (`RULE_IDS`), in the order docs/rules.md lists them;
 - the text parsers for values written as strings: endpoints
   (`parse_endpoint`), trunk sources (`parse_source`), `HOST:PORT`
   (`parse_host_port`), durations (`parse_duration`), E.164 numbers
   (`parse_number`), ranges and prefixes (`parse_allocation`), time-of-day
-  windows (`parse_time_window`) and SIP reason phrases
-  (`parse_reason_phrase`).
+  windows (`parse_time_window`), SIP reason phrases
+  (`parse_reason_phrase`) and the rate table's Redis URL
+  (`parse_redis_url`).
 
 Invariants:
 
@@ -36,19 +37,27 @@ from types import MappingProxyType
 from typing import Literal, TypeAlias
 
 __all__ = [
+    "BACKEND_FAILURE_POLICIES",
     "DEFAULT_INTERNATIONAL_PREFIX",
     "DEFAULT_LISTEN",
     "DEFAULT_NATIONAL_PREFIX",
+    "DEFAULT_RATETABLE_MAX_KEYS",
+    "DEFAULT_RATETABLE_TIMEOUT",
+    "DEFAULT_REDIS_PORT",
     "DEFAULT_SIP_PORT",
     "DISPLAY_NAME_POLICIES",
     "E164_MAX_DIGITS",
     "EXEMPTION_TYPES",
     "HOME_CLI_POLICIES",
+    "MAX_RATETABLE_TIMEOUT",
     "MODES",
+    "RATETABLE_BACKENDS",
+    "REDIS_URL_SCHEMES",
     "RULES_VERSION",
     "RULE_IDS",
     "TRANSPORTS",
     "TRUNK_KINDS",
+    "BackendFailurePolicy",
     "CallingHours",
     "DisplayNamePolicy",
     "Endpoint",
@@ -61,6 +70,8 @@ __all__ = [
     "Mode",
     "Numbering",
     "OneRing",
+    "RateTableBackend",
+    "RateTableSettings",
     "ResponseSpec",
     "Responses",
     "RuleSet",
@@ -76,6 +87,7 @@ __all__ = [
     "parse_host_port",
     "parse_number",
     "parse_reason_phrase",
+    "parse_redis_url",
     "parse_source",
     "parse_time_window",
 ]
@@ -86,6 +98,8 @@ Mode: TypeAlias = Literal["enforce", "monitor"]
 DisplayNamePolicy: TypeAlias = Literal["reject", "strip", "ignore"]
 HomeCliPolicy: TypeAlias = Literal["reject", "anonymize"]
 ExemptionType: TypeAlias = Literal["mobile_roaming", "bilateral"]
+RateTableBackend: TypeAlias = Literal["memory", "redis"]
+BackendFailurePolicy: TypeAlias = Literal["open", "closed"]
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -97,6 +111,19 @@ DEFAULT_NATIONAL_PREFIX = "0"
 DEFAULT_INTERNATIONAL_PREFIX = "00"
 # ITU-T E.164: an international number has at most 15 digits.
 E164_MAX_DIGITS = 15
+# The rate table's bound on tracked keys per dimension (callers, callees,
+# one-ring callers, cool-down blocks), the same as the rate table's own
+# default: more distinct numbers than one edge sees within an hour's window.
+DEFAULT_RATETABLE_MAX_KEYS = 1_000_000
+# Budget for one Redis round trip, in seconds: a LAN round trip to Redis is
+# well under a millisecond; 5 ms leaves room for a busy server without
+# letting a slow one hold up calls.
+DEFAULT_RATETABLE_TIMEOUT = 0.005
+# The budget may not exceed RFC 3261 T1 (500 ms): a UDP caller resends its
+# INVITE after T1 (§17.1.1.2), and the rate check runs before any answer.
+MAX_RATETABLE_TIMEOUT = 0.5
+# The port Redis and Valkey listen on unless configured otherwise.
+DEFAULT_REDIS_PORT = 6379
 
 # The words a rule file may use for each choice, mapped to their typed value.
 TRANSPORTS: Mapping[str, Transport] = MappingProxyType({"udp": "udp", "tcp": "tcp"})
@@ -113,6 +140,14 @@ HOME_CLI_POLICIES: Mapping[str, HomeCliPolicy] = MappingProxyType(
 EXEMPTION_TYPES: Mapping[str, ExemptionType] = MappingProxyType(
     {"mobile_roaming": "mobile_roaming", "bilateral": "bilateral"}
 )
+RATETABLE_BACKENDS: Mapping[str, RateTableBackend] = MappingProxyType(
+    {"memory": "memory", "redis": "redis"}
+)
+BACKEND_FAILURE_POLICIES: Mapping[str, BackendFailurePolicy] = MappingProxyType(
+    {"open": "open", "closed": "closed"}
+)
+# URL schemes of a Redis (or Valkey) server: TCP, TCP with TLS, a Unix socket.
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 
 # Every rule id, in the order docs/rules.md lists them (the policy engine
 # evaluates them in a different order, documented there).
@@ -234,10 +269,29 @@ class IdentitySettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Window:
-    """At most `calls` calls within a sliding `window` of seconds."""
+    """At most `calls` calls within a sliding `window` of seconds.
+
+    Attributes:
+        calls: the block level: a call past `calls` in the window is refused.
+        window: the length of the sliding window, in seconds.
+        warn: the warn level: a call past `warn` (and not past `calls`) in
+            the window is relayed, logged and counted; None for no warn
+            level. Less than `calls`.
+        block_for: seconds the number stays refused once a call went past
+            `calls` (a cool-down); None: calls are refused only while the
+            window already holds `calls` calls.
+    """
 
     calls: int
     window: float
+    warn: int | None = None
+    block_for: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_levels(self.calls, self.warn)
+        _check_positive("window", self.window)
+        if self.block_for is not None:
+            _check_positive("block_for", self.block_for)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,13 +299,35 @@ class OneRing:
     """One-ring detection: calls torn down within `max_ring` seconds.
 
     More than `calls` such calls from one caller within `window` seconds block
-    that caller for `block_for` seconds.
+    that caller for `block_for` seconds. More than `warn` such calls (when
+    set, less than `calls`) are logged and counted, and the caller's calls
+    still relayed.
     """
 
     max_ring: float
     calls: int
     window: float
     block_for: float
+    warn: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_levels(self.calls, self.warn)
+        _check_positive("max_ring", self.max_ring)
+        _check_positive("window", self.window)
+        _check_positive("block_for", self.block_for)
+
+
+def _check_levels(calls: int, warn: int | None) -> None:
+    """Block level at least 1; a warn level at least 1 and below it."""
+    if isinstance(calls, bool) or calls < 1:
+        raise ValueError(f"calls {calls!r} is not a whole number of at least 1")
+    if warn is not None and (isinstance(warn, bool) or not 1 <= warn < calls):
+        raise ValueError(f"warn {warn!r} is not between 1 and calls - 1 ({calls - 1})")
+
+
+def _check_positive(name: str, seconds: float) -> None:
+    if not seconds > 0:
+        raise ValueError(f"{name} {seconds!r} is not longer than zero")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -420,6 +496,46 @@ class Trunk:
         return next((spec for rule_id, spec in self.responses if rule_id == rule), None)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateTableSettings:
+    """Where the rate table keeps its counters, and how it bounds them.
+
+    Attributes:
+        backend: `memory` (this process only) or `redis` (shared by every
+            sipguard instance using the same server).
+        url: the Redis server, as `parse_redis_url` accepts it; required with
+            `redis`, None with `memory`.
+        max_keys: at most this many tracked keys per dimension (callers,
+            callees, one-ring callers, cool-down blocks) in the in-memory
+            table.
+        on_backend_failure: with `redis`, when the server cannot answer in
+            time: `open` keeps deciding on local counters, `closed` refuses
+            calls with 503.
+        timeout: seconds one Redis round trip may take, at most
+            `MAX_RATETABLE_TIMEOUT`.
+    """
+
+    backend: RateTableBackend = "memory"
+    url: str | None = None
+    max_keys: int = DEFAULT_RATETABLE_MAX_KEYS
+    on_backend_failure: BackendFailurePolicy = "open"
+    timeout: float = DEFAULT_RATETABLE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.backend not in RATETABLE_BACKENDS:
+            raise ValueError(f"unknown rate-table backend {self.backend!r}")
+        if self.on_backend_failure not in BACKEND_FAILURE_POLICIES:
+            raise ValueError(f"unknown on_backend_failure policy {self.on_backend_failure!r}")
+        if (self.backend == "redis") != (self.url is not None):
+            raise ValueError("a url goes with the redis backend, and only with it")
+        if self.url is not None:
+            parse_redis_url(self.url)
+        if isinstance(self.max_keys, bool) or self.max_keys < 1:
+            raise ValueError(f"max_keys {self.max_keys!r} is not a whole number of at least 1")
+        if not 0 < self.timeout <= MAX_RATETABLE_TIMEOUT:
+            raise ValueError(f"timeout {self.timeout!r} is not in (0, {MAX_RATETABLE_TIMEOUT}]")
+
+
 DEFAULT_LISTEN: tuple[Endpoint, ...] = (
     Endpoint(transport="udp", host="127.0.0.1", port=DEFAULT_SIP_PORT),
     Endpoint(transport="tcp", host="127.0.0.1", port=DEFAULT_SIP_PORT),
@@ -444,6 +560,7 @@ class RuleSet:
         path: the file the rules came from.
         responses: (rule id, response) pairs sorted by rule id, replacing
             the default response of those rules on every trunk.
+        ratetable: where the rate table keeps its counters.
     """
 
     version: int = RULES_VERSION
@@ -458,6 +575,7 @@ class RuleSet:
     trunks: tuple[Trunk, ...] = ()
     path: str = "<rules>"
     responses: Responses = ()
+    ratetable: RateTableSettings = field(default_factory=RateTableSettings)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -654,12 +772,15 @@ def parse_source(text: str) -> SourceMatch:
     return SourceMatch(network=network)
 
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+# `ms` before `m`, so that "5ms" is five milliseconds, not five minutes and a
+# stray "s".
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|[smhd])")
+# Seconds per unit; `ms` divides, so that "1500ms" is exactly 1.5.
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float:
-    """Parse a duration such as `3s`, `30m`, `1h`, `1h30m`, `60d` into seconds.
+    """Parse a duration such as `5ms`, `3s`, `30m`, `1h`, `1h30m`, `60d` into seconds.
 
     Raises:
         ValueError: no unit, an unknown unit, or a zero duration.
@@ -667,8 +788,13 @@ def parse_duration(text: str) -> float:
     compact = text.strip()
     parts = _DURATION_PART.findall(compact)
     if not parts or "".join(number + unit for number, unit in parts) != compact:
-        raise ValueError("a duration is a number and a unit (s, m, h, d), e.g. '30m' or '1h30m'")
-    seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+        raise ValueError(
+            "a duration is a number and a unit (ms, s, m, h, d), e.g. '30m' or '1h30m'"
+        )
+    seconds = sum(
+        float(number) / 1000.0 if unit == "ms" else float(number) * _DURATION_UNITS[unit]
+        for number, unit in parts
+    )
     if seconds <= 0:
         raise ValueError("a duration must be longer than zero")
     return seconds
@@ -778,3 +904,118 @@ def parse_reason_phrase(text: str) -> str:
     if match is not None:
         raise ValueError(f"control character {match.group()!r} is not allowed in a reason phrase")
     return text
+
+
+# A DNS host name (RFC 1123 §2.1): dot-separated labels of letters, digits
+# and inner hyphens, each at most 63 characters; a final dot is allowed.
+_HOST_NAME = re.compile(
+    r"(?=.{1,254}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_REDIS_URL_SHAPE = (
+    "expected redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB] or unix:///PATH[?db=DB], "
+    "e.g. 'redis://127.0.0.1:6379/0'"
+)
+
+
+def parse_redis_url(text: str) -> str:
+    """Check the URL of a Redis (or Valkey) server and return it stripped.
+
+    Forms, each with optional `[USER]:PASSWORD@` credentials before the host
+    or path:
+
+    - `redis://HOST:PORT[/DB]` (TCP) and `rediss://HOST:PORT[/DB]` (TLS):
+      HOST an IP address (IPv6 in brackets) or a host name, resolved when
+      connecting and never per call; the port is required; DB a database
+      number, default 0;
+    - `unix:///PATH[?db=DB]`: a Unix socket at an absolute path.
+
+    Raises:
+        ValueError: another scheme, no host or port, a bad port or database
+            number, or query options other than `db` on a Unix socket.
+    """
+    text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        raise ValueError(_REDIS_URL_SHAPE)
+    scheme = scheme.lower()
+    canonical = f"{scheme}://{rest}"
+    if scheme not in REDIS_URL_SCHEMES:
+        raise ValueError(
+            f"unsupported scheme '{scheme}://'; use redis://, rediss:// (TLS) or unix://"
+        )
+    if "#" in rest:
+        raise ValueError("a URL fragment ('#...') has no meaning here")
+    rest, has_query, query = rest.partition("?")
+    _, _, location = rest.rpartition("@")
+    if scheme == "unix":
+        _check_socket_path(location, query if has_query else None)
+        return canonical
+    if has_query:
+        raise ValueError("query options ('?...') are not taken; the rate table sets its own")
+    address, _, database = location.partition("/")
+    _check_redis_address(scheme, address)
+    if database:
+        _check_database(database)
+    return canonical
+
+
+def _check_redis_address(scheme: str, address: str) -> None:
+    if address.count(":") > 1 and not address.startswith("["):
+        raise ValueError(
+            f"write an IPv6 address in brackets, e.g. '{scheme}://[2001:db8::1]:{DEFAULT_REDIS_PORT}'"
+        )
+    if not address or address.startswith(":"):
+        raise ValueError(f"no host; write e.g. '{scheme}://127.0.0.1:{DEFAULT_REDIS_PORT}/0'")
+    if address.startswith("["):
+        host, port = _host_port(
+            address,
+            whole=address,
+            default_port=None,
+            require_brackets=True,
+            allow_port_zero=False,
+        )
+        shown = _bracketed(host)
+    else:
+        name, has_port, port_text = address.partition(":")
+        if not _is_ip(name) and not _is_host_name(name):
+            raise ValueError(f"'{name}' is not an IP address or host name")
+        port = _parse_port(port_text) if has_port else None
+        shown = name
+    if port is None:
+        raise ValueError(f"add a port, e.g. '{scheme}://{shown}:{DEFAULT_REDIS_PORT}'")
+
+
+def _is_host_name(text: str) -> bool:
+    """RFC 1123 §2.1 syntax; an all-digit last label would read as an IPv4 address."""
+    if _HOST_NAME.fullmatch(text) is None:
+        return False
+    return not text.rstrip(".").rsplit(".", 1)[-1].isdigit()
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_socket_path(path: str, query: str | None) -> None:
+    if not path.startswith("/"):
+        raise ValueError(
+            "unix:// takes an absolute socket path and no host, e.g. 'unix:///run/redis/redis.sock'"
+        )
+    if path.endswith("/"):
+        raise ValueError(f"'{path}' is a directory, not a socket path")
+    if query is None:
+        return
+    name, has_value, value = query.partition("=")
+    if name != "db" or not has_value:
+        raise ValueError("the only query option of unix:// is the database, e.g. '?db=0'")
+    _check_database(value)
+
+
+def _check_database(text: str) -> None:
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"database '{text}' is not a number")

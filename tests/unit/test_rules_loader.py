@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import zoneinfo
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -25,13 +27,17 @@ from sipguard.rules.schema import (
     Endpoint,
     Exemption,
     IdentitySettings,
+    Limits,
     LocatedMapping,
     LocatedScalar,
     LocatedSequence,
+    OneRing,
+    RateTableSettings,
     ReferencedFile,
     ResponseSpec,
     RuleSet,
     SourceMatch,
+    Window,
 )
 
 pytestmark = pytest.mark.unit
@@ -40,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "rules"
 EXAMPLE = ROOT / "rules" / "example.yaml"
 CALLERS = ROOT / "sipp_scenarios" / "callers.csv"
+DEMO = ROOT / "sipp_scenarios" / "demo.sh"
 
 MINIMAL = """\
 version: 1
@@ -86,10 +93,10 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         "bad_durations.yaml",
         [
             "8:39: trunk 'sh-callcenter': limits.per_caller.window must be a duration with a unit, such as '30m', got 30",
-            "9:38: trunk 'sh-callcenter': limits.per_callee.window '1w': a duration is a number and a unit (s, m, h, d), e.g. '30m' or '1h30m'",
+            "9:38: trunk 'sh-callcenter': limits.per_callee.window '1w': a duration is a number and a unit (ms, s, m, h, d), e.g. '30m' or '1h30m'",
             "10:28: trunk 'sh-callcenter': limits.one_ring.max_ring '0s': a duration must be longer than zero",
-            "10:51: trunk 'sh-callcenter': limits.one_ring.window '1 h': a duration is a number and a unit (s, m, h, d), e.g. '30m' or '1h30m'",
-            "10:69: trunk 'sh-callcenter': limits.one_ring.block_for 'soon': a duration is a number and a unit (s, m, h, d), e.g. '30m' or '1h30m'",
+            "10:51: trunk 'sh-callcenter': limits.one_ring.window '1 h': a duration is a number and a unit (ms, s, m, h, d), e.g. '30m' or '1h30m'",
+            "10:69: trunk 'sh-callcenter': limits.one_ring.block_for 'soon': a duration is a number and a unit (ms, s, m, h, d), e.g. '30m' or '1h30m'",
         ],
     ),
     (
@@ -347,6 +354,75 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         ],
     ),
     (
+        "bad_warn_levels.yaml",
+        [
+            "8:50: trunk 'sh-callcenter': limits.per_caller.warn must be less than limits.per_caller.calls (30), got 30; a warn level at or past the block level never warns",
+            "9:48: trunk 'sh-callcenter': limits.per_callee.warn must be less than limits.per_callee.calls (5), got 8; a warn level at or past the block level never warns",
+            "10:77: trunk 'sh-callcenter': limits.one_ring.warn must be less than limits.one_ring.calls (10), got 10; a warn level at or past the block level never warns",
+            "15:50: trunk 'bj-callcenter': limits.per_caller.warn must be a whole number of at least 1, got 0",
+            "16:48: trunk 'bj-callcenter': limits.per_callee.warn must be a whole number of at least 1, got '3'",
+            "17:77: trunk 'bj-callcenter': limits.one_ring.warn must be a whole number of at least 1, got 2.5",
+            "22:19: trunk 'gz-callcenter': missing required key 'calls' in limits.per_caller",
+            "23:7: trunk 'gz-callcenter': unknown key 'warn' in limits; put it under 'per_caller' or 'per_callee'",
+        ],
+    ),
+    (
+        "bad_cool_down.yaml",
+        [
+            "8:55: trunk 'sh-callcenter': limits.per_caller.block_for must be a duration with a unit, such as '30m', got 60",
+            "9:53: trunk 'sh-callcenter': limits.per_callee.block_for 'forever': a duration is a number and a unit (ms, s, m, h, d), e.g. '30m' or '1h30m'",
+            "14:55: trunk 'bj-callcenter': limits.per_caller.block_for '0d': a duration must be longer than zero",
+            "15:53: trunk 'bj-callcenter': limits.per_callee.block_for '60 d': a duration is a number and a unit (ms, s, m, h, d), e.g. '30m' or '1h30m'",
+            "16:7: trunk 'bj-callcenter': unknown key 'block_for' in limits; put it under 'per_caller' or 'per_callee'",
+        ],
+    ),
+    (
+        "bad_ratetable.yaml",
+        [
+            "4:12: ratetable.backend must be 'memory' or 'redis', got 'valkey'; it speaks the Redis protocol, so write 'backend: redis'",
+            "5:13: ratetable.max_keys must be a whole number of at least 1, got 0",
+            "6:23: ratetable.on_backend_failure must be 'open' or 'closed', got 'fail-open'; did you mean 'open'?",
+            "7:12: ratetable.timeout '1s' is too long: at most 500ms, since every new call may wait this long and a UDP caller resends its INVITE after T1 = 500ms (RFC 3261 §17.1.1.2)",
+            "8:3: unknown key 'ttl' in ratetable; expected one of: backend, url, max_keys, on_backend_failure, timeout",
+        ],
+    ),
+    (
+        "bad_ratetable_types.yaml",
+        [
+            "5:8: ratetable.url must be a string, got a list",
+            "6:13: ratetable.max_keys must be a whole number of at least 1, got '1e6'",
+            "7:23: ratetable.on_backend_failure must be 'open' or 'closed', got true",
+            "8:12: ratetable.timeout must be a duration with a unit, such as '30m', got 5",
+        ],
+    ),
+    (
+        "bad_ratetable_redis_without_url.yaml",
+        [
+            "4:3: missing required key 'url' in ratetable (backend redis needs the server, e.g. url: \"redis://127.0.0.1:6379/0\")",
+        ],
+    ),
+    (
+        "bad_ratetable_url.yaml",
+        [
+            "3:34: ratetable.url 'http://127.0.0.1:6379/0': unsupported scheme 'http://'; use redis://, rediss:// (TLS) or unix://",
+            "3:70: ratetable.timeout '0ms': a duration must be longer than zero",
+        ],
+    ),
+    (
+        "bad_ratetable_url_port.yaml",
+        [
+            "5:8: ratetable.url 'redis://:***@redis.example.net/0': add a port, e.g. 'redis://redis.example.net:6379'",
+        ],
+    ),
+    (
+        "bad_ratetable_memory_url.yaml",
+        [
+            "4:3: ratetable.url needs 'backend: redis'; the memory backend keeps its counters in this process, so add 'backend: redis' or remove url",
+            "10:5: trunk 'sh-callcenter': unknown key 'ratetable'; it belongs at the top level of the file",
+            "11:1: unknown key 'backend'; put it under 'ratetable'",
+        ],
+    ),
+    (
         "bad_version.yaml",
         [
             "1:10: version must be 1, got 2",
@@ -436,10 +512,15 @@ def test_example_file_loads() -> None:
     assert [str(source) for source in callcenter.sources] == ["10.1.0.0/24", "127.0.0.1:5071"]
     assert callcenter.route == Endpoint(transport="udp", host="127.0.0.1", port=5080)
     assert callcenter.ranges == ("+862131771200-+862131771299", "+869521")
-    assert callcenter.limits.per_caller is not None
-    assert callcenter.limits.per_caller.window == 1800.0
-    assert callcenter.limits.one_ring is not None
-    assert callcenter.limits.one_ring.block_for == 86400.0
+    assert callcenter.limits == Limits(
+        cps=50.0,
+        burst=100,
+        concurrent=300,
+        per_caller=Window(calls=30, window=1800.0, warn=20, block_for=7200.0),
+        per_callee=Window(calls=5, window=3600.0, warn=3, block_for=60 * 86400.0),
+        one_ring=OneRing(max_ring=3.0, calls=10, window=3600.0, block_for=86400.0, warn=5),
+    )
+    assert rules.ratetable == RateTableSettings(backend="memory", max_keys=1_000_000)
     assert callcenter.calling_hours is None  # the demo runs at any hour
     assert callcenter.refused_callees == "refused-sh.txt"
     assert callcenter.refused_callee_numbers == frozenset({"+862131770000", "+8613800138000"})
@@ -474,6 +555,49 @@ def test_example_lets_the_demo_callers_through() -> None:
         assert callee.removeprefix("+") not in rules.emergency_numbers
 
 
+def demo_calls() -> list[tuple[float, str, str]]:
+    """(seconds since the start, caller, callee) of each call the demo places on the trunk.
+
+    The count and rate come from demo.sh; SIPp reads callers.csv in order and
+    starts over from its top when the calls outnumber its lines.
+    """
+    settings = dict(re.findall(r"^(ALLOWED_CALLS|RATE)=(\d+)$", DEMO.read_text("utf-8"), re.M))
+    calls, rate = int(settings["ALLOWED_CALLS"]), int(settings["RATE"])
+    with CALLERS.open(encoding="utf-8") as stream:
+        lines = [line for line in stream if line.strip() and not line.startswith("#")]
+    rows = list(csv.reader(lines[1:], delimiter=";"))
+    return [
+        (index / rate, rows[index % len(rows)][0], rows[index % len(rows)][2])
+        for index in range(calls)
+    ]
+
+
+def test_example_limits_let_the_demo_traffic_through_without_warnings() -> None:
+    callcenter = load_rules(EXAMPLE).trunk_named("sh-callcenter")
+    assert callcenter is not None
+    limits = callcenter.limits
+    calls = demo_calls()
+    assert len(calls) == 20 and calls[-1][0] < 2.0
+    # Token bucket: full at the start, refilled at cps, one token a call.
+    assert limits.cps is not None and limits.burst is not None
+    tokens, last = float(limits.burst), 0.0
+    for at, _, _ in calls:
+        tokens = min(float(limits.burst), tokens + (at - last) * limits.cps)
+        last = at
+        assert tokens >= 1.0, f"cps_limit at {at}s"
+        tokens -= 1.0
+    # Worst case: every call still up at the end, and every call a one-ring call.
+    assert limits.concurrent is not None and limits.concurrent >= len(calls)
+    span = calls[-1][0] - calls[0][0]
+    for window, index in ((limits.per_caller, 1), (limits.per_callee, 2)):
+        assert window is not None and window.warn is not None and window.window > span
+        most = max(Counter(call[index] for call in calls).values())
+        assert most <= window.warn < window.calls
+    one_ring = limits.one_ring
+    assert one_ring is not None and one_ring.warn is not None and one_ring.window > span
+    assert max(Counter(caller for _, caller, _ in calls).values()) <= one_ring.warn
+
+
 RULE_FILES = sorted((ROOT / "rules").glob("*.yaml"))
 
 
@@ -486,6 +610,22 @@ def test_shipped_rule_files_are_clean(
     assert rules.trunks
     for trunk in rules.trunks:
         assert (trunk.refused_callees is None) == (not trunk.refused_callee_numbers)
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=[path.name for path in RULE_FILES])
+def test_shipped_behaviour_limits_have_warn_levels(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    rules = load_rules(path)
+    found = [
+        level
+        for trunk in rules.trunks
+        for level in (trunk.limits.per_caller, trunk.limits.per_callee, trunk.limits.one_ring)
+        if level is not None
+    ]
+    assert found
+    assert all(level.warn is not None and level.warn < level.calls for level in found)
 
 
 def test_shipped_rule_files_include_the_carriers() -> None:
@@ -513,6 +653,19 @@ def test_cn_carrier_file() -> None:
     assert all(r.startswith("+86") for r in gateway.home_cli_exempt[0].ranges)
     callcenter = rules.trunk_named("sh-callcenter")
     assert callcenter is not None and "+8613800138000" in callcenter.refused_callee_numbers
+    assert callcenter.limits.per_callee == Window(
+        calls=3, window=86400.0, warn=2, block_for=60 * 86400.0
+    )
+    beijing = rules.trunk_named("bj-callcenter")
+    assert beijing is not None and beijing.limits.cps == 20.0
+    assert beijing.limits.per_caller == callcenter.limits.per_caller
+    assert rules.ratetable == RateTableSettings(
+        backend="redis",
+        url="redis://10.0.0.40:6379/0",
+        max_keys=2_000_000,
+        on_backend_failure="open",
+        timeout=0.005,
+    )
 
 
 def test_uk_carrier_file() -> None:
@@ -525,6 +678,10 @@ def test_uk_carrier_file() -> None:
     assert {"+442079460000-+442079460999", "+447700900000-+447700900999"} <= ranges
     gateway = rules.trunk_named("intl-gateway")
     assert gateway is not None and gateway.home_cli == "anonymize"
+    assert gateway.limits.one_ring == OneRing(
+        max_ring=3.0, calls=5, window=3600.0, block_for=30 * 86400.0, warn=3
+    )
+    assert rules.ratetable == RateTableSettings(backend="memory", max_keys=250_000)
     assert gateway.home_cli_exempt[1] == Exemption(
         type="bilateral",
         ranges=("+441481", "+441534", "+441624"),
@@ -787,7 +944,7 @@ def test_refused_callee_errors_sort_where_the_rule_file_names_the_file(tmp_path:
     assert lines_of(errors_of(path), path) == [
         "refused.txt:1:1: refused callee '02131770000': not in E.164 form: write '+', the country code and the number; did you mean '+862131770000'?",
         "8:11: trunk 'sh-callcenter': mode must be 'enforce' or 'monitor', got 'shadow'",
-        "9:1: unknown key 'colour'; expected one of: version, mode, numbering, listen, audit_log, metrics, do_not_originate, suspended, emergency_numbers, trunks, responses",
+        "9:1: unknown key 'colour'; expected one of: version, mode, numbering, listen, audit_log, metrics, do_not_originate, suspended, emergency_numbers, trunks, responses, ratetable",
     ]
 
 

@@ -24,18 +24,22 @@ from sipguard.rules.schema import (
     LocatedScalar,
     LocatedSequence,
     Numbering,
+    OneRing,
+    RateTableSettings,
     ReferencedFile,
     ResponseSpec,
     RuleSet,
     SourceMatch,
     Suspension,
     Trunk,
+    Window,
     parse_allocation,
     parse_duration,
     parse_endpoint,
     parse_host_port,
     parse_number,
     parse_reason_phrase,
+    parse_redis_url,
     parse_source,
     parse_time_window,
     referenced_files,
@@ -178,21 +182,115 @@ def test_parse_host_port() -> None:
         ("60d", 5184000.0),
         ("1h30m", 5400.0),
         ("0.5s", 0.5),
+        ("5ms", 0.005),
+        ("1500ms", 1.5),
+        ("3000ms", 3.0),
+        ("1s500ms", 1.5),
+        ("1m5s", 65.0),
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["30", "m", "1w", "1 h", "-1s", "", "1h 30m"])
+@pytest.mark.parametrize(
+    "text", ["30", "m", "1w", "1 h", "-1s", "", "1h 30m", "5 ms", "5MS", "5msec", "5mss"]
+)
 def test_parse_duration_needs_number_and_unit(text: str) -> None:
     with pytest.raises(ValueError, match="a duration is a number and a unit"):
         parse_duration(text)
 
 
 def test_parse_duration_refuses_zero() -> None:
-    with pytest.raises(ValueError, match="longer than zero"):
-        parse_duration("0s")
+    for text in ("0s", "0ms", "0.0h"):
+        with pytest.raises(ValueError, match="longer than zero"):
+            parse_duration(text)
+
+
+def test_parse_duration_names_every_unit() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_duration("30")
+    assert str(caught.value) == (
+        "a duration is a number and a unit (ms, s, m, h, d), e.g. '30m' or '1h30m'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        (" redis://127.0.0.1:6379 ", "redis://127.0.0.1:6379"),
+        ("REDIS://10.0.0.40:6379/", "redis://10.0.0.40:6379/"),
+        ("redis://[2001:db8::40]:6379/15", "redis://[2001:db8::40]:6379/15"),
+        ("rediss://cache.example.net:6380/1", "rediss://cache.example.net:6380/1"),
+        ("redis://:s3cret@10.0.0.40:6379/0", "redis://:s3cret@10.0.0.40:6379/0"),
+        (
+            "rediss://sipguard:s3cret@cache.example.net.:6380",
+            "rediss://sipguard:s3cret@cache.example.net.:6380",
+        ),
+        ("unix:///run/redis/redis.sock", "unix:///run/redis/redis.sock"),
+        ("unix:///run/redis/redis.sock?db=2", "unix:///run/redis/redis.sock?db=2"),
+        ("unix://:s3cret@/run/redis/redis.sock", "unix://:s3cret@/run/redis/redis.sock"),
+    ],
+)
+def test_parse_redis_url(text: str, expected: str) -> None:
+    assert parse_redis_url(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "127.0.0.1:6379",
+            "expected redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB] or unix:///PATH[?db=DB], "
+            "e.g. 'redis://127.0.0.1:6379/0'",
+        ),
+        (
+            "http://127.0.0.1:6379",
+            "unsupported scheme 'http://'; use redis://, rediss:// (TLS) or unix://",
+        ),
+        (
+            "redis+sentinel://127.0.0.1:26379",
+            "unsupported scheme 'redis+sentinel://'; use redis://, rediss:// (TLS) or unix://",
+        ),
+        ("redis://", "no host; write e.g. 'redis://127.0.0.1:6379/0'"),
+        ("redis://:6379/0", "no host; write e.g. 'redis://127.0.0.1:6379/0'"),
+        ("redis://127.0.0.1", "add a port, e.g. 'redis://127.0.0.1:6379'"),
+        ("rediss://cache.example.net/0", "add a port, e.g. 'rediss://cache.example.net:6379'"),
+        ("redis://[::1]", "add a port, e.g. 'redis://[::1]:6379'"),
+        (
+            "redis://::1:6379",
+            "write an IPv6 address in brackets, e.g. 'redis://[2001:db8::1]:6379'",
+        ),
+        ("redis://[10.0.0.40]:6379", "brackets are for IPv6 addresses only"),
+        ("redis://10.0.0.40:0", "port 0 is out of range (1-65535)"),
+        ("redis://10.0.0.40:65536", "port 65536 is out of range (1-65535)"),
+        ("redis://10.0.0.40:63x9", "port '63x9' is not a number"),
+        ("redis://300.0.0.40:6379", "'300.0.0.40' is not an IP address or host name"),
+        ("redis://redis_main:6379", "'redis_main' is not an IP address or host name"),
+        ("redis://10.0.0.40:6379/x", "database 'x' is not a number"),
+        ("redis://10.0.0.40:6379/0/1", "database '0/1' is not a number"),
+        (
+            "redis://10.0.0.40:6379/0?socket_timeout=1",
+            "query options ('?...') are not taken; the rate table sets its own",
+        ),
+        ("redis://10.0.0.40:6379/0#main", "a URL fragment ('#...') has no meaning here"),
+        (
+            "unix://run/redis.sock",
+            "unix:// takes an absolute socket path and no host, e.g. 'unix:///run/redis/redis.sock'",
+        ),
+        ("unix:///run/redis/", "'/run/redis/' is a directory, not a socket path"),
+        (
+            "unix:///run/redis.sock?timeout=1",
+            "the only query option of unix:// is the database, e.g. '?db=0'",
+        ),
+        ("unix:///run/redis.sock?db=one", "database 'one' is not a number"),
+    ],
+)
+def test_parse_redis_url_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_redis_url(text)
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(
@@ -399,12 +497,177 @@ def test_defaults() -> None:
     assert (trunk.home_cli, trunk.home_cli_exempt, trunk.responses) == ("reject", (), ())
     assert rules.responses == ()
     assert rules.mode_of(trunk) == "enforce"
+    assert rules.ratetable == RateTableSettings(
+        backend="memory", url=None, max_keys=1_000_000, on_backend_failure="open", timeout=0.005
+    )
 
 
 def test_empty_optional_values_mean_the_default() -> None:
-    rules = check(MINIMAL + "    identity:\n    limits:\n    ranges:\nmode:\nlisten:\n")
+    rules = check(MINIMAL + "    identity:\n    limits:\n    ranges:\nmode:\nlisten:\nratetable:\n")
     assert rules.trunks[0].limits == Limits()
     assert rules.listen == DEFAULT_LISTEN
+    assert rules.ratetable == RateTableSettings()
+    empty = check(
+        "ratetable: {backend: , max_keys: , on_backend_failure: , timeout: }\n"
+        + MINIMAL
+        + "    limits:\n"
+        "      per_caller: {calls: 30, window: 30m, warn: , block_for: }\n"
+        "      one_ring: {max_ring: 3s, calls: 10, window: 1h, block_for: 24h, warn: }\n"
+    )
+    assert empty.ratetable == RateTableSettings()
+    assert empty.trunks[0].limits.per_caller == Window(calls=30, window=1800.0)
+    assert empty.trunks[0].limits.one_ring == OneRing(
+        max_ring=3.0, calls=10, window=3600.0, block_for=86400.0
+    )
+
+
+# -- warn levels, cool-downs, the rate table --------------------------------------
+
+
+def test_warn_levels_and_cool_downs_are_read() -> None:
+    limits = (
+        check(
+            MINIMAL + "    limits:\n"
+            "      per_caller: {calls: 30, window: 30m, warn: 20, block_for: 2h}\n"
+            "      per_callee: {calls: 5, window: 1h, block_for: 60d}\n"
+            "      one_ring: {max_ring: 500ms, calls: 10, window: 1h, block_for: 24h, warn: 9}\n"
+        )
+        .trunks[0]
+        .limits
+    )
+    assert limits.per_caller == Window(calls=30, window=1800.0, warn=20, block_for=7200.0)
+    assert limits.per_callee == Window(calls=5, window=3600.0, block_for=5184000.0)
+    assert limits.one_ring == OneRing(
+        max_ring=0.5, calls=10, window=3600.0, block_for=86400.0, warn=9
+    )
+
+
+def test_warn_level_must_be_below_the_block_level() -> None:
+    text = MINIMAL + "    limits: {per_callee: {calls: 1, window: 1h, warn: 1}}\n"
+    assert problems(text) == [
+        "6:55: trunk 'sh-callcenter': limits.per_callee.warn must be less than "
+        "limits.per_callee.calls (1), got 1; a warn level at or past the block level never warns"
+    ]
+
+
+def test_warn_level_is_not_compared_with_a_bad_block_level() -> None:
+    text = MINIMAL + "    limits: {per_caller: {calls: 0, window: 1h, warn: 5}}\n"
+    assert problems(text) == [
+        "6:34: trunk 'sh-callcenter': limits.per_caller.calls must be a whole number of "
+        "at least 1, got 0"
+    ]
+
+
+def test_windows_refuse_impossible_values() -> None:
+    for arguments in (
+        {"calls": 0, "window": 60.0},
+        {"calls": True, "window": 60.0},
+        {"calls": 5, "window": 0.0},
+        {"calls": 5, "window": 60.0, "warn": 5},
+        {"calls": 5, "window": 60.0, "warn": 0},
+        {"calls": 5, "window": 60.0, "block_for": 0.0},
+        {"calls": 5, "window": float("nan")},
+    ):
+        with pytest.raises(ValueError):
+            Window(**arguments)  # type: ignore[arg-type]
+    for arguments in (
+        {"max_ring": 3.0, "calls": 10, "window": 3600.0, "block_for": 60.0, "warn": 10},
+        {"max_ring": 0.0, "calls": 10, "window": 3600.0, "block_for": 60.0},
+        {"max_ring": 3.0, "calls": 10, "window": 3600.0, "block_for": 0.0},
+    ):
+        with pytest.raises(ValueError):
+            OneRing(**arguments)  # type: ignore[arg-type]
+    assert Window(calls=2, window=1.0, warn=1).warn == 1
+
+
+def test_redis_rate_table() -> None:
+    rules = check(
+        "ratetable:\n"
+        "  backend: redis\n"
+        "  url: 'rediss://:s3cret@cache.example.net:6380/1'\n"
+        "  max_keys: 250_000\n"
+        "  on_backend_failure: closed\n"
+        "  timeout: 2ms\n" + MINIMAL
+    )
+    assert rules.ratetable == RateTableSettings(
+        backend="redis",
+        url="rediss://:s3cret@cache.example.net:6380/1",
+        max_keys=250_000,
+        on_backend_failure="closed",
+        timeout=0.002,
+    )
+    assert check(
+        "ratetable: {backend: redis, url: 'unix:///run/redis.sock'}\n" + MINIMAL
+    ).ratetable == (RateTableSettings(backend="redis", url="unix:///run/redis.sock"))
+
+
+def test_memory_rate_table_takes_the_redis_only_settings() -> None:
+    rules = check("ratetable: {on_backend_failure: closed, timeout: 500ms}\n" + MINIMAL)
+    assert rules.ratetable == RateTableSettings(on_backend_failure="closed", timeout=0.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ratetable: memory\n", "1:12: ratetable must be a mapping of keys, got 'memory'"),
+        (
+            "ratetable: {backend: redis, url: 'redis://user:pa:ss@10.0.0.40'}\n",
+            "1:34: ratetable.url 'redis://user:***@10.0.0.40': add a port, "
+            "e.g. 'redis://10.0.0.40:6379'",
+        ),
+        (
+            "ratetable: {backend: redis, url: }\n",
+            "1:33: ratetable.url needs a value (backend redis needs the server, "
+            'e.g. url: "redis://127.0.0.1:6379/0")',
+        ),
+        (
+            "ratetable: {backend: Valkey, url: 'redis://10.0.0.40:6379'}\n",
+            "1:22: ratetable.backend must be 'memory' or 'redis', got 'Valkey'; it speaks the "
+            "Redis protocol, so write 'backend: redis'",
+        ),
+        (
+            "ratetable: {backend: memory, url: 'redis://10.0.0.40:6379'}\n",
+            "1:30: ratetable.url needs 'backend: redis'; the memory backend keeps its counters "
+            "in this process, so add 'backend: redis' or remove url",
+        ),
+        (
+            "ratetable: {timeout: 501ms}\n",
+            "1:22: ratetable.timeout '501ms' is too long: at most 500ms, since every new call "
+            "may wait this long and a UDP caller resends its INVITE after T1 = 500ms "
+            "(RFC 3261 §17.1.1.2)",
+        ),
+        (
+            "ratetable: {max_keys: -5}\n",
+            "1:23: ratetable.max_keys must be a whole number of at least 1, got -5",
+        ),
+    ],
+)
+def test_rate_table_errors(text: str, message: str) -> None:
+    assert problems(text + MINIMAL) == [message]
+
+
+def test_rate_table_settings_refuse_impossible_values() -> None:
+    for arguments in (
+        {"backend": "valkey"},
+        {"backend": "redis"},
+        {"url": "redis://10.0.0.40:6379"},
+        {"backend": "redis", "url": "http://10.0.0.40:6379"},
+        {"max_keys": 0},
+        {"max_keys": True},
+        {"on_backend_failure": "ignore"},
+        {"timeout": 0.0},
+        {"timeout": 0.6},
+    ):
+        with pytest.raises(ValueError):
+            RateTableSettings(**arguments)  # type: ignore[arg-type]
+
+
+def test_rate_table_keys_elsewhere_say_where_they_belong() -> None:
+    assert problems("url: 'redis://10.0.0.40:6379'\n" + MINIMAL + "    max_keys: 10\n") == [
+        "1:1: unknown key 'url'; put it under 'ratetable'",
+        "7:5: trunk 'sh-callcenter': unknown key 'max_keys'; it belongs under the top-level "
+        "'ratetable'",
+    ]
 
 
 def test_trunk_mode_overrides_the_rule_set() -> None:
@@ -617,6 +880,29 @@ def test_response_for_prefers_the_trunk() -> None:
     assert rules.response_for("unknown_source") == ResponseSpec(code=404)
     assert rules.response_for("call_bombing", trunk) is None
     assert trunk.response_for("one_ring") is None
+
+
+@pytest.mark.parametrize("rule", ["cps_limit", "concurrent_limit"])
+def test_rate_rules_responses_override_code_and_retry_after(rule: str) -> None:
+    rules = check(
+        f"responses:\n  {rule}: {{code: 503, reason: Rate Limited, retry_after: 10s}}\n"
+        + MINIMAL
+        + f"    responses:\n      {rule}: {{code: 486, reason: Busy Here}}\n"
+        "  - name: bj-callcenter\n"
+        "    sources: ['10.2.0.0/24']\n"
+        "    route: 'udp:127.0.0.1:5080'\n"
+        f"    responses: {{{rule}: {{code: 500, retry_after: 1m}}}}\n"
+        "  - name: gz-callcenter\n"
+        "    sources: ['10.3.0.0/24']\n"
+        "    route: 'udp:127.0.0.1:5080'\n"
+    )
+    sh, bj, gz = rules.trunks
+    assert rules.response_for(rule, sh) == ResponseSpec(code=486, reason="Busy Here")
+    assert rules.response_for(rule, bj) == ResponseSpec(code=500, retry_after=60.0)
+    assert rules.response_for(rule, gz) == ResponseSpec(
+        code=503, reason="Rate Limited", retry_after=10.0
+    )
+    assert check(MINIMAL).response_for(rule, check(MINIMAL).trunks[0]) is None
 
 
 def test_empty_responses_mean_none() -> None:
