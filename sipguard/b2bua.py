@@ -127,6 +127,7 @@ class CallStarted:
     callee: str
     time: float
     monitor_rule: str | None = None  # monitor mode: the rule that would have refused
+    warnings: tuple[str, ...] = ()  # rate rules whose warn level the call passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ class CallEnded:
     time: float
     caller: str = ""  # the validated caller number (or the From URI)
     ringing_for: float | None = None  # unanswered calls: seconds since the first 18x
+    rate_counted: bool = False  # the rate table counted it: release it now
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,7 @@ class Call:
     caller: str = ""
     rang_at: float | None = None  # when the first provisional (not 100) was relayed
     cancel_sent: bool = False
+    rate_counted: bool = False
 
     def leg(self, side: Side) -> Leg:
         return self.a if side is Side.A else self.b
@@ -448,6 +451,7 @@ class B2BUA:
                 request.uri,
                 now,
                 monitor_rule=decision.note,
+                warnings=decision.warnings,
             )
         )
 
@@ -512,6 +516,7 @@ class B2BUA:
         call = Call(decision.trunk, a_leg, b_leg, server_tx, client_tx, start=now)
         call.identity = _identity_numbers(request)
         call.caller = decision.caller or str(request.from_.uri)
+        call.rate_counted = decision.rate_counted
         call.invite_relay = _Relay(call, Side.A, server_tx, b_leg.local_cseq)
         self._b_invites[client_tx.key] = call
         self._dialogs[(a_leg.call_id, a_leg.local_tag)] = (call, Side.A)
@@ -898,6 +903,7 @@ class B2BUA:
                 now,
                 caller=call.caller,
                 ringing_for=None if answered or call.rang_at is None else now - call.rang_at,
+                rate_counted=call.rate_counted,
             )
         )
 

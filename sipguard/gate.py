@@ -12,17 +12,20 @@ suspension expiry; everything else it does is pure.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from sipguard.errors import SipParseError
 from sipguard.peer import Peer
-from sipguard.policy.compiled import CompiledTrunk, Policy, compile_policy
+from sipguard.policy.compiled import CompiledTrunk, Policy, compile_policy, default_response
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.policy.engine import CallView, evaluate
 from sipguard.policy.numbers import is_anonymous, number_of_uri
-from sipguard.policy.verdict import Verdict
+from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
+from sipguard.ratetable import NO_LIMITS, Admission, RateTable
 from sipguard.rules.schema import RuleSet
 from sipguard.sip.message import Request
 from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr
@@ -88,8 +91,15 @@ def _asserted(request: Request) -> tuple[str | None, ...]:
 class PolicyGate:
     """The `Gate` the B2BUA core uses, backed by a compiled `Policy`."""
 
-    def __init__(self, policy: Policy, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        ratetable: RateTable | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.policy = policy
+        self.ratetable = ratetable
         self._wall_clock = wall_clock
         # The next hops, exactly: only a trunk's source or its route (host and
         # port) gets a real answer to an out-of-dialog OPTIONS.
@@ -108,7 +118,21 @@ class PolicyGate:
         verdict, trunk = self.verdict(request, peer)
         if not verdict.allowed or trunk is None:
             return _refuse(verdict)
-        return _allow(request, trunk, verdict)
+        table = self.ratetable
+        if table is None or verdict.emergency or trunk.limits is NO_LIMITS:
+            return _allow(request, trunk, verdict)
+        admission = table.admit(
+            trunk.limits,
+            trunk=trunk.name,
+            caller=verdict.caller or "",
+            callee=verdict.callee or "",
+            now=now,
+        )
+        if admission.allowed:
+            return _allow(request, trunk, verdict, admission)
+        if trunk.monitor:
+            return _allow(request, trunk, replace(verdict, rule=admission.rule, monitored=True))
+        return _refuse(_rate_verdict(trunk, verdict, admission))
 
     def is_known(self, peer: Peer) -> bool:
         if (peer.host, peer.port) in self._routes:
@@ -126,8 +150,29 @@ def _refuse(verdict: Verdict) -> Refuse:
     return Refuse(code, phrase, rule, trunk=verdict.trunk, headers=headers)
 
 
-def _allow(request: Request, trunk: CompiledTrunk, verdict: Verdict) -> Allow:
+def _rate_verdict(trunk: CompiledTrunk, verdict: Verdict, admission: Admission) -> Verdict:
+    """A rate-table refusal as a verdict: the rule's response, with Retry-After."""
+    rule = admission.rule or "cps_limit"
+    response = trunk.responses.get(rule) or default_response(rule)
+    retry_after = response.retry_after
+    if retry_after is None and admission.retry_after is not None and response.code == 503:
+        retry_after = float(max(1, math.ceil(admission.retry_after)))  # RFC 3261 §20.33
+    return replace(
+        verdict,
+        allowed=False,
+        rule=rule,
+        code=response.code,
+        reason=RULE_DEFAULTS[rule][1],
+        retry_after=retry_after,
+    )
+
+
+def _allow(
+    request: Request, trunk: CompiledTrunk, verdict: Verdict, admission: Admission | None = None
+) -> Allow:
     """Relay with the validated identity asserted (RFC 3325, 3GPP verstat)."""
+    counted = admission is not None
+    warnings = () if admission is None else admission.warnings
     if verdict.anonymize or verdict.caller is None:
         return Allow(
             trunk.name,
@@ -137,6 +182,8 @@ def _allow(request: Request, trunk: CompiledTrunk, verdict: Verdict) -> Allow:
             strip=IDENTITY_HEADERS | {"privacy"},
             note=verdict.rule,
             caller="anonymous",
+            rate_counted=counted,
+            warnings=warnings,
         )
     from_ = request.from_
     host = from_.uri.host if isinstance(from_.uri, SipUri) else trunk.route.host
@@ -157,6 +204,8 @@ def _allow(request: Request, trunk: CompiledTrunk, verdict: Verdict) -> Allow:
         strip=IDENTITY_HEADERS,
         note=verdict.rule,
         caller=verdict.caller,
+        rate_counted=counted,
+        warnings=warnings,
     )
 
 

@@ -31,6 +31,7 @@ from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.errors import RuleFileErrors, SipProtocolError
 from sipguard.gate import PolicyGate, build_policy
 from sipguard.peer import Peer
+from sipguard.ratetable import NO_LIMITS, RateTable
 from sipguard.rules.loader import load_rules
 from sipguard.rules.schema import RuleSet
 from sipguard.transport import Transports
@@ -58,6 +59,7 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self.transports = Transports(self.loop, self)
         self.core: B2BUA | None = None
+        self.ratetable = RateTable(max_keys=rules.ratetable.max_keys)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._rules_stamp = _file_stamp(options.rules_path)
@@ -77,9 +79,7 @@ class Server:
             self.listening.append(f"{endpoint.transport}:{host}:{port}")
         rng = random.Random(secrets.randbits(128))
         self.core = B2BUA(
-            config=CoreConfig(local=local),
-            gate=PolicyGate(build_policy(self.rules)),
-            ids=IdFactory(rng),
+            config=CoreConfig(local=local), gate=self._gate(self.rules), ids=IdFactory(rng)
         )
         self._schedule_housekeeping()
 
@@ -113,6 +113,8 @@ class Server:
             send(transmit.peer, transmit.data)
         event = core.next_event()
         while event is not None:
+            if isinstance(event, CallEnded):
+                self._call_ended(event)
             _log_event(event)
             event = core.next_event()
         self._arm_timer(core.next_deadline())
@@ -148,12 +150,32 @@ class Server:
         except OSError as exc:
             log.error("reload refused, keeping the old rules: %s: %s", path, exc)
             return False
-        gate = PolicyGate(build_policy(rules))
+        gate = self._gate(rules)
         self.rules = rules
         if self.core is not None:
             self.core.gate = gate  # atomic: one reference swap; calls in flight keep going
         log.info("rules reloaded from %s (sha256 %s)", path, rules_digest(path))
         return True
+
+    def _gate(self, rules: RuleSet) -> PolicyGate:
+        """A gate over `rules`; the rate table is the process's, so counters
+        survive reloads."""
+        return PolicyGate(build_policy(rules), ratetable=self.ratetable)
+
+    def _call_ended(self, event: CallEnded) -> None:
+        """Give the call's rate-table slot back (exactly once per counted call)."""
+        if not event.rate_counted or self.core is None:
+            return
+        gate = self.core.gate
+        trunk = gate.policy.by_name.get(event.trunk) if isinstance(gate, PolicyGate) else None
+        self.ratetable.call_ended(
+            NO_LIMITS if trunk is None else trunk.limits,
+            trunk=event.trunk,
+            caller=event.caller,
+            ringing_for=event.ringing_for,
+            answered=event.answered,
+            now=self.loop.time(),
+        )
 
     def _schedule_housekeeping(self) -> None:
         self._housekeeping = self.loop.call_later(_HOUSEKEEPING_INTERVAL, self._housekeep)
@@ -168,6 +190,7 @@ class Server:
         if self.options.watch_rules:
             self.reload_if_changed()
         self.transports.close_idle()
+        self.ratetable.sweep(now=self.loop.time())
         self._schedule_housekeeping()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -188,12 +211,16 @@ class Server:
 
 def _log_event(event: Event) -> None:
     if isinstance(event, CallStarted):
+        note = f" monitor-would-reject={event.monitor_rule}" if event.monitor_rule else ""
+        if event.warnings:
+            note += f" warn={','.join(event.warnings)}"
         log.info(
-            "allow   trunk=%s caller=%s callee=%s call-id=%s",
+            "allow   trunk=%s caller=%s callee=%s call-id=%s%s",
             event.trunk,
             event.caller,
             event.callee,
             event.a_call_id,
+            note,
         )
     elif isinstance(event, CallRefused):
         log.info(
@@ -256,9 +283,10 @@ async def serve(rules: RuleSet, options: ServerOptions) -> None:
         core = server.core
         if core is not None:
             log.info(
-                "sipguard stopping: active_calls=%d dialogs=%d transactions=%d",
+                "sipguard stopping: active_calls=%d dialogs=%d transactions=%d rate_slots=%d",
                 core.calls_active,
                 core.dialog_count,
                 core.transaction_count,
+                server.ratetable.stats.live_calls,
             )
         await server.close()

@@ -9,16 +9,25 @@ driver swaps one reference; nothing here changes afterwards.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from types import MappingProxyType
 
 from sipguard.peer import Peer
 from sipguard.policy.numbers import NumberPlan
 from sipguard.policy.ranges import RangeIndex
 from sipguard.policy.trunks import TrunkIndex
 from sipguard.policy.verdict import RULE_DEFAULTS
-from sipguard.rules.schema import RuleSet, Trunk
+from sipguard.ratetable import (
+    NO_LIMITS,
+    OneRingLimit,
+    TokenBucketLimit,
+    TrunkLimits,
+    WindowLimit,
+)
+from sipguard.rules.schema import Limits, RuleSet, Trunk, Window
 
 __all__ = ["CompiledTrunk", "Policy", "ResponseCode", "compile_policy"]
 
@@ -52,6 +61,7 @@ class CompiledTrunk:
     calling_windows: tuple[tuple[int, int], ...]
     monitor: bool
     responses: Mapping[str, ResponseCode]
+    limits: TrunkLimits = NO_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +146,38 @@ def _compile_trunk(
         calling_windows=() if hours is None else hours.allow,
         monitor=rules.mode_of(trunk) == "monitor",
         responses={**global_responses, **_responses(rules, trunk)},
+        limits=_limits(trunk.limits),
+    )
+
+
+def _limits(limits: Limits) -> TrunkLimits:
+    """The rate table's view of a trunk's `limits` section."""
+    one_ring = limits.one_ring
+    cps = None
+    if limits.cps is not None:
+        cps = TokenBucketLimit(rate=limits.cps, burst=limits.burst or max(1, math.ceil(limits.cps)))
+    return TrunkLimits(
+        cps=cps,
+        concurrent=limits.concurrent,
+        per_caller=_window(limits.per_caller),
+        per_callee=_window(limits.per_callee),
+        one_ring=None
+        if one_ring is None
+        else OneRingLimit(
+            max_ring=one_ring.max_ring,
+            calls=one_ring.calls,
+            window=one_ring.window,
+            block_for=one_ring.block_for,
+            warn=one_ring.warn,
+        ),
+    )
+
+
+def _window(window: Window | None) -> WindowLimit | None:
+    if window is None:
+        return None
+    return WindowLimit(
+        calls=window.calls, window=window.window, warn=window.warn, block_for=window.block_for
     )
 
 
@@ -150,14 +192,22 @@ def _responses(rules: RuleSet, trunk: Trunk | None) -> dict[str, ResponseCode]:
     }
 
 
-def default_response(rule: str) -> ResponseCode:
-    """The built-in answer for `rule`: 403 Forbidden, or 503 for rate limits."""
-    code, _ = RULE_DEFAULTS[rule]
-    return ResponseCode(code=code, reason=_phrase(code))
-
-
 def _phrase(code: int) -> str:
     return {403: "Forbidden", 503: "Service Unavailable", 603: "Decline"}.get(code, "Refused")
+
+
+# Built once: the answer of each rule when the rule file does not set one.
+_DEFAULT_RESPONSES: Mapping[str, ResponseCode] = MappingProxyType(
+    {
+        rule: ResponseCode(code=code, reason=_phrase(code))
+        for rule, (code, _) in RULE_DEFAULTS.items()
+    }
+)
+
+
+def default_response(rule: str) -> ResponseCode:
+    """The built-in answer for `rule`: 403 Forbidden, or 503 for rate limits."""
+    return _DEFAULT_RESPONSES[rule]
 
 
 def _emergency(rules: RuleSet, plan: NumberPlan) -> frozenset[str]:

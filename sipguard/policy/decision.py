@@ -26,6 +26,8 @@ class Allow:
     strip: frozenset[str] = frozenset()
     note: str | None = None
     caller: str | None = None  # the validated caller number, for logs
+    rate_counted: bool = False  # the rate table counted this call: release it at its end
+    warnings: tuple[str, ...] = ()  # rule ids whose warn level this call passed
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,8 @@ def evaluate(
             if fired is not None:
                 return _outcome(trunk, fired, network, presentation)
     callee = policy.plan.normalise(call.callee) if call.callee else None
-    if not _is_emergency(policy, call.callee, callee):
+    emergency = _is_emergency(policy, call.callee, callee)
+    if not emergency:
         fired = _callee_and_time(trunk, callee, wall_time)
         if fired is not None:
             return _outcome(trunk, fired, network, presentation)
@@ -106,6 +107,8 @@ def evaluate(
         presentation=presentation,
         anonymize=anonymize,
         strip_display_name=consistency,
+        callee=callee or call.callee,
+        emergency=emergency,
     )
 
 

@@ -50,6 +50,9 @@ class Verdict:
         anonymize: relay with the caller ID suppressed (home_cli anonymize).
         strip_display_name: relay without the (spoofed) display name.
         retry_after: seconds for a Retry-After header, if any.
+        monitored: a rule fired but the trunk is in monitor mode.
+        callee: the called number, for the rate table.
+        emergency: the callee is an emergency number (rate rules skipped).
     """
 
     allowed: bool
@@ -63,3 +66,5 @@ class Verdict:
     strip_display_name: bool = False
     retry_after: float | None = None
     monitored: bool = False
+    callee: str | None = None  # the called number, E.164 when it normalises
+    emergency: bool = False  # a call to an emergency number: no rate rules
