@@ -42,6 +42,8 @@ log = logging.getLogger("sipguard")
 
 # How often the driver looks for a changed rule file and idle TCP connections.
 _HOUSEKEEPING_INTERVAL = 2.0
+# Keys the rate table may examine per housekeeping tick (a few ms of work).
+_SWEEP_BUDGET = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +192,9 @@ class Server:
         if self.options.watch_rules:
             self.reload_if_changed()
         self.transports.close_idle()
-        self.ratetable.sweep(now=self.loop.time())
+        # A bounded pass per tick: a full pass over a million keys would stall
+        # the loop for about a second; eviction bounds memory regardless.
+        self.ratetable.sweep(now=self.loop.time(), budget=_SWEEP_BUDGET)
         self._schedule_housekeeping()
 
     # -- lifecycle ---------------------------------------------------------------------
