@@ -68,6 +68,7 @@ class Server:
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.TimerHandle | None = None
         self.listening: list[str] = []
+        self.internal_errors = 0
 
     async def start(self) -> None:
         """Open every listening socket and build the core."""
@@ -91,7 +92,14 @@ class Server:
         core = self.core
         if core is None:
             return
-        core.receive_datagram(data, peer, now=self.loop.time())
+        try:
+            core.receive_datagram(data, peer, now=self.loop.time())
+        except Exception:
+            # The driver's catch-all: a defect in the core must not stop the
+            # server. Log it with the input that caused it, drop the input,
+            # and still send what the core queued before it failed.
+            log.exception("internal error on a message from %s:%d; dropped", peer.host, peer.port)
+            self.internal_errors += 1
         self._flush()
 
     def stream_error(self, data: bytes, peer: Peer, error: SipProtocolError) -> None:
@@ -134,7 +142,11 @@ class Server:
         self._timer = self._timer_at = None
         if self.core is None or deadline is None:
             return
-        self.core.handle_timer(now=max(deadline, self.loop.time()))
+        try:
+            self.core.handle_timer(now=max(deadline, self.loop.time()))
+        except Exception:
+            log.exception("internal error in a timer; continuing")
+            self.internal_errors += 1
         self._flush()
 
     # -- rules --------------------------------------------------------------------------

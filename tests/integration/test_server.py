@@ -184,3 +184,27 @@ async def test_a_changed_rule_file_is_picked_up_without_a_signal(server: Server)
     assert server.reload_if_changed() is True
     assert server.rules.trunks[0].name == "edited-trunk"
     assert server.reload_if_changed() is False
+
+
+async def test_a_defect_in_the_core_is_logged_and_the_server_keeps_serving(
+    server: Server, udp_client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert server.core is not None
+    real = server.core.receive_message
+
+    def broken(message, peer, *, now):  # type: ignore[no-untyped-def]
+        if message.call_id == "probe-z9hG4bKboom":
+            raise RuntimeError("simulated defect")
+        real(message, peer, now=now)
+
+    monkeypatch.setattr(server.core, "receive_message", broken)
+    port = udp_client[0].get_extra_info("sockname")[1]
+    udp_client[0].sendto(
+        _request("OPTIONS", port=port, branch="z9hG4bKboom"), ("127.0.0.1", _port(server, "udp"))
+    )
+    answer = await _ask(
+        udp_client, _request("OPTIONS", port=port, branch="z9hG4bKfine"), _port(server, "udp")
+    )
+    assert answer.startswith(b"SIP/2.0 200 OK") and b"z9hG4bKfine" in answer
+    assert server.internal_errors == 1
+    assert "internal error on a message" in caplog.text
