@@ -275,6 +275,18 @@ class B2BUA:
         except SipProtocolError as exc:
             self._answer_unparseable(data, peer, exc)
             return
+        try:
+            _ = message.top_via
+        except SipParseError as exc:
+            # No usable Via: no response can be addressed (RFC 3261 §18.2.1).
+            self._events.append(MessageRejected(peer, None, str(exc)))
+            return
+        try:
+            _parse_essentials(message)
+        except SipParseError as exc:
+            # Triage before any state: a header the core relies on is broken.
+            self._answer_unparseable(data, peer, exc)
+            return
         self.receive_message(message, peer, now=now)
 
     def receive_message(self, message: Request | Response, peer: Peer, *, now: float) -> None:
@@ -1022,6 +1034,17 @@ class B2BUA:
 # --- pure helpers -------------------------------------------------------------------
 
 
+def _parse_essentials(message: Request | Response) -> None:
+    """Parse the headers every message's handling reads (cached for later).
+
+    Raises:
+        SipParseError: one of them is malformed.
+    """
+    _ = (message.from_, message.to, message.cseq)
+    if isinstance(message, Request):
+        _ = message.max_forwards
+
+
 def _server_key(request: Request, *, method: str | None = None) -> tuple[str, ...]:
     """RFC 3261 §17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
     via = request.top_via
@@ -1136,8 +1159,10 @@ def _short(text: str) -> str:
 def error_response_for(data: bytes, status: int, reason: str) -> bytes | None:
     """Best-effort error response to bytes that did not parse (RFC 3261 §8.2).
 
-    Answers only requests whose Via, From, To, Call-ID and CSeq lines can be
-    copied; anything else (responses, ACKs, garbage) is dropped: None.
+    Answers requests that have a Via line to answer along; copies From, To,
+    Call-ID and CSeq when present (RFC 4475 §3.1.2.18: a request missing
+    one of them still gets its 400). Responses, ACKs and anything without a
+    Via are dropped: returns None.
     """
     head = data.split(b"\r\n\r\n", 1)[0]
     try:
@@ -1145,16 +1170,16 @@ def error_response_for(data: bytes, status: int, reason: str) -> bytes | None:
     except UnicodeDecodeError:
         return None
     request_line = lines[0]
-    if request_line.startswith("SIP/") or request_line.split(" ", 1)[0] in ("ACK", ""):
+    if request_line[:4].upper() == "SIP/" or request_line.split(" ", 1)[0] in ("ACK", ""):
         return None
     copied: list[str] = []
     seen: set[str] = set()
     for line in lines[1:]:
-        key = header_key(line.split(":", 1)[0].strip())
-        if key in _ECHOED_ON_ERROR and line.isprintable():
+        key = header_key(line.split(":", 1)[0].strip(" \t"))
+        if key in _ECHOED_ON_ERROR and line.replace("\t", " ").isprintable():
             copied.append(line)
             seen.add(key)
-    if seen != _ECHOED_ON_ERROR:
+    if "via" not in seen:
         return None
     return "\r\n".join(
         [f"SIP/2.0 {status} {reason}", *copied, "Content-Length: 0", "", ""]

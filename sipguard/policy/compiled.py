@@ -196,10 +196,19 @@ def _phrase(code: int) -> str:
     return {403: "Forbidden", 503: "Service Unavailable", 603: "Decline"}.get(code, "Refused")
 
 
+# Retry-After of the built-in 503 for concurrent calls: a slot frees when some
+# call ends, which the table cannot predict; a few seconds spreads retries.
+# (cps_limit computes its own: the time to the next token.)
+DEFAULT_CONCURRENT_RETRY_AFTER = 5.0
+
 # Built once: the answer of each rule when the rule file does not set one.
 _DEFAULT_RESPONSES: Mapping[str, ResponseCode] = MappingProxyType(
     {
-        rule: ResponseCode(code=code, reason=_phrase(code))
+        rule: ResponseCode(
+            code=code,
+            reason=_phrase(code),
+            retry_after=DEFAULT_CONCURRENT_RETRY_AFTER if rule == "concurrent_limit" else None,
+        )
         for rule, (code, _) in RULE_DEFAULTS.items()
     }
 )

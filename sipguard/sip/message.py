@@ -127,8 +127,9 @@ def is_ascii_digits(text: str) -> bool:
 
 def parse_cseq(value: str) -> CSeq:
     """Parse `1 INVITE`; raise SipParseError for anything else."""
-    number, _, method = value.strip(" \t").partition(" ")
-    method = method.strip(" \t")
+    # RFC 3261 §20.16: CSeq = 1*DIGIT LWS Method; LWS may be a tab.
+    number, _, method = value.strip(" \t").replace("\t", " ").partition(" ")
+    method = method.strip(" ")
     if not is_ascii_digits(number) or len(number) > 10 or not method or " " in method:
         raise SipParseError(f"bad CSeq: {value[:40]!r}")
     seq = int(number)
@@ -208,7 +209,8 @@ class Request(_MessageBase):
         if value is None:
             return None
         value = value.strip(" \t")
-        if not is_ascii_digits(value) or len(value) > 3 or int(value) > 255:
+        # 1*DIGIT: leading zeros are legal (RFC 4475 §3.1.1.9 "0068").
+        if not is_ascii_digits(value) or len(value) > 10 or int(value) > 255:
             raise SipParseError(f"bad Max-Forwards: {value!r}")
         return int(value)
 

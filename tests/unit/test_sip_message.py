@@ -180,12 +180,14 @@ def test_absent_max_forwards_is_none() -> None:
     assert request().max_forwards is None
 
 
-@pytest.mark.parametrize("value", ["0", "70", "255", "007"])
+@pytest.mark.parametrize("value", ["0", "70", "255", "007", "0068"])
 def test_good_max_forwards(value: str) -> None:
     assert request(("Max-Forwards", value)).max_forwards == int(value)
 
 
-@pytest.mark.parametrize("value", ["256", "0070", "-1", "abc", "", "7 0", "\u00b2", "\u0667\u0660"])
+@pytest.mark.parametrize(
+    "value", ["256", "0256", "00000000070", "-1", "abc", "", "7 0", "\u00b2", "\u0667\u0660"]
+)
 def test_bad_max_forwards_is_a_parse_error(value: str) -> None:
     with pytest.raises(SipParseError):
         _ = request(("Max-Forwards", value)).max_forwards
