@@ -1220,3 +1220,298 @@ __all__ += [
     "start_uac",
     "wait_for_log",
 ]
+
+
+# --------------------------------------------------------------------------
+# Rate and behaviour limits: trunks with `limits`, per-call outcome logs
+#
+# The limits tests (test_limits_sipp.py) run a rule file with two trunks,
+# ``trunk-a`` (the trunk under test, one or more source ports) and
+# ``trunk-b`` (another source port), both allowed any caller ID and routed to
+# one SIPp UAS, each with its own ``limits``. Their callers (uac_limited.xml,
+# uac_one_ring.xml, uac_no_answer.xml) log one line per call, saying how it
+# ended; `call_outcomes` reads them back.
+
+TRUNK_A = "trunk-a"
+TRUNK_B = "trunk-b"
+# The file each limits caller logs its calls to, in its run directory.
+OUTCOME_LOG = "outcomes.log"
+
+
+def limits_rules_text(
+    *,
+    listen_port: int,
+    trunk_ports: Sequence[int],
+    other_trunk_port: int,
+    uas_port: int,
+    limits: Mapping[str, object] | None = None,
+    other_limits: Mapping[str, object] | None = None,
+    transport: str = "udp",
+) -> str:
+    """The text of the two-trunk limits rule file (see the section comment).
+
+    `limits` and `other_limits` are the ``limits:`` mappings of ``trunk-a``
+    and ``trunk-b`` (None: no limits), written as YAML flow mappings, e.g.
+    ``{"cps": 20, "burst": 20}`` or ``{"per_caller": {"calls": 5, "window":
+    "1m"}}``; durations are strings.
+    """
+    if transport not in ("udp", "tcp"):
+        raise ValueError(f"transport must be udp or tcp, not {transport!r}")
+
+    def quoted(values: Sequence[str]) -> str:
+        return "[" + ", ".join(f'"{value}"' for value in values) + "]"
+
+    def trunk(
+        name: str, ports: Sequence[int], trunk_limits: Mapping[str, object] | None
+    ) -> list[str]:
+        lines = [
+            f"  - name: {name}",
+            f"    sources: {quoted([f'{HOST}:{port}' for port in ports])}",
+            f'    route: "{transport}:{HOST}:{uas_port}"',
+            '    ranges: ["*"]',
+        ]
+        if trunk_limits:
+            lines.append(f"    limits: {_flow(trunk_limits)}")
+        return lines
+
+    lines = [
+        "version: 1",
+        "mode: enforce",
+        "numbering:",
+        '  country_code: "86"',
+        '  national_prefix: "0"',
+        '  international_prefix: "00"',
+        f'listen: ["udp:{HOST}:{listen_port}", "tcp:{HOST}:{listen_port}"]',
+        "trunks:",
+        *trunk(TRUNK_A, trunk_ports, limits),
+        *trunk(TRUNK_B, [other_trunk_port], other_limits),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _flow(value: object) -> str:
+    """`value` (mappings, strings, numbers) as YAML flow: ``{cps: 20, window: "1m"}``."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitedCaller:
+    """One line of a limits injection file (see sipp_scenarios/README.md)."""
+
+    caller: str  # From and P-Asserted-Identity user, E.164
+    callee: str
+    rule: str  # the rule id a refusal must name
+
+    def csv_line(self) -> str:
+        return ";".join((self.caller, self.caller, self.callee, self.rule))
+
+
+def write_limited_callers(path: Path, callers: Sequence[LimitedCaller]) -> Path:
+    """Write a SEQUENTIAL injection file with one line per call, in order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "SEQUENTIAL\n" + "".join(caller.csv_line() + "\n" for caller in callers),
+        encoding="utf-8",
+    )
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """How one call of a limits caller ended, from its log line.
+
+    Attributes:
+        sent_at: when SIPp sent the INVITE, seconds on SIPp's clock.
+        call_number: SIPp's call number (1 for the first call).
+        caller: the caller ID the call presented.
+        outcome: ``"answered"``, ``"refused"``, ``"cancelled"`` or
+            ``"timed_out"``.
+        status: the final response to the INVITE.
+        rule: the rule a refusal named (Reason text); ``""`` otherwise.
+        retry_after: the refusal's Retry-After in seconds; None when absent.
+        ended_at: when the final response came, seconds on SIPp's clock,
+            where the scenario logs it (uac_no_answer.xml); None otherwise.
+    """
+
+    sent_at: float
+    call_number: int
+    caller: str
+    outcome: str
+    status: int
+    rule: str
+    retry_after: int | None
+    ended_at: float | None = None
+
+
+def call_outcomes(run: SippRun | SippClient) -> list[CallOutcome]:
+    """The calls of a limits caller's run, by call number.
+
+    Reads the ``-log_file`` that `LimitsPath` gives every caller; each line
+    is ``sent_ms;call;caller;outcome;status;rule;retry_after[;ended_ms]``.
+    """
+    outcomes = []
+    for line in _read_text(run.workdir / OUTCOME_LOG).splitlines():
+        fields = line.strip().split(";")
+        if len(fields) < 7 or not fields[0].isdigit():
+            continue
+        sent, number, caller, outcome, status, rule, retry = fields[:7]
+        ended = fields[7] if len(fields) > 7 and fields[7].isdigit() else None
+        outcomes.append(
+            CallOutcome(
+                sent_at=int(sent) / 1000,
+                call_number=int(number),
+                caller=caller,
+                outcome=outcome,
+                status=int(status) if status.isdigit() else 0,
+                rule="" if rule == "-" else rule,
+                retry_after=int(retry) if retry.isdigit() else None,
+                ended_at=None if ended is None else int(ended) / 1000,
+            )
+        )
+    return sorted(outcomes, key=lambda outcome: outcome.call_number)
+
+
+_SHUTDOWN_LINE = re.compile(r"sipguard stopping: ((?:\w+=\d+ ?)+)")
+
+
+def shutdown_summary(guard: Sipguard) -> dict[str, int] | None:
+    """The counters of sipguard's last ``sipguard stopping: ...`` log line.
+
+    E.g. ``{"active_calls": 0, "dialogs": 0, "transactions": 0,
+    "rate_slots": 0}``; None when sipguard has not logged it (yet).
+    """
+    matches = _SHUTDOWN_LINE.findall(guard.stderr)
+    if not matches:
+        return None
+    return {name: int(value) for name, value in (pair.split("=") for pair in matches[-1].split())}
+
+
+@dataclass
+class LimitsPath(CallPath):
+    """A call path whose sipguard runs the two-trunk limits rule file.
+
+    Attributes (besides `CallPath`'s, where `trunk_port` is the first of
+    `trunk_ports`):
+        trunk_ports: the source ports of ``trunk-a``.
+        other_trunk_port: the source port of ``trunk-b``.
+        uas_port: the SIPp UAS's port (both trunks' route).
+        retired_uas: the UASes `replace_uas` stopped, oldest first.
+    """
+
+    trunk_ports: tuple[int, ...] = ()
+    other_trunk_port: int = 0
+    uas_port: int = 0
+    retired_uas: list[SippRun] = field(default_factory=list)
+    _clients: list[SippClient] = field(default_factory=list)
+
+    def start(
+        self,
+        scenario: str,
+        *,
+        calls: int,
+        rate: float,
+        injection: Path,
+        local_port: int | None = None,
+        timeout: int = DEFAULT_UAC_TIMEOUT,
+        extra_args: Sequence[str] = (),
+    ) -> SippClient:
+        """Start a SIPp UAC through sipguard in the background.
+
+        It logs its calls to `OUTCOME_LOG` in its run directory (for the
+        scenarios that log them; see `call_outcomes`). `local_port` is the
+        first port of ``trunk-a`` by default.
+        """
+        number = len(self._runs) + len(self._clients) + 1
+        workdir = self.workdir / f"uac-{number}-{Path(scenario).stem}"
+        client = start_uac(
+            scenario,
+            target_port=self.sipguard.port,
+            local_port=self.trunk_port if local_port is None else local_port,
+            transport=self.transport,
+            calls=calls,
+            rate=rate,
+            workdir=workdir,
+            injection=injection,
+            timeout=timeout,
+            extra_args=[*extra_args, "-trace_logs", "-log_file", str(workdir / OUTCOME_LOG)],
+        )
+        self._clients.append(client)
+        return client
+
+    def run(
+        self,
+        scenario: str,
+        *,
+        calls: int,
+        rate: float,
+        injection: Path,
+        local_port: int | None = None,
+        timeout: int = DEFAULT_UAC_TIMEOUT,
+        extra_args: Sequence[str] = (),
+    ) -> SippRun:
+        """`start`, then wait until SIPp has finished."""
+        return self.start(
+            scenario,
+            calls=calls,
+            rate=rate,
+            injection=injection,
+            local_port=local_port,
+            timeout=timeout,
+            extra_args=extra_args,
+        ).wait()
+
+    def replace_uas(
+        self,
+        scenario: str,
+        *,
+        extra_args: Sequence[str] = (),
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    ) -> SippRun:
+        """Stop the UAS and start `scenario` on the same port; the old UAS's outcome.
+
+        The trunks' route stays the same, so sipguard's next calls reach the
+        new callee. `stop_timeout` is how long the old UAS may take to finish
+        its calls (see `SippServer.stop`).
+        """
+        old = self.uas.stop(timeout=stop_timeout)
+        self.retired_uas.append(old)
+        number = len(self.retired_uas) + 1
+        self.uas = start_uas(
+            scenario,
+            port=self.uas_port,
+            transport=self.transport,
+            workdir=self.workdir / f"uas-{number}-{Path(scenario).stem}",
+            extra_args=extra_args,
+        )
+        return old
+
+    def explain(self, *runs: SippRun) -> str:
+        """`CallPath.explain`, with the UASes `replace_uas` stopped before it."""
+        retired = [uas.describe() for uas in self.retired_uas]
+        return "\n\n".join([*retired, super().explain(*runs)])
+
+    def close(self) -> None:
+        """Stop any caller still running, then the UAS and sipguard."""
+        try:
+            for client in self._clients:
+                client.stop()
+        finally:
+            super().close()
+
+
+__all__ += [
+    "OUTCOME_LOG",
+    "TRUNK_A",
+    "TRUNK_B",
+    "CallOutcome",
+    "LimitedCaller",
+    "LimitsPath",
+    "call_outcomes",
+    "limits_rules_text",
+    "shutdown_summary",
+    "write_limited_callers",
+]
