@@ -1,15 +1,16 @@
 # sipguard: `make run` starts the demo, `make test` runs every check.
 # Both set up what they need: a virtualenv with the package and its test
-# extras, and SIPp (Debian package sip-tester) when it is missing.
+# extras, SIPp (Debian package sip-tester) and redis-server (for the shared
+# rate-table tests) when they are missing.
 
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test lint unit integration clean
+.PHONY: setup run test lint unit integration clean sipp-installed redis-installed
 
-setup: $(VENV)/.installed sipp-installed
+setup: $(VENV)/.installed sipp-installed redis-installed
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "sipguard needs Python 3.11+"'
@@ -22,6 +23,11 @@ sipp-installed:
 	@command -v sipp >/dev/null 2>&1 || { \
 		$(SUDO) apt-get install -y sip-tester || \
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y sip-tester; }; }
+
+redis-installed:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		$(SUDO) apt-get install -y redis-server || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }; }
 
 run: setup
 	VENV=$(VENV) bash sipp_scenarios/demo.sh

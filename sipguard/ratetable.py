@@ -368,11 +368,14 @@ class _Trunk:
     is the `max`: time that passed is tokens regained, capped at `burst`.
     """
 
-    __slots__ = ("full_at", "live")
+    __slots__ = ("full_at", "live", "remote_live")
 
     def __init__(self, *, now: float) -> None:
         self.full_at = now
         self.live = 0
+        # Live calls of this trunk held by other instances (a shared table's
+        # last snapshot); always 0 in a process of its own.
+        self.remote_live = 0
 
 
 _Key = tuple[str, str]
@@ -472,7 +475,7 @@ class RateTable:
         ringing_for: float | None,
         answered: bool,
         now: float,
-    ) -> None:
+    ) -> bool:
         """An admitted call ended, for any reason: free its slot, count one-ring calls.
 
         Args:
@@ -488,15 +491,18 @@ class RateTable:
         rang for at most `one_ring.max_ring` counts as a one-ring call of the
         caller; the count passing `one_ring.calls` within `one_ring.window`
         blocks the caller for `one_ring.block_for`.
+
+        Returns:
+            True when the call counted as a one-ring call.
         """
         state = self._trunks.get(trunk)
         if state is not None and state.live > 0:
             state.live -= 1
         one_ring = limits.one_ring
         if one_ring is None or answered or ringing_for is None:
-            return
+            return False
         if ringing_for > one_ring.max_ring:
-            return
+            return False
         key = (trunk, caller)
         windows = self._one_rings
         window = windows.get(key)
@@ -511,6 +517,7 @@ class RateTable:
             window.current += 1
         if count > one_ring.calls:
             self._block((_ONE_RING, trunk, caller), now + one_ring.block_for)
+        return True
 
     def sweep(self, *, now: float, budget: int | None = None) -> int:
         """Reclaim entries that no longer affect any decision.
@@ -545,11 +552,64 @@ class RateTable:
             del blocks[block]
         removed += len(expired)
         idle = [
-            name for name, state in self._trunks.items() if state.live == 0 and now >= state.full_at
+            name
+            for name, state in self._trunks.items()
+            if state.live == 0 and state.remote_live == 0 and now >= state.full_at
         ]
         for name in idle:
             del self._trunks[name]
         return removed + len(idle)
+
+    # -- shared state: snapshots from other instances (sipguard.sharedtable) --
+
+    def apply_bucket(self, trunk: str, *, full_at: float, now: float) -> None:
+        """Set `trunk`'s bucket to be full again at `full_at` (never before `now`)."""
+        self._trunk(trunk, now).full_at = max(full_at, now)
+
+    def apply_remote_live(self, trunk: str, *, live: int, now: float) -> None:
+        """Set how many live calls of `trunk` other instances hold."""
+        state = self._trunks.get(trunk)
+        if state is None and live == 0:
+            return
+        self._trunk(trunk, now).remote_live = max(0, live)
+
+    def forget_remote_live(self) -> None:
+        """Count only this process's live calls again (the shared view is lost)."""
+        for state in self._trunks.values():
+            state.remote_live = 0
+
+    def apply_window(self, dimension: str, key: _Key, snapshot: SlidingWindow) -> None:
+        """Replace the window of `key` in `dimension` ("caller", "callee",
+        "one_ring") with `snapshot`, which the table then owns."""
+        windows = self._dimension(dimension)
+        if key in windows:
+            windows[key] = snapshot
+            windows.move_to_end(key)
+        else:
+            self._remember(windows, key, snapshot)
+
+    def window_of(self, dimension: str, key: _Key) -> SlidingWindow | None:
+        """The window of `key` in `dimension`, if the table has one (not a copy)."""
+        return self._dimension(dimension).get(key)
+
+    def apply_block(self, key: _BlockKey, *, until: float) -> None:
+        """A cool-down in force until `until`, as another instance started it."""
+        RateTable._block(self, key, until)
+
+    def _dimension(self, dimension: str) -> OrderedDict[_Key, SlidingWindow]:
+        if dimension == "caller":
+            return self._callers
+        if dimension == "callee":
+            return self._callees
+        if dimension == "one_ring":
+            return self._one_rings
+        raise ValueError(f"unknown rate-table dimension {dimension!r}")
+
+    def _trunk(self, trunk: str, now: float) -> _Trunk:
+        state = self._trunks.get(trunk)
+        if state is None:
+            state = self._trunks[trunk] = _Trunk(now=now)
+        return state
 
     # -- internals -----------------------------------------------------------
 
@@ -580,7 +640,7 @@ class RateTable:
             )
 
         concurrent = limits.concurrent
-        if concurrent is not None and state.live >= concurrent:
+        if concurrent is not None and state.live + state.remote_live >= concurrent:
             return _CONCURRENT_REFUSED
 
         warnings: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ import logging
 import random
 import secrets
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,11 @@ from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.errors import RuleFileErrors, SipProtocolError
 from sipguard.gate import PolicyGate, build_policy
 from sipguard.peer import Peer
+from sipguard.ratesync import RedisSync, SyncSettings
 from sipguard.ratetable import NO_LIMITS, RateTable
 from sipguard.rules.loader import load_rules
-from sipguard.rules.schema import RuleSet
+from sipguard.rules.schema import RateTableSettings, RuleSet
+from sipguard.sharedtable import SharedRateTable
 from sipguard.transport import Transports
 
 __all__ = ["Server", "ServerOptions", "serve"]
@@ -61,7 +64,7 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self.transports = Transports(self.loop, self)
         self.core: B2BUA | None = None
-        self.ratetable = RateTable(max_keys=rules.ratetable.max_keys)
+        self.ratetable, self.ratesync = _rate_table(rules.ratetable, clock=self.loop.time)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._rules_stamp = _file_stamp(options.rules_path)
@@ -85,6 +88,8 @@ class Server:
             config=CoreConfig(local=local), gate=self._gate(self.rules), ids=IdFactory(rng)
         )
         self._schedule_housekeeping()
+        if self.ratesync is not None:
+            self.ratesync.start()
 
     # -- inputs from the transports --------------------------------------------
 
@@ -165,6 +170,12 @@ class Server:
             log.error("reload refused, keeping the old rules: %s: %s", path, exc)
             return False
         gate = self._gate(rules)
+        if rules.ratetable != self.rules.ratetable:
+            log.warning(
+                "ratetable settings changed in %s; they take effect at the next restart "
+                "(the counters stay where they are)",
+                path,
+            )
         self.rules = rules
         if self.core is not None:
             self.core.gate = gate  # atomic: one reference swap; calls in flight keep going
@@ -174,7 +185,10 @@ class Server:
     def _gate(self, rules: RuleSet) -> PolicyGate:
         """A gate over `rules`; the rate table is the process's, so counters
         survive reloads."""
-        return PolicyGate(build_policy(rules), ratetable=self.ratetable)
+        policy = build_policy(rules)
+        if isinstance(self.ratetable, SharedRateTable):
+            self.ratetable.configure({trunk.name: trunk.limits for trunk in policy.trunks})
+        return PolicyGate(policy, ratetable=self.ratetable)
 
     def _call_ended(self, event: CallEnded) -> None:
         """Give the call's rate-table slot back (exactly once per counted call)."""
@@ -223,6 +237,25 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
         await self.transports.close()
+        if self.ratesync is not None:
+            await self.ratesync.close()
+
+
+def _rate_table(
+    settings: RateTableSettings, *, clock: Callable[[], float]
+) -> tuple[RateTable, RedisSync | None]:
+    """The process's rate table, and its sync task when it is shared through Redis."""
+    if settings.backend != "redis" or settings.url is None:
+        return RateTable(max_keys=settings.max_keys), None
+    table = SharedRateTable(
+        max_keys=settings.max_keys, on_backend_failure=settings.on_backend_failure
+    )
+    sync = RedisSync(
+        table,
+        SyncSettings(url=settings.url, interval=settings.sync_interval, timeout=settings.timeout),
+        clock=clock,
+    )
+    return table, sync
 
 
 def _log_event(event: Event) -> None:
@@ -305,4 +338,13 @@ async def serve(rules: RuleSet, options: ServerOptions) -> None:
                 core.transaction_count,
                 server.ratetable.stats.live_calls,
             )
+            if isinstance(server.ratetable, SharedRateTable):
+                backend = server.ratetable.backend
+                log.info(
+                    "rate table backend: up=%s syncs=%d failures=%d refused_calls=%d",
+                    backend.up,
+                    backend.syncs,
+                    backend.failures,
+                    backend.refused,
+                )
         await server.close()

@@ -201,13 +201,17 @@ def _phrase(code: int) -> str:
 # (cps_limit computes its own: the time to the next token.)
 DEFAULT_CONCURRENT_RETRY_AFTER = 5.0
 
+# Refusals that end when something outside the call changes (a call ends, the
+# shared store is back), so the table cannot say when.
+_WAITING_RULES = frozenset({"concurrent_limit", "ratetable_unavailable"})
+
 # Built once: the answer of each rule when the rule file does not set one.
 _DEFAULT_RESPONSES: Mapping[str, ResponseCode] = MappingProxyType(
     {
         rule: ResponseCode(
             code=code,
             reason=_phrase(code),
-            retry_after=DEFAULT_CONCURRENT_RETRY_AFTER if rule == "concurrent_limit" else None,
+            retry_after=DEFAULT_CONCURRENT_RETRY_AFTER if rule in _WAITING_RULES else None,
         )
         for rule, (code, _) in RULE_DEFAULTS.items()
     }

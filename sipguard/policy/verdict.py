@@ -31,6 +31,7 @@ RULE_DEFAULTS: dict[str, tuple[int, str]] = {
     "high_frequency_caller": (403, "too many calls from this caller"),
     "call_bombing": (403, "too many calls to this callee"),
     "one_ring": (403, "caller blocked for one-ring calls"),
+    "ratetable_unavailable": (503, "shared rate table unreachable"),
 }
 
 

@@ -55,6 +55,7 @@ from sipguard.rules.values import (
     DEFAULT_LISTEN,
     DEFAULT_NATIONAL_PREFIX,
     DEFAULT_RATETABLE_MAX_KEYS,
+    DEFAULT_RATETABLE_SYNC_INTERVAL,
     DEFAULT_RATETABLE_TIMEOUT,
     DEFAULT_SIP_PORT,
     DISPLAY_NAME_POLICIES,
@@ -64,6 +65,7 @@ from sipguard.rules.values import (
     MAX_RATETABLE_TIMEOUT,
     MODES,
     RATETABLE_BACKENDS,
+    RATETABLE_SYNC_INTERVALS,
     RULE_IDS,
     RULES_VERSION,
     TRUNK_KINDS,
@@ -296,7 +298,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "suspended": ("number", "until", "reason"),
     "exemption": ("type", "ranges", "note"),
     "response": ("code", "reason", "retry_after"),
-    "ratetable": ("backend", "url", "max_keys", "on_backend_failure", "timeout"),
+    "ratetable": ("backend", "url", "max_keys", "on_backend_failure", "timeout", "sync_interval"),
 }
 # A key of section S found in S's parent gets "put it under ...".
 _PARENT = {
@@ -1193,10 +1195,20 @@ def _read_ratetable(top: _Section) -> RateTableSettings:
         section.fail(
             section.values["timeout"],
             f"ratetable.timeout '{_written(section.values['timeout'])}' is too long: at most "
-            "500ms, since every new call may wait this long and a UDP caller resends its "
-            "INVITE after T1 = 500ms (RFC 3261 §17.1.1.2)",
+            "500ms, since shared counters staler than a UDP caller's INVITE retransmission "
+            "(T1 = 500ms, RFC 3261 §17.1.1.2) no longer describe the calls being decided",
         )
         timeout = None
+    sync_interval = _duration(section, "sync_interval")
+    low, high = RATETABLE_SYNC_INTERVALS
+    if sync_interval is not None and not low <= sync_interval <= high:
+        section.fail(
+            section.values["sync_interval"],
+            f"ratetable.sync_interval '{_written(section.values['sync_interval'])}' must be "
+            "between 5ms and 1s: shorter loads Redis for nothing, longer lets the instances "
+            "admit more past a shared limit",
+        )
+        sync_interval = None
     if backend is None or (backend == "redis") != (url is not None):
         return RateTableSettings()
     return RateTableSettings(
@@ -1205,6 +1217,7 @@ def _read_ratetable(top: _Section) -> RateTableSettings:
         max_keys=max_keys,
         on_backend_failure=failure,
         timeout=DEFAULT_RATETABLE_TIMEOUT if timeout is None else timeout,
+        sync_interval=DEFAULT_RATETABLE_SYNC_INTERVAL if sync_interval is None else sync_interval,
     )
 
 

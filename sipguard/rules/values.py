@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_NATIONAL_PREFIX",
     "DEFAULT_RATETABLE_MAX_KEYS",
+    "DEFAULT_RATETABLE_SYNC_INTERVAL",
     "DEFAULT_RATETABLE_TIMEOUT",
     "DEFAULT_REDIS_PORT",
     "DEFAULT_SIP_PORT",
@@ -52,6 +53,7 @@ __all__ = [
     "MAX_RATETABLE_TIMEOUT",
     "MODES",
     "RATETABLE_BACKENDS",
+    "RATETABLE_SYNC_INTERVALS",
     "REDIS_URL_SCHEMES",
     "RULES_VERSION",
     "RULE_IDS",
@@ -115,13 +117,19 @@ E164_MAX_DIGITS = 15
 # one-ring callers, cool-down blocks), the same as the rate table's own
 # default: more distinct numbers than one edge sees within an hour's window.
 DEFAULT_RATETABLE_MAX_KEYS = 1_000_000
-# Budget for one Redis round trip, in seconds: a LAN round trip to Redis is
-# well under a millisecond; 5 ms leaves room for a busy server without
-# letting a slow one hold up calls.
-DEFAULT_RATETABLE_TIMEOUT = 0.005
-# The budget may not exceed RFC 3261 T1 (500 ms): a UDP caller resends its
-# INVITE after T1 (§17.1.1.2), and the rate check runs before any answer.
+# Budget for one sync round trip to Redis, in seconds: a LAN round trip is
+# well under a millisecond; 50 ms leaves room for a busy server and a busy
+# event loop. No call waits on it: calls are decided on the local table.
+DEFAULT_RATETABLE_TIMEOUT = 0.05
+# A round trip may not take longer than RFC 3261 T1 (500 ms), the time a UDP
+# caller waits before resending its INVITE (§17.1.1.2): shared counters
+# staler than that no longer describe the calls being decided.
 MAX_RATETABLE_TIMEOUT = 0.5
+# How often the instances' counters are synced through Redis, in seconds; the
+# excess over a shared limit is what the other instances admit within one
+# interval (docs/ratetable.md).
+DEFAULT_RATETABLE_SYNC_INTERVAL = 0.05
+RATETABLE_SYNC_INTERVALS = (0.005, 1.0)
 # The port Redis and Valkey listen on unless configured otherwise.
 DEFAULT_REDIS_PORT = 6379
 
@@ -170,6 +178,7 @@ RULE_IDS: tuple[str, ...] = (
     "high_frequency_caller",
     "call_bombing",
     "one_ring",
+    "ratetable_unavailable",
 )
 # SIP final failure responses (RFC 3261 §21.4-§21.6): 4xx, 5xx and 6xx.
 _RESPONSE_CODES = range(400, 700)
@@ -511,8 +520,10 @@ class RateTableSettings:
         on_backend_failure: with `redis`, when the server cannot answer in
             time: `open` keeps deciding on local counters, `closed` refuses
             calls with 503.
-        timeout: seconds one Redis round trip may take, at most
-            `MAX_RATETABLE_TIMEOUT`.
+        timeout: seconds one sync round trip to Redis may take, at most
+            `MAX_RATETABLE_TIMEOUT`; a slower one counts as a failure.
+        sync_interval: seconds between sync rounds, within
+            `RATETABLE_SYNC_INTERVALS`.
     """
 
     backend: RateTableBackend = "memory"
@@ -520,6 +531,7 @@ class RateTableSettings:
     max_keys: int = DEFAULT_RATETABLE_MAX_KEYS
     on_backend_failure: BackendFailurePolicy = "open"
     timeout: float = DEFAULT_RATETABLE_TIMEOUT
+    sync_interval: float = DEFAULT_RATETABLE_SYNC_INTERVAL
 
     def __post_init__(self) -> None:
         if self.backend not in RATETABLE_BACKENDS:
@@ -534,6 +546,9 @@ class RateTableSettings:
             raise ValueError(f"max_keys {self.max_keys!r} is not a whole number of at least 1")
         if not 0 < self.timeout <= MAX_RATETABLE_TIMEOUT:
             raise ValueError(f"timeout {self.timeout!r} is not in (0, {MAX_RATETABLE_TIMEOUT}]")
+        low, high = RATETABLE_SYNC_INTERVALS
+        if not low <= self.sync_interval <= high:
+            raise ValueError(f"sync_interval {self.sync_interval!r} is not in [{low}, {high}]")
 
 
 DEFAULT_LISTEN: tuple[Endpoint, ...] = (

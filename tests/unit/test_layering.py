@@ -31,6 +31,7 @@ RING_3 = frozenset(
         "sipguard.audit",
         "sipguard.metrics",
         "sipguard.rules.loader",
+        "sipguard.ratesync",
         "sipguard.__main__",
     }
 )
@@ -39,7 +40,7 @@ RING_3 = frozenset(
 def ring_1_files() -> list[Path]:
     files = [*(PACKAGE / "sip").rglob("*.py"), *(PACKAGE / "policy").rglob("*.py")]
     files += [path for path in (PACKAGE / "rules").rglob("*.py") if path.name != "loader.py"]
-    files += [PACKAGE / "ratetable.py", PACKAGE / "peer.py"]
+    files += [PACKAGE / "ratetable.py", PACKAGE / "sharedtable.py", PACKAGE / "peer.py"]
     return sorted(path for path in files if path.is_file())
 
 

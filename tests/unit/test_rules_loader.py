@@ -300,7 +300,7 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         "bad_responses.yaml",
         [
             "6:3: unknown rule id 'call_bomb' in responses; did you mean 'call_bombing'?",
-            "7:3: unknown rule id 'spoofing' in responses; expected one of: unknown_source, missing_caller_id, invalid_caller_id, caller_not_allocated, caller_of_other_trunk, identity_mismatch, display_name_spoof, identity_changed, do_not_originate, home_cli_from_abroad, suspended_number, refused_callee, outside_calling_hours, cps_limit, concurrent_limit, high_frequency_caller, call_bombing, one_ring",
+            "7:3: unknown rule id 'spoofing' in responses; expected one of: unknown_source, missing_caller_id, invalid_caller_id, caller_not_allocated, caller_of_other_trunk, identity_mismatch, display_name_spoof, identity_changed, do_not_originate, home_cli_from_abroad, suspended_number, refused_callee, outside_calling_hours, cps_limit, concurrent_limit, high_frequency_caller, call_bombing, one_ring, ratetable_unavailable",
             "8:29: responses.identity_mismatch.code must be a SIP status from 400 to 699, got 200",
             "9:30: responses.display_name_spoof.code must be a SIP status from 400 to 699, got '403'",
             "10:46: responses.concurrent_limit.retry_after goes with a 5xx code only, got code 486",
@@ -382,8 +382,8 @@ BAD_FILES: list[tuple[str, list[str]]] = [
             "4:12: ratetable.backend must be 'memory' or 'redis', got 'valkey'; it speaks the Redis protocol, so write 'backend: redis'",
             "5:13: ratetable.max_keys must be a whole number of at least 1, got 0",
             "6:23: ratetable.on_backend_failure must be 'open' or 'closed', got 'fail-open'; did you mean 'open'?",
-            "7:12: ratetable.timeout '1s' is too long: at most 500ms, since every new call may wait this long and a UDP caller resends its INVITE after T1 = 500ms (RFC 3261 §17.1.1.2)",
-            "8:3: unknown key 'ttl' in ratetable; expected one of: backend, url, max_keys, on_backend_failure, timeout",
+            "7:12: ratetable.timeout '1s' is too long: at most 500ms, since shared counters staler than a UDP caller's INVITE retransmission (T1 = 500ms, RFC 3261 §17.1.1.2) no longer describe the calls being decided",
+            "8:3: unknown key 'ttl' in ratetable; expected one of: backend, url, max_keys, on_backend_failure, timeout, sync_interval",
         ],
     ),
     (

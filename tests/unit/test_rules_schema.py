@@ -498,7 +498,7 @@ def test_defaults() -> None:
     assert rules.responses == ()
     assert rules.mode_of(trunk) == "enforce"
     assert rules.ratetable == RateTableSettings(
-        backend="memory", url=None, max_keys=1_000_000, on_backend_failure="open", timeout=0.005
+        backend="memory", url=None, max_keys=1_000_000, on_backend_failure="open", timeout=0.05
     )
 
 
@@ -632,9 +632,14 @@ def test_memory_rate_table_takes_the_redis_only_settings() -> None:
         ),
         (
             "ratetable: {timeout: 501ms}\n",
-            "1:22: ratetable.timeout '501ms' is too long: at most 500ms, since every new call "
-            "may wait this long and a UDP caller resends its INVITE after T1 = 500ms "
-            "(RFC 3261 §17.1.1.2)",
+            "1:22: ratetable.timeout '501ms' is too long: at most 500ms, since shared "
+            "counters staler than a UDP caller's INVITE retransmission (T1 = 500ms, "
+            "RFC 3261 §17.1.1.2) no longer describe the calls being decided",
+        ),
+        (
+            "ratetable: {sync_interval: 2s}\n",
+            "1:28: ratetable.sync_interval '2s' must be between 5ms and 1s: shorter loads "
+            "Redis for nothing, longer lets the instances admit more past a shared limit",
         ),
         (
             "ratetable: {max_keys: -5}\n",
@@ -763,10 +768,10 @@ def test_errors_are_sorted_by_position() -> None:
 # -- rule ids, responses, trust, home CLI ---------------------------------------
 
 
-def test_rule_ids_are_the_documented_eighteen_in_order() -> None:
+def test_rule_ids_are_the_documented_nineteen_in_order() -> None:
     assert RULE_IDS == values.RULE_IDS
-    assert len(RULE_IDS) == len(set(RULE_IDS)) == 18
-    assert RULE_IDS[0] == "unknown_source" and RULE_IDS[-1] == "one_ring"
+    assert len(RULE_IDS) == len(set(RULE_IDS)) == 19
+    assert RULE_IDS[0] == "unknown_source" and RULE_IDS[-1] == "ratetable_unavailable"
     assert RULE_IDS.index("do_not_originate") < RULE_IDS.index("home_cli_from_abroad")
 
 
