@@ -26,20 +26,27 @@ from __future__ import annotations
 
 import enum
 import heapq
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from sipguard.dialog import IdFactory, Leg, LocalAddress
-from sipguard.errors import SipParseError, SipProtocolError
+from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.policy.numbers import number_of_uri
 from sipguard.sip.headers import header_key
 from sipguard.sip.message import Headers, Request, Response
-from sipguard.sip.parser import parse_message
+from sipguard.sip.parser import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PARSE_LIMITS,
+    ParseLimits,
+    parse_message,
+)
 from sipguard.sip.serializer import build_response, to_bytes
 from sipguard.sip.uri import NameAddr, SipUri, TelUri, parse_name_addr
+from sipguard.sourcelimit import AnswerBudget
 from sipguard.transaction import (
     DEFAULT_RING_TIMEOUT,
     ClientInviteTransaction,
@@ -110,6 +117,18 @@ class Gate(Protocol):
     def is_known(self, peer: Peer) -> bool:
         """Whether `peer` is a trunk source or a trunk's route (for OPTIONS)."""
         ...
+
+    def trunk_of(self, peer: Peer) -> str | None:
+        """The name of the trunk `peer` is a source of, or None."""
+        ...
+
+
+# The uniform answer to a source of no trunk, whatever it sent (as the gate's
+# `unknown_source` refusal of an INVITE).
+_UNKNOWN_SOURCE_HEADERS = (
+    ("Reason", 'SIP;cause=403;text="unknown_source"'),
+    ("Warning", '399 sipguard "source address matches no trunk"'),
+)
 
 
 # --- events: what the core tells the driver ----------------------------------
@@ -235,6 +254,15 @@ class CoreConfig:
     local: dict[str, LocalAddress]
     ring_timeout: float = DEFAULT_RING_TIMEOUT
     server_header: str = "sipguard"
+    parse_limits: ParseLimits = DEFAULT_PARSE_LIMITS
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    calls_per_trunk: int = 10_000
+    transactions_per_trunk: int = 20_000
+    # `reject`: one uniform 403 to every request of an unknown source;
+    # `drop`: no answer at all. Either way at most `unknown_source_rate`
+    # answers a second reach one address.
+    unknown_source_answer: str = "reject"
+    unknown_source_rate: float = 20.0
 
 
 # --- the core ------------------------------------------------------------------
@@ -263,6 +291,12 @@ class B2BUA:
         self._scheduled: dict[int, float] = {}
         self._timer_seq = 0
         self.calls_active = 0
+        self._calls_by_trunk: dict[str, int] = {}
+        self._txs_by_trunk: dict[str, int] = {}
+        self._tx_trunk: dict[tuple[str, ...], str] = {}
+        rate = self.config.unknown_source_rate
+        self._unknown_answers = AnswerBudget(rate=rate, burst=max(1, math.ceil(rate)))
+        self.dropped_unknown = 0
 
     # -- driver interface --------------------------------------------------
 
@@ -270,8 +304,13 @@ class B2BUA:
         """Parse and handle one datagram (or one framed TCP message)."""
         if not data.strip(b"\r\n"):
             return  # keepalive
+        config = self.config
         try:
-            message = parse_message(data)
+            if len(data) > config.max_message_size:
+                raise MessageTooLarge(
+                    f"message of {len(data)} bytes; at most {config.max_message_size}"
+                )
+            message = parse_message(data, config.parse_limits)
         except SipProtocolError as exc:
             self._answer_unparseable(data, peer, exc)
             return
@@ -385,6 +424,7 @@ class B2BUA:
         else:
             if self._server_txs.get(tx.key) is tx:
                 del self._server_txs[tx.key]
+                self._release_server_tx(tx.key)
             self._invite_calls.pop(tx.key, None)
 
     # -- requests -----------------------------------------------------------------
@@ -413,7 +453,7 @@ class B2BUA:
         if method == "INVITE":
             self._on_new_invite(request, key, peer, now=now)
         elif not self.gate.is_known(peer):
-            self._reply(request, peer, 403, "Forbidden")
+            self._refuse_unknown(request, peer, now=now)
         elif method == "OPTIONS":
             self._reply(request, peer, 200, "OK", extra=self._capabilities())
         else:
@@ -432,9 +472,15 @@ class B2BUA:
         if unsupported:
             self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
             return
+        trunk = self.gate.trunk_of(peer)
+        if trunk is not None and self._over_capacity(request, peer, trunk):
+            return
         decision = self.gate.decide(request, peer, now=now)
         if isinstance(decision, Refuse):
-            self._reply(request, peer, decision.status, decision.reason, extra=decision.headers)
+            if decision.rule == "unknown_source":
+                self._refuse_unknown(request, peer, now=now)
+            else:
+                self._reply(request, peer, decision.status, decision.reason, extra=decision.headers)
             self._events.append(
                 CallRefused(
                     decision.trunk,
@@ -448,7 +494,7 @@ class B2BUA:
             )
             return
         server_tx = ServerInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
-        self._server_txs[key] = server_tx
+        self._add_server_tx(server_tx, decision.trunk)
         # RFC 3261 §17.2.1: answer 100 at once so the caller stops retransmitting.
         server_tx.send_response(_make_response(request, peer, 100, "Trying"), now=now)
         call = self._start_call(request, peer, decision, server_tx, now=now)
@@ -534,6 +580,8 @@ class B2BUA:
         self._dialogs[(a_leg.call_id, a_leg.local_tag)] = (call, Side.A)
         self._dialogs[(b_leg.call_id, b_leg.local_tag)] = (call, Side.B)
         self.calls_active += 1
+        calls = self._calls_by_trunk
+        calls[call.trunk] = calls.get(call.trunk, 0) + 1
         self._watch(server_tx)
         self._watch(client_tx)
         return call
@@ -543,18 +591,17 @@ class B2BUA:
         call = self._invite_calls.get(invite_key)
         if call is None or call.a.peer.host != peer.host:
             # RFC 3261 §9.2: no matching INVITE transaction -> 481.
-            status = 481 if self.gate.is_known(peer) else 403
-            self._reply(
-                request,
-                peer,
-                status,
-                "Call/Transaction Does Not Exist" if status == 481 else "Forbidden",
-            )
+            if self.gate.is_known(peer):
+                self._reply(request, peer, 481, "Call/Transaction Does Not Exist")
+            else:
+                self._refuse_unknown(request, peer, now=now)
+            return
+        if self._over_capacity(request, peer, call.trunk, calls=False):
             return
         cancel_tx = ServerNonInviteTransaction(
             request, key=_server_key(request), peer=peer, outbox=self._outbox
         )
-        self._server_txs[cancel_tx.key] = cancel_tx
+        self._add_server_tx(cancel_tx, call.trunk)
         cancel_tx.send_response(_make_response(request, peer, 200, "OK"), now=now)
         self._watch(cancel_tx)
         if call.a_invite.state is TxState.PROCEEDING:
@@ -566,14 +613,12 @@ class B2BUA:
     def _on_in_dialog(self, request: Request, to_tag: str, peer: Peer, *, now: float) -> None:
         found = self._dialogs.get((request.call_id, to_tag))
         if found is None:
-            if request.method != "ACK":
-                known = self.gate.is_known(peer)
-                self._reply(
-                    request,
-                    peer,
-                    481 if known else 403,
-                    "Call/Transaction Does Not Exist" if known else "Forbidden",
-                )
+            if request.method == "ACK":
+                return
+            if self.gate.is_known(peer):
+                self._reply(request, peer, 481, "Call/Transaction Does Not Exist")
+            else:
+                self._refuse_unknown(request, peer, now=now)
             return
         call, side = found
         leg = call.leg(side)
@@ -585,6 +630,8 @@ class B2BUA:
         if request.method == "ACK":
             self._on_ack(call, side, request, now=now)
             return
+        if self._over_capacity(request, peer, call.trunk, calls=False):
+            return
         key = _server_key(request)
         server_tx: ServerInviteTransaction | ServerNonInviteTransaction
         if request.method == "INVITE":
@@ -592,7 +639,7 @@ class B2BUA:
             server_tx.send_response(_make_response(request, peer, 100, "Trying"), now=now)
         else:
             server_tx = ServerNonInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
-        self._server_txs[key] = server_tx
+        self._add_server_tx(server_tx, call.trunk)
         self._in_dialog_request(call, side, request, server_tx, now=now)
         self._watch(server_tx)
 
@@ -903,6 +950,11 @@ class B2BUA:
         self._dialogs.pop((call.b.call_id, call.b.local_tag), None)
         self._invite_calls.pop(call.a_invite.key, None)
         self.calls_active -= 1
+        left = self._calls_by_trunk[call.trunk] - 1
+        if left:
+            self._calls_by_trunk[call.trunk] = left
+        else:
+            del self._calls_by_trunk[call.trunk]
         self._events.append(
             CallEnded(
                 call.trunk,
@@ -993,6 +1045,60 @@ class B2BUA:
             now=now,
         )
         self._watch(tx)
+
+    # -- protection ---------------------------------------------------------------
+
+    def _refuse_unknown(self, request: Request, peer: Peer, *, now: float) -> None:
+        """One uniform answer to any request from a source of no trunk, within budget.
+
+        Every method gets the same 403 (a scanner learns nothing from which
+        requests it sends), or nothing in `drop` mode or past the source's
+        answer budget (no reflection: the budget applies to UDP, whose source
+        address anyone can forge; a TCP peer completed a handshake from its
+        address). ACKs are never answered.
+        """
+        if request.method == "ACK":
+            return
+        if self.config.unknown_source_answer == "drop" or (
+            peer.transport == "udp" and not self._unknown_answers.allow(peer.host, now=now)
+        ):
+            self.dropped_unknown += 1
+            return
+        self._reply(request, peer, 403, "Forbidden", extra=_UNKNOWN_SOURCE_HEADERS)
+
+    def _over_capacity(
+        self, request: Request, peer: Peer, trunk: str, *, calls: bool = True
+    ) -> bool:
+        """Answer 503 if `trunk` holds its most calls or transactions (protection)."""
+        config = self.config
+        if calls and self._calls_by_trunk.get(trunk, 0) >= config.calls_per_trunk:
+            what = f"calls_per_trunk {config.calls_per_trunk}"
+        elif self._txs_by_trunk.get(trunk, 0) >= config.transactions_per_trunk:
+            what = f"transactions_per_trunk {config.transactions_per_trunk}"
+        else:
+            return False
+        if request.method != "ACK":
+            self._reply(request, peer, 503, "Service Unavailable", extra=[("Retry-After", "5")])
+        self._events.append(MessageRejected(peer, 503, f"trunk {trunk} holds {what}"))
+        return True
+
+    def _add_server_tx(
+        self, tx: ServerInviteTransaction | ServerNonInviteTransaction, trunk: str
+    ) -> None:
+        self._server_txs[tx.key] = tx
+        self._tx_trunk[tx.key] = trunk
+        counts = self._txs_by_trunk
+        counts[trunk] = counts.get(trunk, 0) + 1
+
+    def _release_server_tx(self, key: tuple[str, ...]) -> None:
+        trunk = self._tx_trunk.pop(key, None)
+        if trunk is None:
+            return
+        left = self._txs_by_trunk[trunk] - 1
+        if left:
+            self._txs_by_trunk[trunk] = left
+        else:
+            del self._txs_by_trunk[trunk]
 
     def _reply(
         self,

@@ -139,6 +139,10 @@ class PolicyGate:
             return True
         return self.policy.trunk_for(peer.host, peer.port) is not None
 
+    def trunk_of(self, peer: Peer) -> str | None:
+        trunk = self.policy.trunk_for(peer.host, peer.port)
+        return None if trunk is None else trunk.name
+
 
 def _refuse(verdict: Verdict) -> Refuse:
     rule = verdict.rule or "unknown_source"

@@ -35,8 +35,9 @@ from sipguard.peer import Peer
 from sipguard.ratesync import RedisSync, SyncSettings
 from sipguard.ratetable import NO_LIMITS, RateTable
 from sipguard.rules.loader import load_rules
-from sipguard.rules.schema import RateTableSettings, RuleSet
+from sipguard.rules.schema import Protection, RateTableSettings, RuleSet
 from sipguard.sharedtable import SharedRateTable
+from sipguard.sip.parser import ParseLimits
 from sipguard.transport import Transports
 
 __all__ = ["Server", "ServerOptions", "serve"]
@@ -62,7 +63,15 @@ class Server:
         self.rules = rules
         self.options = options
         self.loop = asyncio.get_running_loop()
-        self.transports = Transports(self.loop, self)
+        protection = rules.protection
+        self.transports = Transports(
+            self.loop,
+            self,
+            max_message_size=protection.max_message_size,
+            tcp_idle_timeout=protection.tcp_idle_timeout,
+            tcp_message_timeout=protection.tcp_message_timeout,
+            tcp_connections_per_source=protection.tcp_connections_per_source,
+        )
         self.core: B2BUA | None = None
         self.ratetable, self.ratesync = _rate_table(rules.ratetable, clock=self.loop.time)
         self._timer: asyncio.TimerHandle | None = None
@@ -85,7 +94,9 @@ class Server:
             self.listening.append(f"{endpoint.transport}:{host}:{port}")
         rng = random.Random(secrets.randbits(128))
         self.core = B2BUA(
-            config=CoreConfig(local=local), gate=self._gate(self.rules), ids=IdFactory(rng)
+            config=_core_config(self.rules.protection, local),
+            gate=self._gate(self.rules),
+            ids=IdFactory(rng),
         )
         self._schedule_housekeeping()
         if self.ratesync is not None:
@@ -170,6 +181,10 @@ class Server:
             log.error("reload refused, keeping the old rules: %s: %s", path, exc)
             return False
         gate = self._gate(rules)
+        if rules.protection != self.rules.protection:
+            log.warning(
+                "protection settings changed in %s; they take effect at the next restart", path
+            )
         if rules.ratetable != self.rules.ratetable:
             log.warning(
                 "ratetable settings changed in %s; they take effect at the next restart "
@@ -239,6 +254,22 @@ class Server:
         await self.transports.close()
         if self.ratesync is not None:
             await self.ratesync.close()
+
+
+def _core_config(protection: Protection, local: dict[str, LocalAddress]) -> CoreConfig:
+    return CoreConfig(
+        local=local,
+        parse_limits=ParseLimits(
+            max_header_lines=protection.max_header_lines,
+            max_line_length=protection.max_line_length,
+            max_uri_length=protection.max_uri_length,
+        ),
+        max_message_size=protection.max_message_size,
+        calls_per_trunk=protection.calls_per_trunk,
+        transactions_per_trunk=protection.transactions_per_trunk,
+        unknown_source_answer=protection.unknown_source_answer,
+        unknown_source_rate=protection.unknown_source_rate,
+    )
 
 
 def _rate_table(

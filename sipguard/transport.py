@@ -25,6 +25,9 @@ log = logging.getLogger("sipguard.transport")
 # A trunk's TCP connection may sit idle through a long call; fifteen minutes
 # frees abandoned connections without cutting ordinary calls short.
 DEFAULT_TCP_IDLE_TIMEOUT = 900.0
+# A message has this long to arrive whole once it began (slow senders).
+DEFAULT_TCP_MESSAGE_TIMEOUT = 10.0
+DEFAULT_TCP_CONNECTIONS_PER_SOURCE = 32
 _CONNECT_TIMEOUT = 5.0
 
 
@@ -51,12 +54,16 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class _TcpConnection(asyncio.Protocol):
     """One TCP connection, inbound or outbound, framed into SIP messages."""
 
-    def __init__(self, owner: Transports, *, max_size: int) -> None:
+    def __init__(self, owner: Transports, *, max_size: int, inbound: bool) -> None:
         self._owner = owner
         self._framer = StreamFramer(max_size=max_size)
+        self.inbound = inbound
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         self.last_active = 0.0
+        # When the message now being received began to arrive; None between
+        # messages. A peer that takes too long to finish one is closed.
+        self.partial_since: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -64,11 +71,19 @@ class _TcpConnection(asyncio.Protocol):
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer("tcp", str(host), int(port))
         self.last_active = self._owner.loop.time()
+        if self.inbound and not self._owner.admit_inbound(self.peer.host):
+            log.warning("tcp %s: too many connections from this address; closing", host)
+            self.peer = None
+            self.transport.close()
+            return
         self._owner.register(self.peer, self)
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None
-        self.last_active = self._owner.loop.time()
+        if self.peer is None:
+            return  # refused at connection_made
+        now = self.last_active = self._owner.loop.time()
+        if self.partial_since is None:
+            self.partial_since = now
         self._framer.receive_data(data)
         while True:
             try:
@@ -81,6 +96,8 @@ class _TcpConnection(asyncio.Protocol):
             if frame is None:
                 break
             self._owner.sink.message_received(frame, self.peer)
+        if not self._framer.buffered:
+            self.partial_since = None
         if self._framer.keepalives and self.transport is not None:
             self._framer.keepalives = 0
             self.transport.write(b"\r\n")  # RFC 5626 §4.4.1: pong
@@ -88,6 +105,7 @@ class _TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None:
             self._owner.unregister(self.peer, self)
+            self.peer = None
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -109,11 +127,16 @@ class Transports:
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
+        tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT,
+        tcp_connections_per_source: int = DEFAULT_TCP_CONNECTIONS_PER_SOURCE,
     ) -> None:
         self.loop = loop
         self.sink = sink
         self._max_size = max_message_size
         self._idle_timeout = tcp_idle_timeout
+        self._message_timeout = tcp_message_timeout
+        self._per_source = tcp_connections_per_source
+        self._inbound_by_host: dict[str, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_all: list[asyncio.DatagramTransport] = []
         self._servers: list[asyncio.Server] = []
@@ -132,13 +155,24 @@ class Transports:
         return str(bound[0]), int(bound[1])
 
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
-        server = await self.loop.create_server(self._new_connection, host, port)
+        server = await self.loop.create_server(self._new_inbound, host, port)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 
     def _new_connection(self) -> _TcpConnection:
-        return _TcpConnection(self, max_size=self._max_size)
+        return _TcpConnection(self, max_size=self._max_size, inbound=False)
+
+    def _new_inbound(self) -> _TcpConnection:
+        return _TcpConnection(self, max_size=self._max_size, inbound=True)
+
+    def admit_inbound(self, host: str) -> bool:
+        """Count an inbound connection from `host`; False past the per-source limit."""
+        count = self._inbound_by_host.get(host, 0)
+        if count >= self._per_source:
+            return False
+        self._inbound_by_host[host] = count + 1
+        return True
 
     def register(self, peer: Peer, connection: _TcpConnection) -> None:
         self._connections[peer] = connection
@@ -146,6 +180,12 @@ class Transports:
     def unregister(self, peer: Peer, connection: _TcpConnection) -> None:
         if self._connections.get(peer) is connection:
             del self._connections[peer]
+        if connection.inbound:
+            left = self._inbound_by_host.get(peer.host, 0) - 1
+            if left > 0:
+                self._inbound_by_host[peer.host] = left
+            else:
+                self._inbound_by_host.pop(peer.host, None)
 
     def send(self, peer: Peer, data: bytes) -> None:
         """Send `data` to `peer`; TCP connects on demand."""
@@ -183,12 +223,22 @@ class Transports:
             connection.write(data)
 
     def close_idle(self) -> int:
-        """Close TCP connections idle for longer than the idle timeout."""
-        limit = self.loop.time() - self._idle_timeout
-        idle = [conn for conn in self._connections.values() if conn.last_active < limit]
-        for connection in idle:
+        """Close TCP connections idle past the idle timeout, or too slow to
+        finish a message (slowloris)."""
+        now = self.loop.time()
+        idle_limit = now - self._idle_timeout
+        slow_limit = now - self._message_timeout
+        stale = [
+            conn
+            for conn in self._connections.values()
+            if conn.last_active < idle_limit
+            or (conn.partial_since is not None and conn.partial_since < slow_limit)
+        ]
+        for connection in stale:
+            if connection.partial_since is not None and connection.partial_since < slow_limit:
+                log.warning("tcp %s: a message unfinished for too long; closing", connection.peer)
             connection.close()
-        return len(idle)
+        return len(stale)
 
     @property
     def tcp_connection_count(self) -> int:

@@ -43,6 +43,9 @@ class FixedGate:
     def is_known(self, peer: Peer) -> bool:
         return peer in (self.caller, self.callee)
 
+    def trunk_of(self, peer: Peer) -> str | None:
+        return "test-trunk" if peer == self.caller else None
+
 
 def invite(
     *,

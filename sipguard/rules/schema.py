@@ -45,7 +45,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from sipguard.errors import RuleFileError, RuleFileErrors
 from sipguard.rules.allocations import CoverIndex, covers, first_overlaps, interval_of
@@ -64,11 +64,13 @@ from sipguard.rules.values import (
     HOME_CLI_POLICIES,
     MAX_RATETABLE_TIMEOUT,
     MODES,
+    PROTECTION_BOUNDS,
     RATETABLE_BACKENDS,
     RATETABLE_SYNC_INTERVALS,
     RULE_IDS,
     RULES_VERSION,
     TRUNK_KINDS,
+    UNKNOWN_SOURCE_ANSWERS,
     BackendFailurePolicy,
     CallingHours,
     DisplayNamePolicy,
@@ -82,6 +84,7 @@ from sipguard.rules.values import (
     Mode,
     Numbering,
     OneRing,
+    Protection,
     RateTableBackend,
     RateTableSettings,
     Responses,
@@ -133,6 +136,7 @@ __all__ = [
     "Numbering",
     "OneRing",
     "RateTableBackend",
+    "Protection",
     "RateTableSettings",
     "ReferencedFile",
     "ResponseSpec",
@@ -273,6 +277,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "trunks",
         "responses",
         "ratetable",
+        "protection",
     ),
     "numbering": ("country_code", "national_prefix", "international_prefix"),
     "trunk": (
@@ -299,6 +304,19 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "exemption": ("type", "ranges", "note"),
     "response": ("code", "reason", "retry_after"),
     "ratetable": ("backend", "url", "max_keys", "on_backend_failure", "timeout", "sync_interval"),
+    "protection": (
+        "max_message_size",
+        "max_header_lines",
+        "max_line_length",
+        "max_uri_length",
+        "tcp_connections_per_source",
+        "tcp_idle_timeout",
+        "tcp_message_timeout",
+        "calls_per_trunk",
+        "transactions_per_trunk",
+        "unknown_source_answer",
+        "unknown_source_rate",
+    ),
 }
 # A key of section S found in S's parent gets "put it under ...".
 _PARENT = {
@@ -309,6 +327,7 @@ _PARENT = {
     "window": "limits",
     "one_ring": "limits",
     "ratetable": "top",
+    "protection": "top",
 }
 _UNDER = {
     "numbering": "'numbering'",
@@ -318,6 +337,7 @@ _UNDER = {
     "window": "'per_caller' or 'per_callee'",
     "one_ring": "'one_ring'",
     "ratetable": "'ratetable'",
+    "protection": "'protection'",
 }
 _HOME = {
     "top": "at the top level of the file",
@@ -332,6 +352,7 @@ _HOME = {
     "exemption": "in an entry under a trunk's 'home_cli_exempt'",
     "response": "in a rule's entry under 'responses'",
     "ratetable": "under the top-level 'ratetable'",
+    "protection": "under the top-level 'protection'",
 }
 _TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TZ_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
@@ -686,6 +707,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
     emergency = _read_emergency(top)
     responses = _read_responses(top, on_trunk=False)
     ratetable = _read_ratetable(top)
+    protection = _read_protection(top)
     trunks, allocated = _read_trunks(top, numbering)
     _lint_do_not_originate(ck, do_not_originate, allocated)
     _lint_overlaps(ck, allocated)
@@ -705,6 +727,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
         path=ck.path,
         responses=responses,
         ratetable=ratetable,
+        protection=protection,
     )
 
 
@@ -1219,6 +1242,32 @@ def _read_ratetable(top: _Section) -> RateTableSettings:
         timeout=DEFAULT_RATETABLE_TIMEOUT if timeout is None else timeout,
         sync_interval=DEFAULT_RATETABLE_SYNC_INTERVAL if sync_interval is None else sync_interval,
     )
+
+
+def _read_protection(top: _Section) -> Protection:
+    section = top.sub("protection", "protection")
+    if section is None:
+        return Protection()
+    values: dict[str, Any] = {}
+    for key, (low, high) in PROTECTION_BOUNDS.items():
+        value = _whole(section, key)
+        if value is not None and not low <= value <= high:
+            section.fail(
+                section.values[key], f"protection.{key} must be from {low} to {high}, got {value}"
+            )
+        elif value is not None:
+            values[key] = value
+    for key in ("tcp_idle_timeout", "tcp_message_timeout"):
+        seconds = _duration(section, key)
+        if seconds is not None:
+            values[key] = seconds
+    rate = _rate(section, "unknown_source_rate")
+    if rate is not None:
+        values["unknown_source_rate"] = rate
+    values["unknown_source_answer"] = _choice(
+        section, "unknown_source_answer", UNKNOWN_SOURCE_ANSWERS, "reject"
+    )
+    return Protection(**values)
 
 
 def _read_redis_url(section: _Section, backend: RateTableBackend | None) -> str | None:

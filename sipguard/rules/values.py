@@ -29,6 +29,7 @@ Ring 1: pure; no I/O, no clock.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,7 +74,11 @@ __all__ = [
     "Numbering",
     "OneRing",
     "RateTableBackend",
+    "PROTECTION_BOUNDS",
+    "Protection",
     "RateTableSettings",
+    "UNKNOWN_SOURCE_ANSWERS",
+    "UnknownSourceAnswer",
     "ResponseSpec",
     "Responses",
     "RuleSet",
@@ -505,6 +510,82 @@ class Trunk:
         return next((spec for rule_id, spec in self.responses if rule_id == rule), None)
 
 
+UnknownSourceAnswer = Literal["reject", "drop"]
+UNKNOWN_SOURCE_ANSWERS: Mapping[str, UnknownSourceAnswer] = MappingProxyType(
+    {"reject": "reject", "drop": "drop"}
+)
+# (low, high) bounds of each whole-number protection limit, checked on load.
+PROTECTION_BOUNDS: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {
+        # A datagram over the path MTU is fragmented, but 1 KiB is the least
+        # a real INVITE with SDP needs; 1 MiB is far past any SIP message.
+        "max_message_size": (1024, 1 << 20),
+        # Five mandatory headers (RFC 3261 §8.1.1) and a few more.
+        "max_header_lines": (10, 10_000),
+        "max_line_length": (256, 65_535),
+        "max_uri_length": (64, 65_535),
+        "tcp_connections_per_source": (1, 100_000),
+        "calls_per_trunk": (1, 10_000_000),
+        "transactions_per_trunk": (1, 10_000_000),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Protection:
+    """Bounds on what any peer may make sipguard hold or parse (`protection:`).
+
+    Attributes:
+        max_message_size: bytes of one message, a UDP datagram or a TCP
+            frame; larger is answered 513 (or dropped when unaddressable).
+        max_header_lines: header lines of one message (folded lines count);
+            more is answered 400.
+        max_line_length: characters of one header or start line; longer is
+            answered 400.
+        max_uri_length: characters of the Request-URI; longer is answered 414.
+        tcp_connections_per_source: open TCP connections from one address;
+            more are closed at once.
+        tcp_idle_timeout: seconds a TCP connection may carry nothing before
+            it is closed.
+        tcp_message_timeout: seconds a TCP peer may take to send one whole
+            message once it began (slow senders are closed).
+        calls_per_trunk: live calls of one trunk, whatever its `limits`;
+            more are answered 503.
+        transactions_per_trunk: server transactions of one trunk (requests
+            being answered, and their retransmission memory); more are
+            answered 503.
+        unknown_source_answer: `reject` answers requests from a source of no
+            trunk with one uniform 403; `drop` does not answer them at all.
+        unknown_source_rate: answers per second to one unknown address over
+            UDP (the excess is dropped), so sipguard cannot be made to reflect
+            traffic at a forged source.
+    """
+
+    max_message_size: int = 65_535
+    max_header_lines: int = 100
+    max_line_length: int = 8192
+    max_uri_length: int = 1024
+    tcp_connections_per_source: int = 32
+    tcp_idle_timeout: float = 900.0
+    tcp_message_timeout: float = 10.0
+    calls_per_trunk: int = 10_000
+    transactions_per_trunk: int = 20_000
+    unknown_source_answer: UnknownSourceAnswer = "reject"
+    unknown_source_rate: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in PROTECTION_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} {value!r} is not a whole number from {low} to {high}")
+        for name in ("tcp_idle_timeout", "tcp_message_timeout", "unknown_source_rate"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} {value!r} is not a positive number")
+        if self.unknown_source_answer not in UNKNOWN_SOURCE_ANSWERS:
+            raise ValueError(f"unknown unknown_source_answer {self.unknown_source_answer!r}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateTableSettings:
     """Where the rate table keeps its counters, and how it bounds them.
@@ -576,6 +657,7 @@ class RuleSet:
         responses: (rule id, response) pairs sorted by rule id, replacing
             the default response of those rules on every trunk.
         ratetable: where the rate table keeps its counters.
+        protection: bounds on what peers may make sipguard parse or hold.
     """
 
     version: int = RULES_VERSION
@@ -591,6 +673,7 @@ class RuleSet:
     path: str = "<rules>"
     responses: Responses = ()
     ratetable: RateTableSettings = field(default_factory=RateTableSettings)
+    protection: Protection = field(default_factory=Protection)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -18,16 +18,42 @@ Rules enforced here:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sipguard.errors import MessageTooLarge, SipParseError
 from sipguard.sip.headers import header_key
 from sipguard.sip.message import Headers, Request, Response, is_ascii_digits, parse_cseq
 from sipguard.sip.uri import split_list
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "StreamFramer", "parse_message"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_PARSE_LIMITS",
+    "ParseLimits",
+    "StreamFramer",
+    "parse_message",
+]
 
 # UDP datagrams cannot exceed 65,535 bytes; a message over this size on TCP is
 # answered 513 (RFC 3261 §21.5.14) rather than buffered without bound.
 DEFAULT_MAX_MESSAGE_SIZE = 65_535
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """How much one message may ask the parser to look at.
+
+    Attributes:
+        max_header_lines: header lines (folded continuation lines count).
+        max_line_length: characters of any one line of the head.
+        max_uri_length: characters of the Request-URI (over it: 414).
+    """
+
+    max_header_lines: int = 100
+    max_line_length: int = 8192
+    max_uri_length: int = 1024
+
+
+DEFAULT_PARSE_LIMITS = ParseLimits()
 
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
 # Headers that RFC 3261 §7.3.1 does not allow to repeat and whose second copy
@@ -39,11 +65,12 @@ _MAX_CONTENT_LENGTH_DIGITS = 10
 _LWS = " \t"
 
 
-def parse_message(data: bytes) -> Request | Response:
+def parse_message(data: bytes, limits: ParseLimits = DEFAULT_PARSE_LIMITS) -> Request | Response:
     """Parse one complete message (a datagram, or a frame from StreamFramer).
 
     Raises:
-        SipParseError: the bytes are not a valid SIP message.
+        SipParseError: the bytes are not a valid SIP message, or pass one of
+            `limits` (status hint 400, or 414 for the Request-URI).
     """
     start = 0
     while data.startswith(b"\r\n", start):
@@ -58,6 +85,7 @@ def parse_message(data: bytes) -> Request | Response:
     if "\x00" in head:
         raise SipParseError("NUL byte in the headers")
     lines = head.split("\r\n")
+    _check_size(lines, limits)
     start_line = lines[0]
     if "\r" in start_line or "\n" in start_line:
         raise SipParseError("bare CR or LF in the start line")
@@ -67,8 +95,30 @@ def parse_message(data: bytes) -> Request | Response:
         message: Request | Response = _response(start_line, fields, body)
     else:
         message = _request(start_line, fields, body)
+        if len(message.uri) > limits.max_uri_length:
+            raise SipParseError(
+                f"Request-URI of {len(message.uri)} characters; at most {limits.max_uri_length}",
+                status_hint=414,
+            )
     _check_mandatory(message)
     return message
+
+
+def _check_size(lines: list[str], limits: ParseLimits) -> None:
+    if len(lines) - 1 > limits.max_header_lines:
+        raise SipParseError(f"{len(lines) - 1} header lines; at most {limits.max_header_lines}")
+    longest = max(map(len, lines))
+    if longest > limits.max_line_length:
+        # The Request-URI has its own answer (414) when it is what is long.
+        first = lines[0]
+        if len(first) == longest and len(first.split(" ")) == 3:
+            uri = first.split(" ")[1]
+            if len(uri) > limits.max_uri_length:
+                raise SipParseError(
+                    f"Request-URI of {len(uri)} characters; at most {limits.max_uri_length}",
+                    status_hint=414,
+                )
+        raise SipParseError(f"a line of {longest} characters; at most {limits.max_line_length}")
 
 
 def _header_fields(lines: list[str]) -> list[tuple[str, str]]:

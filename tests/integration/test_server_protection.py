@@ -1,0 +1,162 @@
+"""The driver's protection limits on real sockets: TCP per source, slow senders, sizes.
+
+An in-process server on 127.0.0.1 with a `protection:` section small enough
+to reach in a test: two TCP connections per address, a message must arrive
+whole within one second, 4 KiB messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sipguard.rules.loader import load_rules
+from sipguard.server import Server, ServerOptions
+
+pytestmark = pytest.mark.integration
+
+RULES = """\
+version: 1
+numbering: {country_code: "86"}
+listen: ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+protection:
+  tcp_connections_per_source: 2
+  tcp_message_timeout: 1s
+  max_message_size: 4096
+  unknown_source_rate: 3
+trunks:
+  - name: test-trunk
+    sources: ["127.0.0.2"]
+    route: "udp:127.0.0.1:9"
+    ranges: ["*"]
+"""
+
+
+def options(branch: str, *, transport: str = "TCP") -> bytes:
+    return (
+        f"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} 127.0.0.1:1;branch={branch};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=t1\r\n"
+        f"To: <sip:probe@127.0.0.1>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\n"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(RULES)
+    running = Server(
+        load_rules(rules_path), ServerOptions(rules_path=rules_path, watch_rules=False)
+    )
+    await running.start()
+    yield running
+    await running.close()
+
+
+def port_of(server: Server, transport: str) -> int:
+    return next(int(a.rsplit(":", 1)[1]) for a in server.listening if a.startswith(transport))
+
+
+async def test_a_source_gets_at_most_its_tcp_connections(server: Server) -> None:
+    port = port_of(server, "tcp")
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    try:
+        # The third is closed at once: reading it gives EOF.
+        third_reader = connections[2][0]
+        assert await asyncio.wait_for(third_reader.read(), 5.0) == b""
+        # The first two still work.
+        for index, (reader, writer) in enumerate(connections[:2]):
+            writer.write(options(f"z9hG4bKc{index}"))
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            assert answer.startswith(b"SIP/2.0 403")
+        assert server.transports.tcp_connection_count == 2
+    finally:
+        for _, writer in connections:
+            writer.close()
+    # Closing frees the places: a new connection is served.
+    await asyncio.sleep(0.1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(options("z9hG4bKagain"))
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)).startswith(b"SIP/2.0")
+    writer.close()
+
+
+async def test_a_slow_sender_is_closed(server: Server) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server, "tcp"))
+    try:
+        message = options("z9hG4bKslow")
+        writer.write(message[:40])  # a message begins, and goes no further
+        await writer.drain()
+        await asyncio.sleep(1.2)
+        assert server.transports.close_idle() == 1
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+    finally:
+        writer.close()
+
+
+async def test_a_sender_that_finishes_in_time_is_kept(server: Server) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server, "tcp"))
+    try:
+        message = options("z9hG4bKsteady")
+        writer.write(message[:40])
+        await asyncio.sleep(0.5)
+        writer.write(message[40:])
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)).startswith(b"SIP/2.0")
+        await asyncio.sleep(0.7)  # past the timeout since the first byte, but between messages
+        assert server.transports.close_idle() == 0
+    finally:
+        writer.close()
+
+
+async def test_an_oversized_tcp_message_gets_513_and_is_closed(server: Server) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server, "tcp"))
+    try:
+        body = b"x" * 5000
+        data = options("z9hG4bKbig").replace(
+            b"Content-Length: 0", f"Content-Length: {len(body)}".encode()
+        )
+        writer.write(data + body)
+        answer = await asyncio.wait_for(reader.read(), 5.0)
+        assert answer.startswith(b"SIP/2.0 513")
+    finally:
+        writer.close()
+
+
+async def test_an_oversized_datagram_gets_513(server: Server) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5.0)
+        body = b"x" * 5000
+        data = options("z9hG4bKdgram", transport="UDP").replace(
+            b"Content-Length: 0", f"Content-Length: {len(body)}".encode()
+        )
+        sock.sendto(data + body, ("127.0.0.1", port_of(server, "udp")))
+        answer = await asyncio.get_running_loop().run_in_executor(None, sock.recv, 65535)
+        assert answer.startswith(b"SIP/2.0 513")
+
+
+async def test_unknown_udp_source_answers_are_budgeted(server: Server) -> None:
+    """A forged-source flood cannot be reflected: 3 answers, then silence."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        for index in range(10):
+            sock.sendto(
+                options(f"z9hG4bKu{index}", transport="UDP"), ("127.0.0.1", port_of(server, "udp"))
+            )
+        answers = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data = await loop.run_in_executor(None, sock.recv, 65535)
+            except TimeoutError:
+                break
+            assert data.startswith(b"SIP/2.0 403 Forbidden")
+            answers += 1
+        assert answers == 3
+        assert server.core is not None and server.core.dropped_unknown == 7

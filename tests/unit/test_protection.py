@@ -1,0 +1,271 @@
+"""Protection limits in the core: sizes, unknown sources, per-trunk caps.
+
+Each limit of the rule file's `protection:` section that the sans-IO core
+enforces, with its exact answer: 513 for a message over the size, 400 for
+too many or too long header lines, 414 for a long Request-URI, one uniform
+403 (or silence) for every request of an unknown source within a per-address
+budget, and 503 once a trunk holds its most calls or transactions. The TCP
+limits (connections per source, slow senders) are in
+tests/integration/test_server_protection.py.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sipguard.b2bua import B2BUA, CoreConfig, MessageRejected
+from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.peer import Peer
+from sipguard.sip.message import Request, Response
+from sipguard.sip.parser import ParseLimits
+from sipguard.sourcelimit import AnswerBudget
+from tests.helpers import (
+    CALLEE,
+    CALLER,
+    STRANGER,
+    CorePair,
+    FixedGate,
+    in_dialog,
+    invite,
+    response_to,
+    statuses,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def pair(**config: object) -> CorePair:
+    core = B2BUA(
+        config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}, **config),  # type: ignore[arg-type]
+        gate=FixedGate(),
+        ids=IdFactory(random.Random(7)),
+    )
+    return CorePair(core=core)
+
+
+def only_response(messages: list[Request | Response]) -> Response:
+    assert len(messages) == 1, messages
+    response = messages[0]
+    assert isinstance(response, Response)
+    return response
+
+
+# -- sizes -------------------------------------------------------------------------
+
+
+def test_a_message_over_the_size_limit_is_answered_513() -> None:
+    p = pair(max_message_size=2048)
+    p.send(invite(body=b"v=0\r\n" + b"a=x\r\n" * 400), CALLER, now=0.0)
+    assert only_response(p.take_caller()).status == 513
+    assert p.take_callee() == [] and p.core.calls_active == 0
+
+
+def test_too_many_header_lines_are_answered_400() -> None:
+    p = pair(parse_limits=ParseLimits(max_header_lines=12))
+    extra = "".join(f"X-Filler-{index}: {index}\r\n" for index in range(10))
+    p.send(invite(extra=extra), CALLER, now=0.0)
+    response = only_response(p.take_caller())
+    assert response.status == 400 and "header lines" in response.reason
+    p.send(invite(call_id="fits", extra="X-One: 1\r\n"), CALLER, now=1.0)
+    assert statuses(p.take_caller()) == [100]
+
+
+def test_a_too_long_header_line_is_answered_400() -> None:
+    p = pair(parse_limits=ParseLimits(max_line_length=300))
+    p.send(invite(extra=f"Subject: {'x' * 400}\r\n"), CALLER, now=0.0)
+    response = only_response(p.take_caller())
+    assert response.status == 400 and "300" in response.reason
+
+
+@pytest.mark.parametrize("line_limit", [300, 8192])
+def test_a_too_long_request_uri_is_answered_414(line_limit: int) -> None:
+    p = pair(parse_limits=ParseLimits(max_uri_length=100, max_line_length=line_limit))
+    data = invite().replace(b"sip:13800138000@10.0.0.1 ", f"sip:{'1' * 300}@10.0.0.1 ".encode())
+    p.send(data, CALLER, now=0.0)
+    assert only_response(p.take_caller()).status == 414
+    assert p.take_callee() == []
+
+
+# -- unknown sources ---------------------------------------------------------------
+
+
+def stranger_requests() -> list[bytes]:
+    """What a scanner sends: calls, probes, registrations, stray dialog requests."""
+    sender = STRANGER
+    common = {
+        "target": "sip:100@10.0.0.1",
+        "from_value": "<sip:scan@192.0.2.66>;tag=s1",
+        "sender": sender,
+    }
+    return [
+        invite(caller=sender, call_id="scan-invite"),
+        in_dialog(
+            "OPTIONS",
+            to_value="<sip:100@10.0.0.1>",
+            call_id="o",
+            cseq=1,
+            branch="z9hG4bKo",
+            **common,
+        ),  # type: ignore[arg-type]  # noqa: E501
+        in_dialog(
+            "REGISTER",
+            to_value="<sip:100@10.0.0.1>",
+            call_id="r",
+            cseq=1,
+            branch="z9hG4bKr",
+            **common,
+        ),  # type: ignore[arg-type]  # noqa: E501
+        in_dialog(
+            "BYE",
+            to_value="<sip:100@10.0.0.1>;tag=x",
+            call_id="b",
+            cseq=2,
+            branch="z9hG4bKb",
+            **common,
+        ),  # type: ignore[arg-type]  # noqa: E501
+        in_dialog(
+            "CANCEL",
+            to_value="<sip:100@10.0.0.1>",
+            call_id="c",
+            cseq=1,
+            branch="z9hG4bKc",
+            **common,
+        ),  # type: ignore[arg-type]  # noqa: E501
+    ]
+
+
+def test_every_request_of_an_unknown_source_gets_the_same_403() -> None:
+    p = pair(unknown_source_rate=100.0)
+    for index, data in enumerate(stranger_requests()):
+        p.send(data, STRANGER, now=index * 0.1)
+    answers = [message for peer, message in p.to_others if peer == STRANGER]
+    assert len(answers) == 5
+    seen = {
+        (m.status, m.reason, m.headers.get("reason"), m.headers.get("warning"))
+        for m in answers
+        if isinstance(m, Response)
+    }
+    assert seen == {
+        (
+            403,
+            "Forbidden",
+            'SIP;cause=403;text="unknown_source"',
+            '399 sipguard "source address matches no trunk"',
+        )
+    }
+    assert p.take_callee() == [] and p.core.transaction_count == 0
+
+
+def test_answers_to_one_unknown_address_are_budgeted() -> None:
+    p = pair(unknown_source_rate=5.0)
+    probe = stranger_requests()[1]
+    for index in range(20):
+        p.send(
+            probe.replace(b"branch=z9hG4bKo", f"branch=z9hG4bK{index}".encode()),
+            STRANGER,
+            now=0.01 * index,
+        )
+    assert len(p.to_others) == 5, "a burst of 5, then silence"
+    assert p.core.dropped_unknown == 15
+    p.send(probe, STRANGER, now=1.0)
+    assert len(p.to_others) == 6, "the budget refills at 5 a second"
+
+
+def test_tcp_strangers_are_answered_without_a_budget() -> None:
+    """A TCP source address is proven by the handshake: no reflection to fear."""
+    p = pair(unknown_source_rate=1.0)
+    stranger = Peer("tcp", STRANGER.host, STRANGER.port)
+    probe = stranger_requests()[1].replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    for index in range(10):
+        p.send(probe.replace(b"z9hG4bKo", f"z9hG4bK{index}".encode()), stranger, now=0.0)
+    assert len(p.to_others) == 10 and p.core.dropped_unknown == 0
+
+
+def test_drop_mode_answers_nothing() -> None:
+    p = pair(unknown_source_answer="drop")
+    for index, data in enumerate(stranger_requests()):
+        p.send(data, STRANGER, now=index * 0.1)
+    assert p.to_others == [] and p.take_callee() == []
+    assert p.core.dropped_unknown == 5
+    assert [e for e in p.events if not isinstance(e, MessageRejected)] != [], "still logged"
+
+
+def test_answer_budget_forgets_the_oldest_address_past_its_bound() -> None:
+    budget = AnswerBudget(rate=1.0, burst=1, max_sources=3)
+    for index in range(10):
+        assert budget.allow(f"192.0.2.{index}", now=0.0)
+    assert len(budget) == 3
+    assert not budget.allow("192.0.2.9", now=0.5) and budget.refused == 1
+    assert budget.allow("192.0.2.9", now=1.0)
+
+
+# -- per-trunk caps ----------------------------------------------------------------
+
+
+def answer_call(p: CorePair, call_id: str, now: float) -> None:
+    p.send(invite(call_id=call_id, branch=f"z9hG4bK{call_id}"), CALLER, now=now)
+    sent = p.take_callee()
+    assert statuses(sent) == ["INVITE"]
+    request = sent[0]
+    assert isinstance(request, Request)
+    p.send(response_to(request, 200, "OK", to_tag=f"t-{call_id}"), CALLEE, now=now)
+
+
+def test_a_trunk_holds_at_most_calls_per_trunk() -> None:
+    p = pair(calls_per_trunk=2)
+    answer_call(p, "one", 0.0)
+    answer_call(p, "two", 0.0)
+    p.take_caller()
+    p.send(invite(call_id="three", branch="z9hG4bKthree"), CALLER, now=0.1)
+    refused = only_response(p.take_caller())
+    assert refused.status == 503 and refused.headers.get("retry-after") == "5"
+    assert p.take_callee() == [] and p.core.calls_active == 2
+    assert any(isinstance(e, MessageRejected) and "calls_per_trunk 2" in e.reason for e in p.events)
+
+
+def test_a_trunk_holds_at_most_transactions_per_trunk() -> None:
+    p = pair(transactions_per_trunk=3)
+    answer_call(p, "one", 0.0)  # its INVITE server transaction lingers (Timer L)
+    ok = [m for m in p.take_caller() if isinstance(m, Response) and m.status == 200][0]
+    to_value = ok.headers.get("to") or ""
+    statuses_seen = []
+    for index in range(4):
+        p.send(
+            in_dialog(
+                "INFO",
+                target="sip:b2bua@10.0.0.1",
+                from_value="<sip:+862131771234@10.1.0.5>;tag=caller-tag",
+                to_value=to_value,
+                call_id="one",
+                cseq=10 + index,
+                branch=f"z9hG4bKinfo{index}",
+                sender=CALLER,
+            ),
+            CALLER,
+            now=0.5,
+        )
+        statuses_seen += [m.status for m in p.take_caller() if isinstance(m, Response)]
+    assert statuses_seen == [503, 503], "1 INVITE + 2 INFOs fill 3; the rest wait"
+    assert len(p.take_callee()) == 2
+    # Transactions end (Timer J, 32 s for UDP): the trunk has room again.
+    p.run_until(100.0)
+    assert p.core.transaction_count == 0
+
+
+# -- no open relay ---------------------------------------------------------------
+
+
+def test_route_headers_do_not_choose_the_next_hop() -> None:
+    """A caller's Route set names a third party: the call still goes to its trunk's route."""
+    p = pair()
+    routed = "Route: <sip:198.51.100.7:5099;lr>\r\nRoute: <sip:evil.example.net;lr>\r\n"
+    p.send(invite(extra=routed), CALLER, now=0.0)
+    sent = p.take_callee()
+    assert statuses(sent) == ["INVITE"], "forwarded to the trunk's route only"
+    assert p.to_others == []
+    outbound = sent[0]
+    assert isinstance(outbound, Request)
+    assert "evil" not in str(outbound.headers.get_all("route"))
+    assert "198.51.100.7" not in str(outbound.headers.get_all("route"))
