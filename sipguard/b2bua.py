@@ -710,6 +710,10 @@ class B2BUA:
             self._end_call(call, ended_by, now=now)
             return
         self._relay_request(call, side, request, server_tx, now=now)
+        # Answer the hang-up at once: the call is over whatever the other side
+        # says, and a dead other side would otherwise hold the answer until
+        # our BYE times out (64*T1), just when the caller's own BYE gives up.
+        self._respond(server_tx, 200, "OK", now=now)
         self._ack_b_if_needed(call, now=now)
         self._end_call(call, ended_by, now=now)
 

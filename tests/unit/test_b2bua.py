@@ -237,6 +237,8 @@ def test_callee_hangup_is_relayed_to_the_caller() -> None:
         sender=CALLEE,
     )
     pair.send(bye, CALLEE, now=3.0)
+    # The hang-up is answered at once, whatever the other side will say.
+    assert statuses(pair.take_callee()) == [200]
     a_bye = _only(pair.take_caller())
     assert isinstance(a_bye, Request) and a_bye.method == "BYE"
     assert a_bye.uri == "sip:caller@10.1.0.5:5071"
@@ -246,7 +248,7 @@ def test_callee_hangup_is_relayed_to_the_caller() -> None:
         and a_bye.from_.tag == ok.to.tag
     )
     pair.send(response_to(a_bye, 200, "OK", to_tag=None, contact=None), CALLER, now=3.1)
-    assert statuses(pair.take_callee()) == [200]
+    assert pair.take_callee() == [], "the caller's 200 is not answered twice"
     ended = [e for e in pair.events if isinstance(e, CallEnded)]
     assert len(ended) == 1 and ended[0].ended_by == "callee"
     pair.run_until(100.0)
@@ -583,3 +585,29 @@ def test_answered_calls_report_no_ringing_time() -> None:
     pair.send(bye, CALLER, now=0.4)
     ended = [e for e in pair.events if isinstance(e, CallEnded)]
     assert len(ended) == 1 and ended[0].answered and ended[0].ringing_for is None
+
+
+def test_caller_hangup_toward_a_dead_callee_is_answered_at_once() -> None:
+    """The callee never answers the relayed BYE: the caller is not kept waiting 32 s."""
+    pair = CorePair()
+    _, ok = _answered_call(pair)
+    pair.send(_ack_from_caller(ok), CALLER, now=0.3)
+    pair.take_callee()
+    bye = in_dialog(
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKcallerbye",
+        sender=CALLER,
+    )
+    pair.send(bye, CALLER, now=5.0)
+    assert statuses(pair.take_caller()) == [200]
+    assert statuses(pair.take_callee()) == ["BYE"]
+    assert pair.core.calls_active == 0
+    pair.run_until(100.0)  # the BYE toward the callee retransmits, then times out
+    assert pair.take_caller() == [], "no second answer when the relayed BYE times out"
+    assert set(statuses(pair.take_callee())) == {"BYE"}
+    assert pair.core.transaction_count == 0 and pair.core.dialog_count == 0
