@@ -131,6 +131,10 @@ _UNKNOWN_SOURCE_HEADERS = (
 )
 
 
+# The answer to new calls and health checks while the process drains.
+_DRAINING_HEADERS = (("Retry-After", "30"),)
+
+
 # --- events: what the core tells the driver ----------------------------------
 
 
@@ -297,6 +301,9 @@ class B2BUA:
         rate = self.config.unknown_source_rate
         self._unknown_answers = AnswerBudget(rate=rate, burst=max(1, math.ceil(rate)))
         self.dropped_unknown = 0
+        # Set when the process is stopping: calls in progress go on, new ones
+        # are answered 503 so a load balancer sends them elsewhere.
+        self.draining = False
 
     # -- driver interface --------------------------------------------------
 
@@ -347,6 +354,25 @@ class B2BUA:
             if tx.state in (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING):
                 tx.transport_failed()
                 self._after_client_tx(tx, now=now)
+
+    def hang_up_all(self, *, now: float) -> int:
+        """End every call now (a drain's deadline passed); return how many.
+
+        An answered call gets a BYE on both legs; a call still ringing gets
+        503 toward the caller and a CANCEL toward the callee.
+        """
+        calls = {id(call): call for call, _ in self._dialogs.values()}
+        for call in calls.values():
+            if call.state is CallState.EARLY:
+                call.cancelled = True  # a CANCEL still owed goes at B's first 1xx
+                self._final_to_a(call, 503, "Service Unavailable", now=now)
+                self._cancel_b(call, now=now)
+            else:
+                self._ack_b_if_needed(call, now=now)
+                self._bye(call, Side.A, now=now)
+                self._bye(call, Side.B, now=now)
+            self._end_call(call, "shutdown", now=now)
+        return len(calls)
 
     def datagrams_to_send(self) -> list[Transmit]:
         """Take the queued transmissions (flush required after every input)."""
@@ -455,7 +481,10 @@ class B2BUA:
         elif not self.gate.is_known(peer):
             self._refuse_unknown(request, peer, now=now)
         elif method == "OPTIONS":
-            self._reply(request, peer, 200, "OK", extra=self._capabilities())
+            if self.draining:  # a load balancer's health check: take this one out
+                self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
+            else:
+                self._reply(request, peer, 200, "OK", extra=self._capabilities())
         else:
             self._reply(
                 request, peer, 405, "Method Not Allowed", extra=[("Allow", ALLOWED_METHODS)]
@@ -471,6 +500,10 @@ class B2BUA:
         unsupported = _unsupported(request)
         if unsupported:
             self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
+            return
+        if self.draining and self.gate.is_known(peer):
+            self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
+            self._events.append(MessageRejected(peer, 503, "draining: no new calls"))
             return
         trunk = self.gate.trunk_of(peer)
         if trunk is not None and self._over_capacity(request, peer, trunk):

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rules", default=DEFAULT_RULES, help=f"rule file (default {DEFAULT_RULES})")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP")
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for live calls to end before hanging them up (default 30)",
+    )
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate rule files")
@@ -69,7 +76,10 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     from sipguard.server import ServerOptions, serve
 
-    _run_loop(serve(rules, ServerOptions(rules_path=path, watch_rules=not args.no_watch)))
+    options = ServerOptions(rules_path=path, watch_rules=not args.no_watch)
+    if args.drain_timeout is not None:
+        options = replace(options, drain_timeout=max(0.0, args.drain_timeout))
+    _run_loop(serve(rules, options))
     return 0
 
 

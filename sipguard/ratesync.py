@@ -227,6 +227,7 @@ class RedisSync:
         )
         self._script = self._client.register_script(SYNC_SCRIPT)
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._down_since: float | None = None
         self.last_error = ""
 
@@ -236,26 +237,34 @@ class RedisSync:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="ratesync")
 
     async def close(self) -> None:
-        """Stop syncing (after one last round, when the store is up) and disconnect."""
+        """Stop syncing (after one last round, when the store is up) and disconnect.
+
+        Never waits longer than a few round-trip budgets, whatever the store
+        does: shutdown must not hang on Redis.
+        """
+        self._closing = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            # Not `await task`: on Python 3.11 a cancel that lands as the
+            # Redis reply arrives can be swallowed (wait_for), and the task
+            # then runs one more round; `_closing` ends its loop after it.
+            await asyncio.wait({task}, timeout=self.settings.timeout + self.settings.retry)
         if self.table.backend.up:
             await self.sync_once()  # hand the last counts over, within the timeout
-        await self._client.aclose()
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                await self._client.aclose()
+        except (RedisError, OSError, TimeoutError):
+            pass
 
     async def sync_once(self) -> bool:
         """One round: cut, send, apply. False (and the table told) on failure."""
         batch = self.table.cut(now=self._clock())
         keys, args = encode_batch(batch, instance=self.instance, lease=self.settings.lease)
         try:
-            reply = await asyncio.wait_for(
-                self._script(keys=keys, args=args), timeout=self.settings.timeout
-            )
+            async with asyncio.timeout(self.settings.timeout):
+                reply = await self._script(keys=keys, args=args)
             decoded = decode_reply(batch, reply)
         except (RedisError, OSError, TimeoutError, ValueError) as exc:
             self._failed(exc)
@@ -266,7 +275,7 @@ class RedisSync:
 
     async def _run(self) -> None:
         settings = self.settings
-        while True:
+        while not self._closing:
             ok = await self.sync_once()
             await asyncio.sleep(settings.interval if ok else settings.retry)
 

@@ -50,10 +50,19 @@ _HOUSEKEEPING_INTERVAL = 2.0
 _SWEEP_BUDGET = 2000
 
 
+# How long a SIGTERM waits for live calls to end before hanging them up.
+DEFAULT_DRAIN_TIMEOUT = 30.0
+# How often a drain looks whether the last call has ended.
+_DRAIN_POLL = 0.2
+# After hanging up at the deadline: time for the BYEs to leave.
+_DRAIN_GRACE = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
     rules_path: Path
     watch_rules: bool = True
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
 
 class Server:
@@ -243,6 +252,38 @@ class Server:
     def stop(self) -> None:
         self._stopped.set()
 
+    def drain(self) -> None:
+        """Stop taking new calls; stop once the live ones end, or hang them up
+        at the drain deadline. A second call stops at once."""
+        core = self.core
+        if core is None or core.draining:
+            self.stop()
+            return
+        core.draining = True
+        deadline = self.loop.time() + self.options.drain_timeout
+        log.info(
+            "draining: %d live call(s); new calls get 503; stopping when they end, "
+            "at most %.0fs (SIGTERM again to stop now)",
+            core.calls_active,
+            self.options.drain_timeout,
+        )
+        self._watch_drain(deadline)
+
+    def _watch_drain(self, deadline: float) -> None:
+        core = self.core
+        assert core is not None
+        if core.calls_active == 0:
+            self.stop()
+            return
+        now = self.loop.time()
+        if now < deadline:
+            self.loop.call_later(_DRAIN_POLL, self._watch_drain, deadline)
+            return
+        count = core.hang_up_all(now=now)
+        self._flush()
+        log.warning("drain deadline reached: hung up %d call(s)", count)
+        self.loop.call_later(_DRAIN_GRACE, self.stop)
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
@@ -342,11 +383,11 @@ def rules_digest(path: Path) -> str:
 
 
 async def serve(rules: RuleSet, options: ServerOptions) -> None:
-    """Run a server until SIGINT or SIGTERM; reload the rules on SIGHUP."""
+    """Run a server until SIGINT (at once) or SIGTERM (after draining); reload on SIGHUP."""
     server = Server(rules, options)
     await server.start()
     loop = server.loop
-    loop.add_signal_handler(signal.SIGTERM, server.stop)
+    loop.add_signal_handler(signal.SIGTERM, server.drain)
     loop.add_signal_handler(signal.SIGINT, server.stop)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     log.info(

@@ -253,3 +253,36 @@ async def test_the_store_keeps_bounded_keys(
     await asyncio.sleep(0.6)
     # Only the instance registry (and trunk keys) remain.
     assert int(redis_server.command("DBSIZE")[1:].strip()) <= 3
+
+
+async def test_close_never_hangs_even_when_it_lands_as_a_round_completes(
+    redis_server: RedisServer,
+) -> None:
+    """Shutdown must not wait on the sync task forever.
+
+    On Python 3.11 a cancel that arrives in the very step a Redis reply
+    completes can be swallowed, and a task that only waits to be cancelled
+    then runs on for ever. Here close() is started exactly then.
+    """
+    loop = asyncio.get_running_loop()
+    a = Instance(redis_server.url, "a")
+    script = a.sync._script
+    closer: list[asyncio.Task[None]] = []
+
+    async def script_then_close(*args: object, **kwargs: object) -> object:
+        try:
+            return await script(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            if not closer:
+                closer.append(loop.create_task(a.sync.close()))
+
+    a.sync._script = script_then_close  # type: ignore[assignment]
+    a.sync.start()
+    while not closer:
+        await asyncio.sleep(0.01)
+    done, _ = await asyncio.wait(closer, timeout=3.0)
+    assert done, "close() still waiting after 3 s"
+    await asyncio.sleep(0.3)
+    syncs = a.table.backend.syncs
+    await asyncio.sleep(0.3)
+    assert a.table.backend.syncs == syncs, "no round runs after close()"

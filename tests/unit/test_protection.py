@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from sipguard.b2bua import B2BUA, CoreConfig, MessageRejected
+from sipguard.b2bua import B2BUA, CallEnded, CoreConfig, MessageRejected
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.peer import Peer
 from sipguard.sip.message import Request, Response
@@ -269,3 +269,53 @@ def test_route_headers_do_not_choose_the_next_hop() -> None:
     assert isinstance(outbound, Request)
     assert "evil" not in str(outbound.headers.get_all("route"))
     assert "198.51.100.7" not in str(outbound.headers.get_all("route"))
+
+
+# -- draining (SIGTERM) ------------------------------------------------------------
+
+
+def test_a_draining_core_refuses_new_calls_and_health_checks_with_503() -> None:
+    p = pair()
+    answer_call(p, "live", 0.0)
+    p.take_caller()
+    p.core.draining = True
+    p.send(invite(call_id="new", branch="z9hG4bKnew"), CALLER, now=1.0)
+    refused = only_response(p.take_caller())
+    assert refused.status == 503 and refused.headers.get("retry-after") == "30"
+    options = in_dialog(
+        "OPTIONS",
+        target="sip:sipguard@10.0.0.1",
+        from_value="<sip:lb@10.1.0.5>;tag=lb",
+        to_value="<sip:sipguard@10.0.0.1>",
+        call_id="health",
+        cseq=1,
+        branch="z9hG4bKhealth",
+        sender=CALLER,
+    )
+    p.send(options, CALLER, now=1.1)
+    assert only_response(p.take_caller()).status == 503
+    assert p.core.calls_active == 1, "the live call goes on"
+    # Strangers still get the stranger's answer, not a hint that we drain.
+    p.send(invite(caller=STRANGER, call_id="s", branch="z9hG4bKs"), STRANGER, now=1.2)
+    assert [m.status for _, m in p.to_others if isinstance(m, Response)] == [403]
+
+
+def test_hang_up_all_ends_answered_and_ringing_calls() -> None:
+    p = pair()
+    answer_call(p, "up", 0.0)
+    p.send(invite(call_id="ringing", branch="z9hG4bKringing"), CALLER, now=0.1)
+    b_invite = p.take_callee()[0]
+    assert isinstance(b_invite, Request)
+    p.send(response_to(b_invite, 180, "Ringing", to_tag="t-ringing"), CALLEE, now=0.2)
+    p.take_caller()
+    assert p.core.hang_up_all(now=1.0) == 2
+    p.collect()
+    assert p.core.calls_active == 0
+    to_caller = statuses(p.take_caller())
+    to_callee = statuses(p.take_callee())
+    assert sorted(map(str, to_caller)) == ["503", "BYE"]
+    # The answered call was never ACKed by the caller: its 200 is ACKed
+    # before the BYE (RFC 3261 §13.2.2.4); the ringing one is cancelled.
+    assert sorted(map(str, to_callee)) == ["ACK", "BYE", "CANCEL"]
+    ended = [e for e in p.events if isinstance(e, CallEnded)]
+    assert [e.ended_by for e in ended] == ["shutdown", "shutdown"]
