@@ -151,6 +151,7 @@ class CallStarted:
     time: float
     monitor_rule: str | None = None  # monitor mode: the rule that would have refused
     warnings: tuple[str, ...] = ()  # rate rules whose warn level the call passed
+    request: Request | None = None  # the caller's INVITE, for the audit trail
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,9 @@ class CallRefused:
     rule: str
     reason: str
     time: float
+    caller: str | None = None  # the normalised caller number, when readable
+    callee: str | None = None  # the normalised called number, when readable
+    request: Request | None = None  # the refused INVITE, for the audit trail
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +527,9 @@ class B2BUA:
                     decision.rule,
                     decision.reason,
                     now,
+                    caller=decision.caller,
+                    callee=decision.callee,
+                    request=request,
                 )
             )
             return
@@ -539,10 +546,11 @@ class B2BUA:
                 call.a.call_id,
                 call.b.call_id,
                 decision.caller or str(request.from_.uri),
-                request.uri,
+                decision.callee or request.uri,
                 now,
                 monitor_rule=decision.note,
                 warnings=decision.warnings,
+                request=request,
             )
         )
 

@@ -151,7 +151,15 @@ def _refuse(verdict: Verdict) -> Refuse:
     if verdict.retry_after is not None:
         headers += (("Retry-After", str(int(verdict.retry_after))),)
     phrase = {403: "Forbidden", 503: "Service Unavailable", 603: "Decline"}.get(code, "Refused")
-    return Refuse(code, phrase, rule, trunk=verdict.trunk, headers=headers)
+    return Refuse(
+        code,
+        phrase,
+        rule,
+        trunk=verdict.trunk,
+        headers=headers,
+        caller=verdict.caller,
+        callee=verdict.callee,
+    )
 
 
 def _rate_verdict(trunk: CompiledTrunk, verdict: Verdict, admission: Admission) -> Verdict:
@@ -186,6 +194,7 @@ def _allow(
             strip=IDENTITY_HEADERS | {"privacy"},
             note=verdict.rule,
             caller="anonymous",
+            callee=verdict.callee,
             rate_counted=counted,
             warnings=warnings,
         )
@@ -208,6 +217,7 @@ def _allow(
         strip=IDENTITY_HEADERS,
         note=verdict.rule,
         caller=verdict.caller,
+        callee=verdict.callee,
         rate_counted=counted,
         warnings=warnings,
     )

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sipguard.audit import AuditLog, AuditSettings
 from sipguard.b2bua import (
     B2BUA,
     CallEnded,
@@ -83,6 +84,9 @@ class Server:
         )
         self.core: B2BUA | None = None
         self.ratetable, self.ratesync = _rate_table(rules.ratetable, clock=self.loop.time)
+        self.audit = (
+            None if rules.audit_log is None else AuditLog(AuditSettings(Path(rules.audit_log)))
+        )
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._rules_stamp = _file_stamp(options.rules_path)
@@ -110,6 +114,8 @@ class Server:
         self._schedule_housekeeping()
         if self.ratesync is not None:
             self.ratesync.start()
+        if self.audit is not None:
+            self.audit.start()
 
     # -- inputs from the transports --------------------------------------------
 
@@ -146,10 +152,13 @@ class Server:
         send = self.transports.send
         for transmit in core.datagrams_to_send():
             send(transmit.peer, transmit.data)
+        audit = self.audit
         event = core.next_event()
         while event is not None:
             if isinstance(event, CallEnded):
                 self._call_ended(event)
+            if audit is not None and not isinstance(event, MessageRejected):
+                audit.submit(event)
             _log_event(event)
             event = core.next_event()
         self._arm_timer(core.next_deadline())
@@ -190,6 +199,8 @@ class Server:
             log.error("reload refused, keeping the old rules: %s: %s", path, exc)
             return False
         gate = self._gate(rules)
+        if rules.audit_log != self.rules.audit_log:
+            log.warning("audit_log changed in %s; it takes effect at the next restart", path)
         if rules.protection != self.rules.protection:
             log.warning(
                 "protection settings changed in %s; they take effect at the next restart", path
@@ -295,6 +306,9 @@ class Server:
         await self.transports.close()
         if self.ratesync is not None:
             await self.ratesync.close()
+        if self.audit is not None:
+            # Everything decided is written and fsynced before the process exits.
+            await self.loop.run_in_executor(None, self.audit.close)
 
 
 def _core_config(protection: Protection, local: dict[str, LocalAddress]) -> CoreConfig:
@@ -420,3 +434,13 @@ async def serve(rules: RuleSet, options: ServerOptions) -> None:
                     backend.refused,
                 )
         await server.close()
+        if server.audit is not None:
+            stats = server.audit.stats
+            log.info(
+                "audit log %s: written=%d dropped=%d write_errors=%d rotations=%d",
+                server.audit.settings.path,
+                stats.written,
+                stats.dropped,
+                stats.write_errors,
+                stats.rotations,
+            )

@@ -26,6 +26,7 @@ class Allow:
     strip: frozenset[str] = frozenset()
     note: str | None = None
     caller: str | None = None  # the validated caller number, for logs
+    callee: str | None = None  # the normalised called number, for logs
     rate_counted: bool = False  # the rate table counted this call: release it at its end
     warnings: tuple[str, ...] = ()  # rule ids whose warn level this call passed
 
@@ -43,3 +44,5 @@ class Refuse:
     rule: str
     trunk: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    caller: str | None = None  # the normalised caller number, when readable
+    callee: str | None = None  # the normalised called number, when readable

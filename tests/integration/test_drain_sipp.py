@@ -14,6 +14,7 @@ trunk -> ``sipguard run`` -> a SIPp UAS.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import time
@@ -60,13 +61,15 @@ def drain_path(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Drain
     with contextlib.ExitStack() as stack:
         stack.callback(uas.stop, timeout=2.0)
         rules = tmp_path / "rules.yaml"
+        audit = tmp_path / "audit" / "decisions.jsonl"
         rules.write_text(
             limits_rules_text(
                 listen_port=listen,
                 trunk_ports=[caller_port, probe_port],
                 other_trunk_port=other,
                 uas_port=uas_port,
-            ),
+            )
+            + f'audit_log: "{audit}"\n',
             encoding="utf-8",
         )
         guard = start_sipguard(
@@ -100,6 +103,11 @@ def invite_status(path: DrainPath) -> int | None:
             status = int(data.split(b" ", 2)[1])
             if status >= 200:
                 return status
+
+
+def audit_records(path: DrainPath) -> list[dict[str, object]]:
+    lines = (path.workdir / "audit" / "decisions.jsonl").read_text("utf-8").splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def wait_exit(guard: Sipguard, timeout: float) -> int | None:
@@ -143,6 +151,14 @@ def test_live_calls_finish_and_new_calls_get_503(drain_path: DrainPath) -> None:
     assert "drain deadline" not in path.sipguard.stderr
     uas = path.uas.stop()
     assert uas.stats.received("BYE") == 3 and uas.stats.successful_calls == 3
+    # Nothing decided is lost: the trail was written and fsynced before exit.
+    records = audit_records(path)
+    decisions = [r for r in records if r["event"] == "decision"]
+    ends = [r for r in records if r["event"] == "end"]
+    assert [r["verdict"] for r in decisions] == ["allow"] * 3, records
+    assert sorted(r["call_id"] for r in ends) == sorted(r["call_id"] for r in decisions)
+    assert all(r["ended_by"] == "caller" and r["duration"] >= 3.0 for r in ends), ends
+    assert "audit log" in path.sipguard.stderr and "written=6 dropped=0" in path.sipguard.stderr
 
 
 @pytest.mark.parametrize("drain_path", [1.0], indirect=True)
@@ -174,3 +190,5 @@ def test_calls_still_up_at_the_deadline_are_hung_up(drain_path: DrainPath) -> No
     assert run.stats.successful_calls == 2, path.sipguard.describe()
     uas = path.uas.stop()
     assert uas.stats.received("BYE") == 2, "both sides were hung up"
+    ends = [r for r in audit_records(path) if r["event"] == "end"]
+    assert [r["ended_by"] for r in ends] == ["shutdown", "shutdown"]
