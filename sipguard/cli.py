@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--at", help="evaluate at this time (ISO 8601), default now")
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=_explain)
+    _add_trace(commands)
     return parser
 
 
@@ -104,6 +105,46 @@ def _run_loop(main_coroutine: Coroutine[Any, Any, None]) -> None:
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main_coroutine)
+
+
+def _add_trace(commands: Any) -> None:
+    trace = commands.add_parser(
+        "trace", help="every audit record of a number or Call-ID, as a timeline"
+    )
+    trace.add_argument("query", nargs="+", help="a number in any form, or a Call-ID")
+    where = trace.add_mutually_exclusive_group()
+    where.add_argument("--rules", default=DEFAULT_RULES, help="rule file naming the audit_log")
+    where.add_argument("--audit-log", help="the audit log itself (rotated .gz files beside it)")
+    trace.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    trace.set_defaults(handler=_trace)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    import json
+
+    from sipguard.trace import TraceQuery, audit_files, format_record, read_records, trace
+
+    if args.audit_log is not None:
+        path = Path(args.audit_log)
+    else:
+        rules = _load_or_report(Path(args.rules))
+        if rules is None:
+            return 2
+        if rules.audit_log is None:
+            print(f"sipguard trace: {args.rules} has no audit_log", file=sys.stderr)
+            return 2
+        path = Path(rules.audit_log)
+    files = audit_files(path)
+    if not files:
+        print(f"sipguard trace: no audit log at {path}", file=sys.stderr)
+        return 2
+    found = trace(read_records(files), TraceQuery(tuple(args.query)))
+    for record in found:
+        print(json.dumps(record, ensure_ascii=False) if args.json else format_record(record))
+    if not found:
+        print(f"no record of {' '.join(args.query)} in {len(files)} file(s) of {path}")
+        return 1
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -1,0 +1,137 @@
+"""`sipguard trace`: records of a number or Call-ID across rotated, gzipped files."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from sipguard.audit import AuditLog, AuditSettings
+from sipguard.b2bua import CallEnded, CallRefused, CallStarted
+from sipguard.cli import main
+from sipguard.peer import Peer
+from sipguard.trace import TraceQuery, audit_files, read_records, trace
+from tests.helpers import CALLER
+
+pytestmark = pytest.mark.unit
+
+START = 1_795_000_000.0
+
+
+def allowed(call_id: str, caller: str, callee: str) -> CallStarted:
+    return CallStarted("sh-callcenter", CALLER, call_id, f"b-{call_id}", caller, callee, 1.0)
+
+
+def refused(call_id: str, caller: str, callee: str) -> CallRefused:
+    return CallRefused(
+        "sh-callcenter",
+        Peer("udp", "10.1.0.5", 5071),
+        call_id,
+        403,
+        "caller_not_allocated",
+        "Forbidden",
+        1.0,
+        caller=caller,
+        callee=callee,
+    )
+
+
+def ended(call_id: str, caller: str) -> CallEnded:
+    return CallEnded(
+        "sh-callcenter", call_id, f"b-{call_id}", 200, "caller", True, 1.0, 31.0, caller
+    )
+
+
+@pytest.fixture
+def trail(tmp_path: Path) -> Path:
+    """Six records, written one by one into a trail that rotates after each two."""
+    path = tmp_path / "logs" / "decisions.jsonl"
+    clock = [START]
+    audit = AuditLog(
+        AuditSettings(path, max_bytes=700, flush_every=0.005), wall_clock=lambda: clock[0]
+    )
+    audit.start()
+    events = [
+        allowed("call-1", "+862131771234", "+8613800138000"),
+        refused("call-2", "+869521000001", "+8613800138000"),
+        allowed("call-3", "+862131779999", "+8613911112222"),
+        ended("call-1", "+862131771234"),
+        refused("call-4", "+862131771234", "+8613911112222"),
+        ended("call-3", "+862131779999"),
+    ]
+    for index, event in enumerate(events, 1):
+        clock[0] += 60.0
+        audit.submit(event)
+        audit._wake.set()
+        while audit.stats.written < index:
+            time.sleep(0.001)
+    audit.close()
+    assert len(list(path.parent.glob("decisions.jsonl.*.gz"))) >= 2, "the trail rotated"
+    return path
+
+
+def ids(records: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [(r["call_id"], r["event"]) for r in records]
+
+
+def test_a_number_in_any_form_finds_its_calls_and_their_ends(trail: Path) -> None:
+    records = list(read_records(audit_files(trail)))
+    expected = [
+        ("call-1", "decision"),
+        ("call-1", "end"),
+        ("call-4", "decision"),
+    ]
+    for form in ("+862131771234", "0086 21 3177 1234", "021-3177-1234", "862131771234"):
+        assert ids(trace(records, TraceQuery((form,)))) == expected, form
+
+
+def test_a_callee_number_finds_the_calls_to_it(trail: Path) -> None:
+    records = list(read_records(audit_files(trail)))
+    found = trace(records, TraceQuery(("13911112222",)))
+    assert ids(found) == [("call-3", "decision"), ("call-4", "decision"), ("call-3", "end")]
+
+
+def test_a_call_id_finds_its_decision_and_end_in_time_order(trail: Path) -> None:
+    records = list(read_records(audit_files(trail)))
+    found = trace(records, TraceQuery(("call-3",)))
+    assert ids(found) == [("call-3", "decision"), ("call-3", "end")]
+    stamps = [str(r["ts"]) for r in found]
+    assert stamps == sorted(stamps)
+    assert ids(trace(records, TraceQuery(("b-call-3",)))) == ids(found), "outbound Call-ID too"
+
+
+def test_a_short_number_does_not_match_by_its_tail(trail: Path) -> None:
+    records = list(read_records(audit_files(trail)))
+    assert trace(records, TraceQuery(("1234",))) == []
+
+
+def test_the_command_prints_a_timeline_and_exits_by_what_it_found(
+    trail: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["trace", "--audit-log", str(trail), "021 3177 1234"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert "decision  allow" in lines[0] and "call-id=call-1" in lines[0]
+    assert "end       status=200 by=caller duration=30.0s" in lines[1]
+    assert "reject caller_not_allocated 403" in lines[2]
+    assert main(["trace", "--audit-log", str(trail), "--json", "call-2"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["rule"] == "caller_not_allocated"
+    assert main(["trace", "--audit-log", str(trail), "+449999999999"]) == 1
+    assert "no record of +449999999999 in" in capsys.readouterr().out
+
+
+def test_the_command_finds_the_trail_from_the_rule_file(
+    trail: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f'version: 1\nnumbering: {{country_code: "86"}}\naudit_log: "{trail}"\ntrunks: []\n',
+        encoding="utf-8",
+    )
+    assert main(["trace", "--rules", str(rules), "call-4"]) == 0
+    assert "call-id=call-4" in capsys.readouterr().out
+    missing = tmp_path / "none.jsonl"
+    assert main(["trace", "--audit-log", str(missing), "call-4"]) == 2
