@@ -352,6 +352,11 @@ class B2BUA:
                 self._reply(message, peer, exc.status_hint, _short(str(exc)))
             self._events.append(MessageRejected(peer, exc.status_hint, str(exc)))
 
+    @property
+    def calls_by_trunk(self) -> dict[str, int]:
+        """Live calls per trunk (a copy)."""
+        return dict(self._calls_by_trunk)
+
     def transport_failed(self, peer: Peer, *, now: float) -> None:
         """The driver could not reach `peer`: fail its pending client transactions."""
         for tx in [tx for tx in self._client_txs.values() if tx.peer == peer]:

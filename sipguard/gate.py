@@ -97,10 +97,13 @@ class PolicyGate:
         *,
         ratetable: RateTable | None = None,
         wall_clock: Callable[[], float] = time.time,
+        decision_timer: Callable[[float], None] | None = None,
     ) -> None:
         self.policy = policy
         self.ratetable = ratetable
         self._wall_clock = wall_clock
+        # Told how long each decision took (seconds), e.g. a latency histogram.
+        self._decision_timer = decision_timer
         # The next hops, exactly: only a trunk's source or its route (host and
         # port) gets a real answer to an out-of-dialog OPTIONS.
         self._routes = frozenset((trunk.route.host, trunk.route.port) for trunk in policy.trunks)
@@ -115,6 +118,15 @@ class PolicyGate:
         return evaluate(self.policy, trunk, view, wall_time=self._wall_clock()), trunk
 
     def decide(self, request: Request, peer: Peer, *, now: float) -> Allow | Refuse:
+        timer = self._decision_timer
+        if timer is None:
+            return self._decide(request, peer, now)
+        start = time.perf_counter()
+        decision = self._decide(request, peer, now)
+        timer(time.perf_counter() - start)
+        return decision
+
+    def _decide(self, request: Request, peer: Peer, now: float) -> Allow | Refuse:
         verdict, trunk = self.verdict(request, peer)
         if not verdict.allowed or trunk is None:
             return _refuse(verdict)

@@ -9,11 +9,14 @@ deadline (the shape of aioquic's asyncio protocol).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import random
 import secrets
 import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from sipguard.b2bua import (
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.errors import RuleFileErrors, SipProtocolError
 from sipguard.gate import PolicyGate, build_policy
+from sipguard.metrics import Metrics, StateReading
 from sipguard.peer import Peer
 from sipguard.ratesync import RedisSync, SyncSettings
 from sipguard.ratetable import NO_LIMITS, RateTable
@@ -87,6 +91,11 @@ class Server:
         self.audit = (
             None if rules.audit_log is None else AuditLog(AuditSettings(Path(rules.audit_log)))
         )
+        self.metrics = None if rules.metrics is None else Metrics(self._state_from_any_thread)
+        self._loop_thread = threading.get_ident()
+        self.reloads = 0
+        self.last_reload_ok = True
+        self.rules_loaded_at = time.time()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._rules_stamp = _file_stamp(options.rules_path)
@@ -116,6 +125,9 @@ class Server:
             self.ratesync.start()
         if self.audit is not None:
             self.audit.start()
+        if self.metrics is not None and self.rules.metrics is not None:
+            address, _, port_text = self.rules.metrics.rpartition(":")
+            self.metrics.serve(address.strip("[]"), int(port_text))
 
     # -- inputs from the transports --------------------------------------------
 
@@ -152,13 +164,15 @@ class Server:
         send = self.transports.send
         for transmit in core.datagrams_to_send():
             send(transmit.peer, transmit.data)
-        audit = self.audit
+        audit, metrics = self.audit, self.metrics
         event = core.next_event()
         while event is not None:
             if isinstance(event, CallEnded):
                 self._call_ended(event)
             if audit is not None and not isinstance(event, MessageRejected):
                 audit.submit(event)
+            if metrics is not None:
+                metrics.observe(event)
             _log_event(event)
             event = core.next_event()
         self._arm_timer(core.next_deadline())
@@ -189,6 +203,8 @@ class Server:
         """Load the rule file again; keep the old rules if the new file is bad."""
         path = self.options.rules_path
         self._rules_stamp = _file_stamp(path)
+        self.reloads += 1
+        self.last_reload_ok = False
         try:
             rules = load_rules(path)
         except RuleFileErrors as exc:
@@ -198,6 +214,8 @@ class Server:
         except OSError as exc:
             log.error("reload refused, keeping the old rules: %s: %s", path, exc)
             return False
+        self.last_reload_ok = True
+        self.rules_loaded_at = time.time()
         gate = self._gate(rules)
         if rules.audit_log != self.rules.audit_log:
             log.warning("audit_log changed in %s; it takes effect at the next restart", path)
@@ -223,7 +241,63 @@ class Server:
         policy = build_policy(rules)
         if isinstance(self.ratetable, SharedRateTable):
             self.ratetable.configure({trunk.name: trunk.limits for trunk in policy.trunks})
-        return PolicyGate(policy, ratetable=self.ratetable)
+        timer = None if self.metrics is None else self.metrics.decision_seconds.observe
+        return PolicyGate(policy, ratetable=self.ratetable, decision_timer=timer)
+
+    # -- metrics ---------------------------------------------------------------------
+
+    def _state_from_any_thread(self) -> StateReading:
+        """The live state, read on the loop's thread (a scrape runs in its own)."""
+        if threading.get_ident() == self._loop_thread:
+            return self.state_reading()
+        reading: concurrent.futures.Future[StateReading] = concurrent.futures.Future()
+
+        def read() -> None:
+            try:
+                reading.set_result(self.state_reading())
+            except Exception as exc:  # reported to the scrape, never to the loop
+                reading.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(read)
+        return reading.result(timeout=5.0)
+
+    def state_reading(self) -> StateReading:
+        """Live calls, rate-table keys and the health gauges, now."""
+        core = self.core
+        stats = self.ratetable.stats
+        gauges: dict[str, float] = {
+            "reloads_total": self.reloads,
+            "last_reload_ok": float(self.last_reload_ok),
+            "rules_loaded_timestamp_seconds": self.rules_loaded_at,
+            "ratetable_evictions": stats.evictions,
+            "internal_errors": self.internal_errors,
+            "tcp_connections": self.transports.tcp_connection_count,
+        }
+        if core is not None:
+            gauges["transactions"] = core.transaction_count
+            gauges["unknown_source_answers_dropped"] = core.dropped_unknown
+            gauges["draining"] = float(core.draining)
+        if self.audit is not None:
+            audit = self.audit.stats
+            gauges["audit_records_written"] = audit.written
+            gauges["audit_records_dropped"] = audit.dropped
+            gauges["audit_write_errors"] = audit.write_errors
+        if isinstance(self.ratetable, SharedRateTable):
+            backend = self.ratetable.backend
+            gauges["ratetable_backend_up"] = float(backend.up)
+            gauges["ratetable_backend_failures"] = backend.failures
+            gauges["ratetable_backend_refused_calls"] = backend.refused
+        return StateReading(
+            live_calls={} if core is None else core.calls_by_trunk,
+            gauges=gauges,
+            ratetable_keys={
+                "callers": stats.caller_windows,
+                "callees": stats.callee_windows,
+                "one_ring": stats.one_ring_windows,
+                "blocks": stats.blocks,
+                "trunks": stats.trunks,
+            },
+        )
 
     def _call_ended(self, event: CallEnded) -> None:
         """Give the call's rate-table slot back (exactly once per counted call)."""
@@ -306,6 +380,8 @@ class Server:
         await self.transports.close()
         if self.ratesync is not None:
             await self.ratesync.close()
+        if self.metrics is not None:
+            await self.loop.run_in_executor(None, self.metrics.close)
         if self.audit is not None:
             # Everything decided is written and fsynced before the process exits.
             await self.loop.run_in_executor(None, self.audit.close)

@@ -81,7 +81,8 @@ def start_policy_path(tmp_path: Path) -> Iterator[Callable[..., PolicyPath]]:
     ``uas_check_identity.xml``), ``uas_args`` more options for it (``-d``:
     ringing time), ``sipguard_args`` more options for ``sipguard run``
     (``--no-watch``), ``trunk_port_count`` how many source ports trunk
-    ``sh-callcenter`` has. Everything is stopped at teardown.
+    ``sh-callcenter`` has, ``extra_rules`` top-level keys appended to the
+    rule file (e.g. ``metrics:``). Everything is stopped at teardown.
     """
     if not sipp_available():
         pytest.fail("SIPp is not on PATH: install it (Debian package sip-tester; `make setup`)")
@@ -95,6 +96,7 @@ def start_policy_path(tmp_path: Path) -> Iterator[Callable[..., PolicyPath]]:
         uas_args: Sequence[str] = (),
         sipguard_args: Sequence[str] = (),
         trunk_port_count: int = 2,
+        extra_rules: str = "",
     ) -> PolicyPath:
         workdir = tmp_path / f"policy-{len(started) + 1}-{transport}"
         listen_port, other_port, uas_port, *trunk_ports = free_ports(3 + trunk_port_count)
@@ -111,7 +113,8 @@ def start_policy_path(tmp_path: Path) -> Iterator[Callable[..., PolicyPath]]:
                     other_trunk_port=other_port,
                     uas_port=uas_port,
                     transport=transport,
-                ),
+                )
+                + extra_rules,
                 encoding="utf-8",
             )
             guard = start_sipguard(

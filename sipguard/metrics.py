@@ -1,0 +1,190 @@
+"""Prometheus metrics: verdicts per trunk and rule, live state, and regulator figures.
+
+`Metrics` owns its own registry (nothing global), counts each call event the
+driver hands it (`observe`), times decisions (`decision_seconds`), and
+reads the live state (calls, rate-table keys, audit and Redis status,
+reloads) only when Prometheus scrapes, through a collector: the call path
+pays for a few counter increments, never for gauges it does not need.
+
+Exposed (all prefixed `sipguard_`):
+
+- `decisions_total{trunk,verdict,rule}`: every new-call decision;
+  verdict `allow`, `reject` or `monitor`; rule empty when allowed.
+- `calls_ended_total{trunk,ended_by}`; `live_calls{trunk}`.
+- `admitted_total{trunk}`, `refused_total{trunk}`: rate over time is cps
+  admitted and refused (`rate(sipguard_admitted_total[1m])`).
+- `decision_seconds`: histogram of the time to decide a new call.
+- regulator figures per trunk: `calls_checked_total`,
+  `caller_auth_passed_total` (pass rate = passed / checked),
+  `passthrough_intercepted_total` (`caller_not_allocated`,
+  `caller_of_other_trunk`), `forged_from_abroad_intercepted_total`
+  (`home_cli_from_abroad`), `modified_caller_id_intercepted_total`
+  (`identity_mismatch`, `display_name_spoof`, `identity_changed`).
+- state at scrape time: `ratetable_keys{dimension}`, `ratetable_evictions`,
+  `audit_records_written`, `audit_records_dropped`, `audit_write_errors`,
+  `ratetable_backend_up`, `ratetable_backend_failures`, `reloads_total`,
+  `last_reload_ok`, `rules_loaded_timestamp_seconds`, `messages_rejected_total`,
+  `unknown_source_answers_dropped`.
+
+Ring 3: a driver module (an HTTP server thread).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sipguard.b2bua import CallEnded, CallRefused, CallStarted, Event, MessageRejected
+
+__all__ = ["Metrics", "StateReading"]
+
+log = logging.getLogger("sipguard")
+
+_PASSTHROUGH = frozenset({"caller_not_allocated", "caller_of_other_trunk"})
+_FROM_ABROAD = frozenset({"home_cli_from_abroad"})
+_MODIFIED = frozenset({"identity_mismatch", "display_name_spoof", "identity_changed"})
+
+
+@dataclass(slots=True)
+class StateReading:
+    """What the collector reports at scrape time; the server fills it in."""
+
+    live_calls: dict[str, int] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
+    ratetable_keys: dict[str, int] = field(default_factory=dict)
+
+
+class _StateCollector(Collector):
+    def __init__(self, read: Callable[[], StateReading]) -> None:
+        self._read = read
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # read only at scrape time, never at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._read()
+        live = GaugeMetricFamily(
+            "sipguard_live_calls", "Calls up or ringing, per trunk", labels=["trunk"]
+        )
+        for trunk, count in sorted(state.live_calls.items()):
+            live.add_metric([trunk], count)
+        yield live
+        keys = GaugeMetricFamily(
+            "sipguard_ratetable_keys", "Keys in the rate table", labels=["dimension"]
+        )
+        for dimension, count in sorted(state.ratetable_keys.items()):
+            keys.add_metric([dimension], count)
+        yield keys
+        for name, value in sorted(state.gauges.items()):
+            yield GaugeMetricFamily(f"sipguard_{name}", name.replace("_", " "), value=value)
+
+
+class Metrics:
+    """Counters fed by call events, and a scrape-time view of the rest."""
+
+    def __init__(self, read_state: Callable[[], StateReading]) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.decisions = Counter(
+            "sipguard_decisions",
+            "New-call decisions",
+            ["trunk", "verdict", "rule"],
+            registry=registry,
+        )
+        self.ended = Counter(
+            "sipguard_calls_ended", "Calls ended", ["trunk", "ended_by"], registry=registry
+        )
+        self.admitted = Counter("sipguard_admitted", "Calls admitted", ["trunk"], registry=registry)
+        self.refused = Counter("sipguard_refused", "Calls refused", ["trunk"], registry=registry)
+        self.checked = Counter(
+            "sipguard_calls_checked",
+            "Calls whose caller ID was checked",
+            ["trunk"],
+            registry=registry,
+        )
+        self.passed = Counter(
+            "sipguard_caller_auth_passed",
+            "Calls whose caller ID passed authentication",
+            ["trunk"],
+            registry=registry,
+        )
+        self.passthrough = Counter(
+            "sipguard_passthrough_intercepted",
+            "Passed-through caller IDs intercepted",
+            ["trunk"],
+            registry=registry,
+        )
+        self.from_abroad = Counter(
+            "sipguard_forged_from_abroad_intercepted",
+            "Home-country caller IDs from abroad intercepted",
+            ["trunk"],
+            registry=registry,
+        )
+        self.modified = Counter(
+            "sipguard_modified_caller_id_intercepted",
+            "Modified caller IDs intercepted",
+            ["trunk"],
+            registry=registry,
+        )
+        self.rejected_messages = Counter(
+            "sipguard_messages_rejected", "Messages answered with an error or dropped",
+            registry=registry,
+        )  # fmt: skip
+        self.decision_seconds = Histogram(
+            "sipguard_decision_seconds",
+            "Time to decide a new call",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025),
+            registry=registry,
+        )
+        registry.register(_StateCollector(read_state))
+        self._server: object | None = None
+
+    def serve(self, host: str, port: int) -> bool:
+        """Serve /metrics on `host:port` in a thread; False (logged) if it cannot bind."""
+        try:
+            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            log.error("metrics: cannot listen on %s:%d: %s; serving calls anyway", host, port, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        server = self._server
+        if server is not None and hasattr(server, "shutdown"):
+            server.shutdown()
+            server.server_close()  # type: ignore[attr-defined]
+        self._server = None
+
+    def observe(self, event: Event) -> None:
+        """Count one call event."""
+        if isinstance(event, CallStarted):
+            trunk = event.trunk
+            verdict = "monitor" if event.monitor_rule else "allow"
+            self.decisions.labels(trunk, verdict, event.monitor_rule or "").inc()
+            self.admitted.labels(trunk).inc()
+            self.checked.labels(trunk).inc()
+            if not event.monitor_rule:
+                self.passed.labels(trunk).inc()
+        elif isinstance(event, CallRefused):
+            trunk = event.trunk or "-"
+            rule = event.rule
+            self.decisions.labels(trunk, "reject", rule).inc()
+            self.refused.labels(trunk).inc()
+            if event.trunk is None:
+                return
+            self.checked.labels(trunk).inc()
+            if rule in _PASSTHROUGH:
+                self.passthrough.labels(trunk).inc()
+            elif rule in _FROM_ABROAD:
+                self.from_abroad.labels(trunk).inc()
+            elif rule in _MODIFIED:
+                self.modified.labels(trunk).inc()
+        elif isinstance(event, CallEnded):
+            self.ended.labels(event.trunk, event.ended_by).inc()
+        elif isinstance(event, MessageRejected):
+            self.rejected_messages.inc()
