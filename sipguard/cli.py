@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP")
     run.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="log lines (default text)"
+    )
+    run.add_argument(
+        "--check-config",
+        action="store_true",
+        help="pre-flight: check the rule file, sockets, audit directory, metrics port and "
+        "Redis, then exit (0: all pass)",
+    )
+    run.add_argument(
         "--drain-timeout",
         type=float,
         metavar="SECONDS",
@@ -62,19 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=_explain)
     _add_trace(commands)
+    _add_top(commands)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(args.log_level, args.log_format)
     path = Path(args.rules)
     rules = _load_or_report(path)
     if rules is None:
         return 1
+    if args.check_config:
+        return _preflight(path, rules)
     from sipguard.server import ServerOptions, serve
 
     options = ServerOptions(rules_path=path, watch_rules=not args.no_watch)
@@ -82,6 +92,39 @@ def _run(args: argparse.Namespace) -> int:
         options = replace(options, drain_timeout=max(0.0, args.drain_timeout))
     _run_loop(serve(rules, options))
     return 0
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line: ts (UTC), level, message (and the traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _configure_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
+
+
+def _preflight(path: Path, rules: RuleSet) -> int:
+    from sipguard.preflight import preflight
+
+    print(f"ok   rules {path}: {len(rules.trunks)} trunk(s), mode {rules.mode}")
+    checks = preflight(rules)
+    for check in checks:
+        print(check.line())
+    return 0 if all(check.ok for check in checks) else 1
 
 
 def _load_or_report(path: Path) -> RuleSet | None:
@@ -119,6 +162,40 @@ def _add_trace(commands: Any) -> None:
     trace.set_defaults(handler=_trace)
 
 
+def _add_top(commands: Any) -> None:
+    top = commands.add_parser("top", help="live per-trunk counters of a running sipguard")
+    where = top.add_mutually_exclusive_group()
+    where.add_argument(
+        "--rules", default=DEFAULT_RULES, help="rule file naming the metrics address"
+    )
+    where.add_argument("--url", help="the metrics URL, e.g. http://127.0.0.1:9060/metrics")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one table and exit")
+    top.set_defaults(handler=_top)
+
+
+def _top(args: argparse.Namespace) -> int:
+    from sipguard.top import run_top
+
+    url = args.url
+    if url is None:
+        rules = _load_or_report(Path(args.rules))
+        if rules is None:
+            return 2
+        if rules.metrics is None:
+            print(f"sipguard top: {args.rules} has no metrics address", file=sys.stderr)
+            return 2
+        url = f"http://{rules.metrics}/metrics"
+    try:
+        run_top(url, interval=max(0.1, args.interval), once=args.once)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"sipguard top: cannot read {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _trace(args: argparse.Namespace) -> int:
     import json
 
@@ -148,6 +225,11 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
+    # Colour on a terminal only; piped output stays plain FILE:LINE:COL lines.
+    console = Console(soft_wrap=True, highlight=False)
     failed = False
     for name in args.files:
         try:
@@ -155,12 +237,13 @@ def _check(args: argparse.Namespace) -> int:
         except RuleFileErrors as exc:
             failed = True
             for error in exc.errors:
-                print(error)
+                where, _, message = str(error).partition(": ")
+                console.print(Text.assemble((where, "bold red"), ": ", message))
         except OSError as exc:
             failed = True
-            print(f"{name}: {exc.strerror or exc}")
+            console.print(Text.assemble((name, "bold red"), f": {exc.strerror or exc}"))
         else:
-            print(f"{name}: ok")
+            console.print(Text.assemble(f"{name}: ", ("ok", "green")))
     return 1 if failed else 0
 
 

@@ -456,6 +456,35 @@ def _log_event(event: Event) -> None:
         log.debug("bad message from %s:%d: %s", event.peer.host, event.peer.port, event.reason)
 
 
+def startup_summary(rules: RuleSet) -> list[str]:
+    """What an engineer checks first: each trunk, and where records and counters go."""
+    lines = []
+    for trunk in rules.trunks:
+        limits = trunk.limits
+        shown = [
+            f"{key}={value}"
+            for key, value in (("cps", limits.cps), ("concurrent", limits.concurrent))
+            if value is not None
+        ]
+        shown += [
+            key
+            for key in ("per_caller", "per_callee", "one_ring")
+            if getattr(limits, key) is not None
+        ]
+        lines.append(
+            f"  trunk {trunk.name}: {trunk.kind}, mode {rules.mode_of(trunk)}, "
+            f"{len(trunk.sources)} source(s), {len(trunk.ranges)} range(s), "
+            f"route {trunk.route}, limits {' '.join(shown) or 'none'}"
+        )
+    ratetable = rules.ratetable
+    lines.append(
+        f"  audit_log {rules.audit_log or 'off'}; metrics {rules.metrics or 'off'}; "
+        f"ratetable {ratetable.backend}"
+        + (f" ({ratetable.on_backend_failure} on failure)" if ratetable.backend == "redis" else "")
+    )
+    return lines
+
+
 def _file_stamp(path: Path) -> tuple[float, int] | None:
     try:
         stat = path.stat()
@@ -488,6 +517,8 @@ async def serve(rules: RuleSet, options: ServerOptions) -> None:
         rules_digest(options.rules_path),
         rules.mode,
     )
+    for line in startup_summary(rules):
+        log.info("%s", line)
     try:
         await server.wait_stopped()
     finally:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sipguard.cli import main as sipguard_main
 from tests.integration.sipp import (
     HOST,
     MIXED_CALLERS_CSV,
@@ -44,7 +45,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_count_what_sipp_sent(start_policy_path: Callable[..., PolicyPath]) -> None:
+def test_metrics_count_what_sipp_sent(
+    start_policy_path: Callable[..., PolicyPath], capsys: pytest.CaptureFixture[str]
+) -> None:
     calls = 120
     expected = outcomes(read_callers(MIXED_CALLERS_CSV), calls)
     (metrics_port,) = free_ports(1)
@@ -82,4 +85,12 @@ def test_metrics_count_what_sipp_sent(start_policy_path: Callable[..., PolicyPat
     assert value(samples, "sipguard_reloads_total") == 0
     assert value(samples, "sipguard_last_reload_ok") == 1
     assert value(samples, "sipguard_internal_errors") == 0
+
+    # The console view of the same run.
+    url = f"http://{HOST}:{metrics_port}/metrics"
+    assert sipguard_main(["top", "--url", url, "--once", "--interval", "0.2"]) == 0
+    screen = capsys.readouterr().out
+    row = next(line for line in screen.splitlines() if SH_TRUNK in line)
+    assert f" {allowed} " in row and f" {calls - allowed} " in row, screen
+    assert f"{allowed / calls:.1%}" in row, screen
     assert path.sipguard.stop() == 0, path.explain(run)
