@@ -101,7 +101,14 @@ echo "-- starting the callee (SIPp UAS) on $HOST:$UAS_PORT"
 UAS_PID=$!
 
 echo "-- starting sipguard: $SIPGUARD run --rules $RULES"
-"$SIPGUARD" run --rules "$RULES" >"$DEMO_DIR/sipguard.log" 2>&1 &
+# Its log goes to sipguard.log; its decision lines (allow / reject with the
+# rule id) also stream to the terminal as the calls run. The filter ends
+# when sipguard closes its output.
+"$SIPGUARD" run --rules "$RULES" > >(
+    tee "$DEMO_DIR/sipguard.log" \
+        | grep --line-buffered -E ' (allow|reject) ' \
+        | sed -u -E 's/^[0-9-]+ ([0-9:]+),[0-9]+ INFO +/   \1 /'
+) 2>&1 &
 SIPGUARD_PID=$!
 
 # Ready when sipguard answers a SIP OPTIONS (any status: 403 from an
@@ -143,7 +150,7 @@ then
     tail -n 30 "$DEMO_DIR/sipguard.log" >&2 || true
     exit 1
 fi
-echo "   sipguard answers on udp:$HOST:$SIPGUARD_PORT"
+echo "   sipguard answers on udp:$HOST:$SIPGUARD_PORT; its decisions as they happen:"
 echo
 
 # run_uac DIR SCENARIO LOCAL_PORT CALLS [CSV]: place CALLS calls and wait for them.
@@ -172,6 +179,7 @@ done
 kill -INT "$UAS_PID" 2>/dev/null || true
 wait "$UAS_PID" 2>/dev/null || true
 UAS_PID=
+sleep 0.3  # the last decision lines reach the terminal before the summary
 
 echo
 "$PYTHON" - "$DEMO_DIR" "$ALLOWED_CALLS" "$REFUSED_CALLS" "$TRUNK_PORT" "$STRANGER_PORT" "$FORGED_CALLS" <<'PY'

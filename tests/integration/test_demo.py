@@ -34,3 +34,12 @@ def test_demo_shows_allowed_and_refused_calls(tmp_path: Path) -> None:
         assert f"403 {rule} x1" in output, output
     assert "403 unknown_source x10" in output
     assert "20 INVITEs received" in output
+    # The decisions streamed to the terminal as they happened, each with its rule.
+    stream = [
+        line for line in result.stdout.splitlines() if " allow " in line or " reject " in line
+    ]
+    assert sum(" allow   trunk=sh-callcenter " in line for line in stream) == 20, output
+    for rule in forged:
+        assert sum(f" reject  403 {rule} trunk=sh-callcenter " in line for line in stream) == 1
+    assert sum(" reject  403 unknown_source trunk=- " in line for line in stream) == 10
+    assert stream and all(line.startswith("   ") for line in stream), "indented, without dates"
