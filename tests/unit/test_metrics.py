@@ -58,3 +58,45 @@ def test_a_taken_port_is_reported_not_fatal() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         assert metrics().serve("127.0.0.1", port) is False
+
+
+def test_the_dashboard_only_queries_metrics_sipguard_exports() -> None:
+    """docs/grafana-dashboard.json stays in step with the metric names."""
+    import json
+    import re
+    from pathlib import Path
+
+    from sipguard.b2bua import CallEnded as Ended
+
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "docs" / "grafana-dashboard.json").read_text("utf-8"))
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"sipguard_[a-z_]+", target["expr"])
+    }
+    m = Metrics(
+        lambda: StateReading(
+            live_calls={"t": 1},
+            ratetable_keys={"callers": 1},
+            gauges={
+                name: 0.0
+                for name in (
+                    "last_reload_ok",
+                    "audit_records_dropped",
+                    "ratetable_backend_up",
+                    "internal_errors",
+                    "draining",
+                )
+            },
+        )
+    )
+    m.observe(CallStarted("t", CALLER, "a", "b", "+861", "+862", 0.0))
+    m.observe(refused("caller_not_allocated"))
+    m.observe(refused("home_cli_from_abroad"))
+    m.observe(refused("identity_mismatch"))
+    m.observe(Ended("t", "a", "b", 200, "caller", True, 0.0, 1.0))
+    m.decision_seconds.observe(1e-5)
+    exported = set(re.findall(r"^(sipguard_[a-z_]+)", generate_latest(m.registry).decode(), re.M))
+    assert queried and queried <= exported, queried - exported
