@@ -125,10 +125,8 @@ class Gate(Protocol):
 
 # The uniform answer to a source of no trunk, whatever it sent (as the gate's
 # `unknown_source` refusal of an INVITE).
-_UNKNOWN_SOURCE_HEADERS = (
-    ("Reason", 'SIP;cause=403;text="unknown_source"'),
-    ("Warning", '399 sipguard "source address matches no trunk"'),
-)
+# No Warning (it would name the product to a scanner); the Reason names the rule.
+_UNKNOWN_SOURCE_HEADERS = (("Reason", 'SIP;cause=403;text="unknown_source"'),)
 
 
 # The answer to new calls and health checks while the process drains.
@@ -323,7 +321,7 @@ class B2BUA:
                 )
             message = parse_message(data, config.parse_limits)
         except SipProtocolError as exc:
-            self._answer_unparseable(data, peer, exc)
+            self._answer_unparseable(data, peer, exc, now=now)
             return
         try:
             _ = message.top_via
@@ -335,7 +333,7 @@ class B2BUA:
             _parse_essentials(message)
         except SipParseError as exc:
             # Triage before any state: a header the core relies on is broken.
-            self._answer_unparseable(data, peer, exc)
+            self._answer_unparseable(data, peer, exc, now=now)
             return
         self.receive_message(message, peer, now=now)
 
@@ -348,9 +346,17 @@ class B2BUA:
                 self._on_request(message, peer, now=now)
         except SipParseError as exc:
             # A header the parser accepted lazily turned out malformed.
-            if isinstance(message, Request) and message.method != "ACK":
+            if isinstance(message, Request) and not self.gate.is_known(peer):
+                self._refuse_unknown(message, peer, now=now)
+            elif isinstance(message, Request) and message.method != "ACK":
                 self._reply(message, peer, exc.status_hint, _short(str(exc)))
             self._events.append(MessageRejected(peer, exc.status_hint, str(exc)))
+
+    def stream_failed(
+        self, data: bytes, peer: Peer, error: SipProtocolError, *, now: float
+    ) -> None:
+        """A stream could not be framed (the driver closes it): answer as for a datagram."""
+        self._answer_unparseable(data, peer, error, now=now)
 
     @property
     def calls_by_trunk(self) -> dict[str, int]:
@@ -502,27 +508,40 @@ class B2BUA:
     def _on_new_invite(
         self, request: Request, key: tuple[str, ...], peer: Peer, *, now: float
     ) -> None:
-        max_forwards = request.max_forwards
-        if max_forwards == 0:
+        trunk = self.gate.trunk_of(peer)
+        if trunk is None:
+            # Before anything else: a stranger's INVITE gets the stranger's
+            # answer, whatever its Max-Forwards or Require say.
+            self._refuse_unknown(request, peer, now=now)
+            self._events.append(
+                CallRefused(
+                    None,
+                    peer,
+                    request.call_id,
+                    403,
+                    "unknown_source",
+                    "Forbidden",
+                    now,
+                    request=request,
+                )
+            )
+            return
+        if self.draining:
+            self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
+            self._events.append(MessageRejected(peer, 503, "draining: no new calls"))
+            return
+        if request.max_forwards == 0:
             self._reply(request, peer, 483, "Too Many Hops")
             return
         unsupported = _unsupported(request)
         if unsupported:
             self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
             return
-        if self.draining and self.gate.is_known(peer):
-            self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
-            self._events.append(MessageRejected(peer, 503, "draining: no new calls"))
-            return
-        trunk = self.gate.trunk_of(peer)
-        if trunk is not None and self._over_capacity(request, peer, trunk):
+        if self._over_capacity(request, peer, trunk):
             return
         decision = self.gate.decide(request, peer, now=now)
         if isinstance(decision, Refuse):
-            if decision.rule == "unknown_source":
-                self._refuse_unknown(request, peer, now=now)
-            else:
-                self._reply(request, peer, decision.status, decision.reason, extra=decision.headers)
+            self._reply(request, peer, decision.status, decision.reason, extra=decision.headers)
             self._events.append(
                 CallRefused(
                     decision.trunk,
@@ -1107,14 +1126,18 @@ class B2BUA:
         address anyone can forge; a TCP peer completed a handshake from its
         address). ACKs are never answered.
         """
-        if request.method == "ACK":
+        if request.method == "ACK" or not self._may_answer_unknown(peer, now=now):
             return
+        self._reply(request, peer, 403, "Forbidden", extra=_UNKNOWN_SOURCE_HEADERS)
+
+    def _may_answer_unknown(self, peer: Peer, *, now: float) -> bool:
+        """Whether an unknown source gets an answer now (mode and budget); counts drops."""
         if self.config.unknown_source_answer == "drop" or (
             peer.transport == "udp" and not self._unknown_answers.allow(peer.host, now=now)
         ):
             self.dropped_unknown += 1
-            return
-        self._reply(request, peer, 403, "Forbidden", extra=_UNKNOWN_SOURCE_HEADERS)
+            return False
+        return True
 
     def _over_capacity(
         self, request: Request, peer: Peer, trunk: str, *, calls: bool = True
@@ -1164,7 +1187,20 @@ class B2BUA:
         response = _make_response(request, peer, status, reason, to_tag=to_tag, extra=extra)
         self._outbox.append(Transmit(peer, to_bytes(response)))
 
-    def _answer_unparseable(self, data: bytes, peer: Peer, exc: SipProtocolError) -> None:
+    def _answer_unparseable(
+        self, data: bytes, peer: Peer, exc: SipProtocolError, *, now: float
+    ) -> None:
+        if not self.gate.is_known(peer):
+            # A stranger learns no more from a broken message than from a
+            # good one: the uniform 403, within its budget, or nothing.
+            if self._may_answer_unknown(peer, now=now):
+                response = error_response_for(data, 403, "Forbidden", _UNKNOWN_SOURCE_HEADERS)
+            else:
+                response = None
+            self._events.append(MessageRejected(peer, 403 if response else None, str(exc)))
+            if response is not None:
+                self._outbox.append(Transmit(peer, response))
+            return
         response = error_response_for(data, exc.status_hint, _short(str(exc)))
         if response is not None:
             self._outbox.append(Transmit(peer, response))
@@ -1312,7 +1348,9 @@ def _short(text: str) -> str:
     return clean[:120]
 
 
-def error_response_for(data: bytes, status: int, reason: str) -> bytes | None:
+def error_response_for(
+    data: bytes, status: int, reason: str, extra: Iterable[tuple[str, str]] = ()
+) -> bytes | None:
     """Best-effort error response to bytes that did not parse (RFC 3261 §8.2).
 
     Answers requests that have a Via line to answer along; copies From, To,
@@ -1337,8 +1375,9 @@ def error_response_for(data: bytes, status: int, reason: str) -> bytes | None:
             seen.add(key)
     if "via" not in seen:
         return None
+    added = [f"{name}: {value}" for name, value in extra]
     return "\r\n".join(
-        [f"SIP/2.0 {status} {reason}", *copied, "Content-Length: 0", "", ""]
+        [f"SIP/2.0 {status} {reason}", *copied, *added, "Content-Length: 0", "", ""]
     ).encode()
 
 

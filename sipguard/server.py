@@ -30,7 +30,6 @@ from sipguard.b2bua import (
     CoreConfig,
     Event,
     MessageRejected,
-    error_response_for,
 )
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.errors import RuleFileErrors, SipProtocolError
@@ -146,9 +145,10 @@ class Server:
         self._flush()
 
     def stream_error(self, data: bytes, peer: Peer, error: SipProtocolError) -> None:
-        response = error_response_for(data, error.status_hint, str(error)[:120])
-        if response is not None:
-            self.transports.send(peer, response)
+        core = self.core
+        if core is not None:
+            core.stream_failed(data, peer, error, now=self.loop.time())
+            self._flush()
         log.warning("tcp %s:%d: %s; closing", peer.host, peer.port, error)
 
     def peer_unreachable(self, peer: Peer) -> None:

@@ -109,13 +109,18 @@ async def test_response_goes_to_the_real_source_not_the_via(server: Server, udp_
     assert f"received=127.0.0.1;rport={port}".encode() in answer
 
 
-async def test_tcp_message_without_content_length_gets_400_and_is_closed(server: Server) -> None:
+async def test_tcp_message_without_content_length_from_a_stranger_is_closed(
+    server: Server,
+) -> None:
+    """The stream cannot be framed: closed, with the stranger's uniform 403 (a
+    trunk gets the 400 with the reason: test_server_protection.py)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(server, "tcp"))
     try:
         data = _request("OPTIONS", port=1, transport="TCP").replace(b"Content-Length: 0\r\n", b"")
         writer.write(data)
         answer = await asyncio.wait_for(reader.read(), 5.0)  # read to EOF: the server closes
-        assert answer.startswith(b"SIP/2.0 400 Content-Length is mandatory")
+        assert answer.startswith(b"SIP/2.0 403 Forbidden")
+        assert b'text="unknown_source"' in answer
     finally:
         writer.close()
         await writer.wait_closed()

@@ -114,7 +114,9 @@ async def test_a_sender_that_finishes_in_time_is_kept(server: Server) -> None:
 
 
 async def test_an_oversized_tcp_message_gets_513_and_is_closed(server: Server) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server, "tcp"))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port_of(server, "tcp"), local_addr=("127.0.0.2", 0)
+    )
     try:
         body = b"x" * 5000
         data = options("z9hG4bKbig").replace(
@@ -127,9 +129,27 @@ async def test_an_oversized_tcp_message_gets_513_and_is_closed(server: Server) -
         writer.close()
 
 
-async def test_an_oversized_datagram_gets_513(server: Server) -> None:
+async def test_a_trunks_tcp_message_without_content_length_gets_400_and_is_closed(
+    server: Server,
+) -> None:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port_of(server, "tcp"), local_addr=("127.0.0.2", 0)
+    )
+    try:
+        writer.write(options("z9hG4bKnolength").replace(b"Content-Length: 0\r\n", b""))
+        answer = await asyncio.wait_for(reader.read(), 5.0)  # EOF: the server closes
+        assert answer.startswith(b"SIP/2.0 400 Content-Length is mandatory")
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("source", "status"), [("127.0.0.2", b"513"), ("127.0.0.1", b"403")])
+async def test_an_oversized_datagram_gets_513_or_the_strangers_403(
+    server: Server, source: str, status: bytes
+) -> None:
+    """A trunk learns why; a stranger gets the one answer strangers get."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((source, 0))
         sock.settimeout(5.0)
         body = b"x" * 5000
         data = options("z9hG4bKdgram", transport="UDP").replace(
@@ -137,7 +157,7 @@ async def test_an_oversized_datagram_gets_513(server: Server) -> None:
         )
         sock.sendto(data + body, ("127.0.0.1", port_of(server, "udp")))
         answer = await asyncio.get_running_loop().run_in_executor(None, sock.recv, 65535)
-        assert answer.startswith(b"SIP/2.0 513")
+        assert answer.startswith(b"SIP/2.0 " + status)
 
 
 async def test_unknown_udp_source_answers_are_budgeted(server: Server) -> None:
