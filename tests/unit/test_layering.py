@@ -32,6 +32,9 @@ RING_3 = frozenset(
         "sipguard.metrics",
         "sipguard.rules.loader",
         "sipguard.ratesync",
+        "sipguard.trace",
+        "sipguard.top",
+        "sipguard.preflight",
         "sipguard.__main__",
     }
 )
