@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from sipguard.answercache import AnswerCache
 from sipguard.dialog import IdFactory, Leg, LocalAddress
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
 from sipguard.policy.decision import Allow, Refuse
@@ -303,6 +304,8 @@ class B2BUA:
         rate = self.config.unknown_source_rate
         self._unknown_answers = AnswerBudget(rate=rate, burst=max(1, math.ceil(rate)))
         self.dropped_unknown = 0
+        # Out-of-dialog INVITEs answered statelessly, for their retransmissions.
+        self._stateless = AnswerCache()
         # Set when the process is stopping: calls in progress go on, new ones
         # are answered 503 so a load balancer sends them elsewhere.
         self.draining = False
@@ -492,7 +495,7 @@ class B2BUA:
         if method == "ACK":
             return  # ACK for a stateless reject, or stray: RFC 3261 §17.2.3
         if method == "INVITE":
-            self._on_new_invite(request, key, peer, now=now)
+            self._on_invite_or_retransmission(request, key, peer, now=now)
         elif not self.gate.is_known(peer):
             self._refuse_unknown(request, peer, now=now)
         elif method == "OPTIONS":
@@ -504,6 +507,21 @@ class B2BUA:
             self._reply(
                 request, peer, 405, "Method Not Allowed", extra=[("Allow", ALLOWED_METHODS)]
             )
+
+    def _on_invite_or_retransmission(
+        self, request: Request, key: tuple[str, ...], peer: Peer, *, now: float
+    ) -> None:
+        """A new INVITE, or a copy of one refused (or dropped) statelessly."""
+        answer = self._stateless.answer_for(key, now=now)
+        if answer is not None:
+            if answer:
+                self._outbox.append(Transmit(peer, answer))
+            return
+        queued = len(self._outbox)
+        self._on_new_invite(request, key, peer, now=now)
+        if key not in self._server_txs:  # answered statelessly, or dropped unanswered
+            answers = [t.data for t in self._outbox[queued:] if t.peer == peer]
+            self._stateless.remember(key, answers[0] if answers else b"", now=now)
 
     def _on_new_invite(
         self, request: Request, key: tuple[str, ...], peer: Peer, *, now: float

@@ -15,9 +15,11 @@ import random
 
 import pytest
 
+from sipguard.answercache import AnswerCache
 from sipguard.b2bua import B2BUA, CallEnded, CoreConfig, MessageRejected
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.peer import Peer
+from sipguard.policy.decision import Allow, Refuse
 from sipguard.sip.message import Request, Response
 from sipguard.sip.parser import ParseLimits
 from sipguard.sourcelimit import AnswerBudget
@@ -347,3 +349,57 @@ def test_hang_up_all_ends_answered_and_ringing_calls() -> None:
     assert sorted(map(str, to_callee)) == ["ACK", "BYE", "CANCEL"]
     ended = [e for e in p.events if isinstance(e, CallEnded)]
     assert [e.ended_by for e in ended] == ["shutdown", "shutdown"]
+
+
+# -- retransmissions of stateless answers ---------------------------------------------
+
+
+class RefuseAll(FixedGate):
+    """A trunk source whose every call the policy refuses."""
+
+    def decide(self, request: Request, peer: Peer, *, now: float) -> Allow | Refuse:
+        return Refuse(403, "Forbidden", "caller_not_allocated", trunk="test-trunk")
+
+
+def test_a_refused_invites_retransmissions_are_answered_by_lookup() -> None:
+    core = B2BUA(
+        config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
+        gate=RefuseAll(),
+        ids=IdFactory(random.Random(7)),
+    )
+    data = invite()
+    answers = []
+    for now in (0.0, 0.5, 1.5, 3.5):  # T1 doubling, as a UDP caller resends
+        core.receive_datagram(data, CALLER, now=now)
+        answers += [t.data for t in core.datagrams_to_send()]
+    events = []
+    while (event := core.next_event()) is not None:
+        events.append(event)
+    assert len(answers) == 4 and len(set(answers)) == 1, "the same bytes, To tag included"
+    assert answers[0].startswith(b"SIP/2.0 403 Forbidden")
+    assert [type(e).__name__ for e in events] == ["CallRefused"], "decided, logged once"
+    assert core.transaction_count == 0
+    core.receive_datagram(data, CALLER, now=40.0)  # past 64*T1: a new request
+    assert len(core.datagrams_to_send()) == 1
+    assert type(core.next_event()).__name__ == "CallRefused"
+
+
+def test_a_dropped_strangers_retransmissions_stay_unanswered_and_unlogged() -> None:
+    p = pair(unknown_source_answer="drop")
+    data = invite(caller=STRANGER, call_id="scan")
+    for now in (0.0, 0.5, 1.5):
+        p.send(data, STRANGER, now=now)
+    assert p.to_others == []
+    assert sum(type(e).__name__ == "CallRefused" for e in p.events) == 1
+
+
+def test_the_answer_cache_is_bounded_and_expires() -> None:
+    cache = AnswerCache(ttl=32.0, max_entries=3)
+    for index in range(5):
+        cache.remember(("b", str(index)), b"403", now=float(index))
+    assert len(cache) == 3 and cache.answer_for(("b", "0"), now=5.0) is None
+    assert cache.answer_for(("b", "4"), now=5.0) == b"403"
+    assert cache.answer_for(("b", "4"), now=36.0) is None, "expired after ttl"
+    cache.remember(("b", "x"), b"", now=100.0)
+    assert len(cache) == 1, "expired entries go as new ones come"
+    assert cache.answer_for(("b", "x"), now=100.5) == b""
