@@ -557,6 +557,9 @@ class B2BUA:
             return
         if self._over_capacity(request, peer, trunk):
             return
+        # Every header the call set-up reads, parsed now: a broken one is
+        # answered 400 (by receive_message) before any slot or transaction.
+        identity = _parse_call_headers(request)
         decision = self.gate.decide(request, peer, now=now)
         if isinstance(decision, Refuse):
             self._reply(request, peer, decision.status, decision.reason, extra=decision.headers)
@@ -579,7 +582,7 @@ class B2BUA:
         self._add_server_tx(server_tx, decision.trunk)
         # RFC 3261 §17.2.1: answer 100 at once so the caller stops retransmitting.
         server_tx.send_response(_make_response(request, peer, 100, "Trying"), now=now)
-        call = self._start_call(request, peer, decision, server_tx, now=now)
+        call = self._start_call(request, peer, decision, server_tx, identity, now=now)
         self._invite_calls[key] = call
         self._events.append(
             CallStarted(
@@ -602,6 +605,7 @@ class B2BUA:
         peer: Peer,
         decision: Allow,
         server_tx: ServerInviteTransaction,
+        identity: tuple[str | None, tuple[str | None, ...]],
         *,
         now: float,
     ) -> Call:
@@ -655,7 +659,7 @@ class B2BUA:
         )
         self._client_txs[client_tx.key] = client_tx
         call = Call(decision.trunk, a_leg, b_leg, server_tx, client_tx, start=now)
-        call.identity = _identity_numbers(request)
+        call.identity = identity
         call.caller = decision.caller or str(request.from_.uri)
         call.rate_counted = decision.rate_counted
         call.invite_relay = _Relay(call, Side.A, server_tx, b_leg.local_cseq)
@@ -715,6 +719,8 @@ class B2BUA:
             return
         if self._over_capacity(request, peer, call.trunk, calls=False):
             return
+        if request.method in ("INVITE", "UPDATE"):
+            _identity_numbers(request)  # broken identity headers: 400, before any state
         key = _server_key(request)
         server_tx: ServerInviteTransaction | ServerNonInviteTransaction
         if request.method == "INVITE":
@@ -961,11 +967,18 @@ class B2BUA:
         tag = response.to.tag
         if tag is None:
             return
+        try:
+            target = str(response.contacts[0].uri) if response.contacts else None
+            route_set = tuple(reversed(response.record_routes))
+        except SipParseError:
+            # An unreadable Contact or Record-Route: keep the target we sent
+            # the INVITE to (requests go to the leg's fixed next hop anyway).
+            target, route_set = None, ()
         b = call.b
         b.remote_tag = tag
-        if response.contacts:
-            b.remote_target = str(response.contacts[0].uri)
-        b.route_set = tuple(reversed(response.record_routes))
+        if target is not None:
+            b.remote_target = target
+        b.route_set = route_set
 
     # -- call teardown ----------------------------------------------------------------
 
@@ -1313,6 +1326,17 @@ def _end_to_end(headers: Headers, strip: frozenset[str]) -> Iterable[tuple[str, 
         yield name, value
 
 
+def _parse_call_headers(request: Request) -> tuple[str | None, tuple[str | None, ...]]:
+    """Parse what `_start_call` reads from a new INVITE; its identity numbers.
+
+    Raises:
+        SipParseError: Contact, Record-Route, the Request-URI or an identity
+            header is malformed.
+    """
+    _ = request.contacts, request.record_routes, request.request_uri
+    return _identity_numbers(request)
+
+
 def _identity_numbers(request: Request) -> tuple[str | None, tuple[str | None, ...]]:
     """The From number and the asserted numbers of a request, as written."""
     asserted = tuple(
@@ -1387,7 +1411,10 @@ def error_response_for(
     copied: list[str] = []
     seen: set[str] = set()
     for line in lines[1:]:
-        key = header_key(line.split(":", 1)[0].strip(" \t"))
+        name, colon, _ = line.partition(":")
+        if not colon or line[:1] in (" ", "\t"):
+            continue  # not a header line of its own (no colon, or a fold)
+        key = header_key(name.strip(" \t"))
         if key in _ECHOED_ON_ERROR and line.replace("\t", " ").isprintable():
             copied.append(line)
             seen.add(key)
