@@ -126,8 +126,8 @@ class Gate(Protocol):
 
 # The uniform answer to a source of no trunk, whatever it sent (as the gate's
 # `unknown_source` refusal of an INVITE).
-# No Warning (it would name the product to a scanner); the Reason names the rule.
-_UNKNOWN_SOURCE_HEADERS = (("Reason", 'SIP;cause=403;text="unknown_source"'),)
+# The answer to strangers is the gate's unknown_source refusal: Reason and
+# Warning name the rule, the same for every request.
 
 
 # The answer to new calls and health checks while the process drains.
@@ -155,7 +155,8 @@ class CallStarted:
 
 @dataclass(frozen=True, slots=True)
 class CallRefused:
-    """A new call was refused before any state was created."""
+    """A new call was refused before any state was created (or, with rule
+    `identity_changed`, a mid-call request that changed the caller's identity)."""
 
     trunk: str | None
     peer: Peer
@@ -270,6 +271,9 @@ class CoreConfig:
     # answers a second reach one address.
     unknown_source_answer: str = "reject"
     unknown_source_rate: float = 20.0
+    # The one answer every request of an unknown source gets (rule file:
+    # top-level responses.unknown_source).
+    unknown_source_status: tuple[int, str] = (403, "Forbidden")
 
 
 # --- the core ------------------------------------------------------------------
@@ -303,6 +307,11 @@ class B2BUA:
         self._tx_trunk: dict[tuple[str, ...], str] = {}
         rate = self.config.unknown_source_rate
         self._unknown_answers = AnswerBudget(rate=rate, burst=max(1, math.ceil(rate)))
+        status = self.config.unknown_source_status[0]
+        self._unknown_headers = (
+            ("Reason", f'SIP;cause={status};text="unknown_source"'),
+            ("Warning", '399 sipguard "source address matches no trunk"'),
+        )
         self.dropped_unknown = 0
         # Out-of-dialog INVITEs answered statelessly, for their retransmissions.
         self._stateless = AnswerCache()
@@ -531,14 +540,15 @@ class B2BUA:
             # Before anything else: a stranger's INVITE gets the stranger's
             # answer, whatever its Max-Forwards or Require say.
             self._refuse_unknown(request, peer, now=now)
+            status, phrase = self.config.unknown_source_status
             self._events.append(
                 CallRefused(
                     None,
                     peer,
                     request.call_id,
-                    403,
+                    status,
                     "unknown_source",
-                    "Forbidden",
+                    phrase,
                     now,
                     request=request,
                 )
@@ -550,10 +560,12 @@ class B2BUA:
             return
         if request.max_forwards == 0:
             self._reply(request, peer, 483, "Too Many Hops")
+            self._events.append(MessageRejected(peer, 483, "Max-Forwards 0 on a new call"))
             return
         unsupported = _unsupported(request)
         if unsupported:
             self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
+            self._events.append(MessageRejected(peer, 420, f"Require: {unsupported}"))
             return
         if self._over_capacity(request, peer, trunk):
             return
@@ -771,7 +783,19 @@ class B2BUA:
                     ("Warning", '399 sipguard "caller identity changed within the dialog"'),
                 ],
             )
-            self._events.append(MessageRejected(leg.peer, 403, "identity_changed"))
+            self._events.append(
+                CallRefused(
+                    call.trunk,
+                    leg.peer,
+                    request.call_id,
+                    403,
+                    "identity_changed",
+                    "Forbidden",
+                    now,
+                    caller=call.caller,
+                    request=request,
+                )
+            )
         elif method == "INVITE" and call.invite_relay is not None:
             # RFC 3261 §14.2: an INVITE while another is in progress -> 491.
             self._respond(server_tx, 491, "Request Pending", now=now)
@@ -1159,7 +1183,8 @@ class B2BUA:
         """
         if request.method == "ACK" or not self._may_answer_unknown(peer, now=now):
             return
-        self._reply(request, peer, 403, "Forbidden", extra=_UNKNOWN_SOURCE_HEADERS)
+        status, phrase = self.config.unknown_source_status
+        self._reply(request, peer, status, phrase, extra=self._unknown_headers)
 
     def _may_answer_unknown(self, peer: Peer, *, now: float) -> bool:
         """Whether an unknown source gets an answer now (mode and budget); counts drops."""
@@ -1225,7 +1250,8 @@ class B2BUA:
             # A stranger learns no more from a broken message than from a
             # good one: the uniform 403, within its budget, or nothing.
             if self._may_answer_unknown(peer, now=now):
-                response = error_response_for(data, 403, "Forbidden", _UNKNOWN_SOURCE_HEADERS)
+                status, phrase = self.config.unknown_source_status
+                response = error_response_for(data, status, phrase, self._unknown_headers)
             else:
                 response = None
             self._events.append(MessageRejected(peer, 403 if response else None, str(exc)))

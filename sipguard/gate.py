@@ -20,7 +20,13 @@ from zoneinfo import ZoneInfo
 
 from sipguard.errors import SipParseError
 from sipguard.peer import Peer
-from sipguard.policy.compiled import CompiledTrunk, Policy, compile_policy, default_response
+from sipguard.policy.compiled import (
+    CompiledTrunk,
+    Policy,
+    compile_policy,
+    default_response,
+    phrase_for,
+)
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.policy.engine import CallView, evaluate
 from sipguard.policy.numbers import is_anonymous, number_of_uri
@@ -162,10 +168,9 @@ def _refuse(verdict: Verdict) -> Refuse:
     headers = reason_headers(code, rule, verdict.reason)
     if verdict.retry_after is not None:
         headers += (("Retry-After", str(int(verdict.retry_after))),)
-    phrase = {403: "Forbidden", 503: "Service Unavailable", 603: "Decline"}.get(code, "Refused")
     return Refuse(
         code,
-        phrase,
+        verdict.phrase or phrase_for(code),
         rule,
         trunk=verdict.trunk,
         headers=headers,
@@ -186,6 +191,7 @@ def _rate_verdict(trunk: CompiledTrunk, verdict: Verdict, admission: Admission) 
         allowed=False,
         rule=rule,
         code=response.code,
+        phrase=response.reason,
         reason=RULE_DEFAULTS[rule][1],
         retry_after=retry_after,
     )

@@ -174,6 +174,9 @@ class Metrics:
             trunk = event.trunk or "-"
             rule = event.rule
             self.decisions.labels(trunk, "reject", rule).inc()
+            if rule == "identity_changed":  # mid-call: the call was checked and counted before
+                self.modified.labels(trunk).inc()
+                return
             self.refused.labels(trunk).inc()
             if event.trunk is None:
                 return

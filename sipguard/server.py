@@ -36,10 +36,11 @@ from sipguard.errors import RuleFileErrors, SipProtocolError
 from sipguard.gate import PolicyGate, build_policy
 from sipguard.metrics import Metrics, StateReading
 from sipguard.peer import Peer
+from sipguard.policy.compiled import phrase_for
 from sipguard.ratesync import RedisSync, SyncSettings
 from sipguard.ratetable import NO_LIMITS, RateTable
 from sipguard.rules.loader import load_rules
-from sipguard.rules.schema import Protection, RateTableSettings, RuleSet
+from sipguard.rules.schema import RateTableSettings, RuleSet
 from sipguard.sharedtable import SharedRateTable
 from sipguard.sip.parser import ParseLimits
 from sipguard.transport import Transports
@@ -115,7 +116,7 @@ class Server:
             self.listening.append(f"{endpoint.transport}:{host}:{port}")
         rng = random.Random(secrets.randbits(128))
         self.core = B2BUA(
-            config=_core_config(self.rules.protection, local),
+            config=_core_config(self.rules, local),
             gate=self._gate(self.rules),
             ids=IdFactory(rng),
         )
@@ -387,7 +388,12 @@ class Server:
             await self.loop.run_in_executor(None, self.audit.close)
 
 
-def _core_config(protection: Protection, local: dict[str, LocalAddress]) -> CoreConfig:
+def _core_config(rules: RuleSet, local: dict[str, LocalAddress]) -> CoreConfig:
+    protection = rules.protection
+    spec = rules.response_for("unknown_source")
+    unknown_status = (
+        (403, "Forbidden") if spec is None else (spec.code, spec.reason or phrase_for(spec.code))
+    )
     return CoreConfig(
         local=local,
         parse_limits=ParseLimits(
@@ -400,6 +406,7 @@ def _core_config(protection: Protection, local: dict[str, LocalAddress]) -> Core
         transactions_per_trunk=protection.transactions_per_trunk,
         unknown_source_answer=protection.unknown_source_answer,
         unknown_source_rate=protection.unknown_source_rate,
+        unknown_source_status=unknown_status,
     )
 
 
@@ -453,7 +460,16 @@ def _log_event(event: Event) -> None:
             event.a_call_id,
         )
     elif isinstance(event, MessageRejected):
-        log.debug("bad message from %s:%d: %s", event.peer.host, event.peer.port, event.reason)
+        if event.status in (420, 483, 503):  # a call refused outside the policy
+            log.info(
+                "refuse  %d %s source=%s:%d",
+                event.status,
+                event.reason,
+                event.peer.host,
+                event.peer.port,
+            )
+        else:
+            log.debug("bad message from %s:%d: %s", event.peer.host, event.peer.port, event.reason)
 
 
 def startup_summary(rules: RuleSet) -> list[str]:

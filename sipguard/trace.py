@@ -121,7 +121,7 @@ def format_record(record: Record) -> str:
     caller = record.get("caller") or record.get("from") or "?"
     callee = record.get("callee") or "?"
     return (
-        f"{ts}  decision  {outcome:<34} {caller} -> {callee}  trunk={record.get('trunk')}  "
+        f"{ts}  decision  {outcome:<34} {caller} -> {callee}  trunk={record.get('trunk') or '-'}  "
         f"source={record.get('source')}  {call}"
     )
 

@@ -77,6 +77,7 @@ class Policy:
     allocations: RangeIndex
     do_not_originate: RangeIndex
     suspended: Mapping[str, float]  # number -> epoch seconds the suspension lifts
+    suspended_why: Mapping[str, str]  # number -> the reason the rule file gives, if any
     emergency: frozenset[str]
 
     def trunk_for(self, host: str, port: int) -> CompiledTrunk | None:
@@ -113,6 +114,7 @@ def compile_policy(rules: RuleSet, *, zones: Mapping[str, tzinfo]) -> Policy:
             item.number: datetime.combine(item.until, datetime.min.time(), UTC).timestamp()
             for item in rules.suspended
         },
+        suspended_why={item.number: item.reason for item in rules.suspended if item.reason},
         emergency=_emergency(rules, plan),
     )
 
@@ -190,6 +192,11 @@ def _responses(rules: RuleSet, trunk: Trunk | None) -> dict[str, ResponseCode]:
         )
         for rule, spec in specs
     }
+
+
+def phrase_for(code: int) -> str:
+    """The reason phrase sipguard sends with `code` when the rule file names none."""
+    return _phrase(code)
 
 
 def _phrase(code: int) -> str:

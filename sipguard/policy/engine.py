@@ -22,7 +22,7 @@ present and not anonymous. Both must pass rules 3 to 6.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sipguard.policy.compiled import CompiledTrunk, Policy, default_response
@@ -67,6 +67,17 @@ def evaluate(
     policy: Policy, trunk: CompiledTrunk | None, call: CallView, *, wall_time: float
 ) -> Verdict:
     """Decide one new call. Pure: same inputs, same verdict."""
+    verdict = _evaluate(policy, trunk, call, wall_time)
+    if verdict.callee is None and call.callee and (verdict.rule or not verdict.allowed):
+        # A refused (or monitored) call still names its callee, for the trail.
+        callee = policy.plan.normalise(call.callee) or call.callee
+        verdict = replace(verdict, callee=callee)
+    return verdict
+
+
+def _evaluate(
+    policy: Policy, trunk: CompiledTrunk | None, call: CallView, wall_time: float
+) -> Verdict:
     if trunk is None:
         return _reject(None, _Fired("unknown_source"), None, None)
     identified = _identify(policy, trunk, call)
@@ -148,7 +159,8 @@ def _number_rules(policy: Policy, numbers: tuple[str, ...], wall_time: float) ->
             return _Fired("do_not_originate", number)
         lifts = policy.suspended.get(number)
         if lifts is not None and wall_time < lifts:
-            return _Fired("suspended_number", number)
+            why = policy.suspended_why.get(number)
+            return _Fired("suspended_number", f"{number} ({why})" if why else number)
     return None
 
 
@@ -258,6 +270,7 @@ def _reject(
         allowed=False,
         rule=rule,
         code=response.code,
+        phrase=response.reason,
         reason=text if fired.detail is None else f"{text}: {fired.detail}",
         trunk=None if trunk is None else trunk.name,
         caller=network,

@@ -54,6 +54,9 @@ __all__ = [
 # The shortest number normalise() accepts, counting the country code: short
 # enough for service numbers such as "+86110" and "+8695555".
 E164_MIN_DIGITS = 3
+# The fewest digits a dialled number may have: "110", "119", "120" are the
+# shortest real numbers; one or two digits are invalid whatever follows.
+_MIN_DIALLED_DIGITS = 3
 
 # The longest national significant number (the digits after the country
 # code, ITU-T E.164 "N(S)N") of some well-known numbering plans, from the
@@ -224,6 +227,8 @@ class NumberPlan:
 
     def _dialled(self, digits: str) -> str | None:
         """Rules 2 to 4 of the class docstring, for ASCII digits."""
+        if len(digits) < _MIN_DIALLED_DIGITS:
+            return None  # "1" is no caller ID, not the national number +861
         international = self.international_prefix
         national = self.national_prefix
         if self._international_first:

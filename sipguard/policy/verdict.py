@@ -44,6 +44,8 @@ class Verdict:
             rules fired is still allowed; `rule` then names what fired.
         rule: the deciding rule id, or None when every rule passed.
         code: the SIP status of a rejection (None when allowed).
+        phrase: the SIP reason phrase sent with `code` (the rule file's, or
+            the built-in one); None when allowed.
         reason: a short human explanation.
         trunk: the trunk the call belongs to (None for unknown sources).
         caller: the validated network number, E.164, when known.
@@ -59,6 +61,7 @@ class Verdict:
     allowed: bool
     rule: str | None = None
     code: int | None = None
+    phrase: str | None = None
     reason: str = "allowed"
     trunk: str | None = None
     caller: str | None = None

@@ -532,6 +532,11 @@ def test_identity_change_mid_dialog_is_refused_and_the_call_goes_on() -> None:
     assert refused[0].headers.get("reason") == 'SIP;cause=403;text="identity_changed"'
     assert pair.take_callee() == []  # not relayed
     assert pair.core.calls_active == 1
+    # A decision for the trail and the metrics: a modified caller ID intercepted.
+    changed = [e for e in pair.events if isinstance(e, CallRefused)]
+    assert [(e.rule, e.status, e.trunk) for e in changed] == [
+        ("identity_changed", 403, "test-trunk")
+    ]
     same = in_dialog(
         "INVITE",
         target="sip:sipguard@10.0.0.1:5060",

@@ -136,3 +136,24 @@ def test_call_view_reads_identity_headers() -> None:
     assert view.from_number == "+862131771234" and view.display_name == "021 3177 1234"
     assert view.asserted == ("+862131771234", "+862131771234")
     assert view.privacy_id and view.callee == "+8613800138000"
+
+
+def test_a_configured_reason_phrase_is_the_one_sent() -> None:
+    text = RULES.replace(
+        "trunks:",
+        'responses:\n  caller_not_allocated: {code: 486, reason: "Busy Here"}\n'
+        "suspended:\n"
+        '  - {number: "+862131771250", until: "2099-01-01", reason: "regulator order 17"}\n'
+        "trunks:",
+    )
+    configured = PolicyGate(build_policy(parse_rules(text, path="t.yaml")), wall_clock=lambda: 0.0)
+    refused = configured.decide(invite("<sip:+869999000000@10.1.0.5>"), SH, now=0.0)
+    assert isinstance(refused, Refuse)
+    assert (refused.status, refused.reason) == (486, "Busy Here")
+    assert refused.callee == "+8613800138000", "a refusal names its callee for the trail"
+    suspended = configured.decide(invite("<sip:+862131771250@10.1.0.5>"), SH, now=0.0)
+    assert isinstance(suspended, Refuse) and suspended.rule == "suspended_number"
+    warning = dict(suspended.headers)["Warning"]
+    assert "regulator order 17" in warning, "the suspension's reason is told"
+    default = gate().decide(invite("<sip:+869999000000@10.1.0.5>"), SH, now=0.0)
+    assert isinstance(default, Refuse) and (default.status, default.reason) == (403, "Forbidden")

@@ -178,9 +178,12 @@ def test_not_a_number(text: str) -> None:
 
 
 def test_short_numbers_count_the_country_code() -> None:
-    # 3 digits is the floor, counting the country code.
+    # 3 digits is the floor of an E.164 number, counting the country code.
     assert CN.normalise("+861") == "+861"
-    assert CN.normalise("1") == "+861"
+    # A dialled number needs 3 digits of its own (110, 119, 120 are real;
+    # "1" is not the national number +861, docs/policy.md).
+    assert CN.normalise("110") == "+86110"
+    assert CN.normalise("1") is None and CN.normalise("12") is None
     assert NumberPlan(country_code="1").normalise("1") is None  # national prefix alone
 
 

@@ -16,7 +16,7 @@ import random
 import pytest
 
 from sipguard.answercache import AnswerCache
-from sipguard.b2bua import B2BUA, CallEnded, CoreConfig, MessageRejected
+from sipguard.b2bua import B2BUA, CallEnded, CallRefused, CoreConfig, MessageRejected
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.peer import Peer
 from sipguard.policy.decision import Allow, Refuse
@@ -149,9 +149,14 @@ def test_every_request_of_an_unknown_source_gets_the_same_403() -> None:
         for m in answers
         if isinstance(m, Response)
     }
-    assert seen == {(403, "Forbidden", 'SIP;cause=403;text="unknown_source"', None)}, (
-        "the same answer, naming the rule but not the product"
-    )
+    assert seen == {
+        (
+            403,
+            "Forbidden",
+            'SIP;cause=403;text="unknown_source"',
+            '399 sipguard "source address matches no trunk"',
+        )
+    }, "the same answer for every request, naming the rule"
     assert p.take_callee() == [] and p.core.transaction_count == 0
 
 
@@ -211,6 +216,21 @@ def test_a_crafted_request_from_a_stranger_gets_the_strangers_answer(
     dropping.core.receive_datagram(data, STRANGER, now=0.0)
     assert dropping.core.datagrams_to_send() == [], "drop mode answers nothing, broken or not"
     assert p.core.calls_active == 0 and p.core.transaction_count == 0
+
+
+def test_the_strangers_answer_can_be_configured_and_stays_uniform() -> None:
+    """Top-level responses.unknown_source: one answer for everything strangers send."""
+    p = pair(unknown_source_status=(404, "Not Found"), unknown_source_rate=100.0)
+    for index, data in enumerate(stranger_requests()):
+        p.send(data, STRANGER, now=index * 0.1)
+    answers = {
+        (m.status, m.reason, m.headers.get("reason"))
+        for _, m in p.to_others
+        if isinstance(m, Response)
+    }
+    assert answers == {(404, "Not Found", 'SIP;cause=404;text="unknown_source"')}
+    refused = [e for e in p.events if isinstance(e, CallRefused)]
+    assert [(e.status, e.rule) for e in refused] == [(404, "unknown_source")]
 
 
 def test_drop_mode_answers_nothing() -> None:
