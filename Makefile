@@ -8,7 +8,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test lint unit integration clean sipp-installed redis-installed
+.PHONY: setup run test lint unit integration clean sipp-installed redis-installed bench bench-peers
 
 setup: $(VENV)/.installed sipp-installed redis-installed
 
@@ -45,6 +45,18 @@ integration: setup
 
 test: lint
 	$(BIN)/pytest -q
+
+# Side-by-side SIPp benchmark (bench/peers/README.md); BENCH_ARGS=--quick for a
+# smoke run of a few minutes. Peers that are not installed are skipped.
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The optional peers: Kamailio (Debian), Sippy B2BUA and matplotlib (for the plot).
+bench-peers: setup
+	@command -v kamailio >/dev/null 2>&1 || { \
+		$(SUDO) apt-get install -y kamailio || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y kamailio; }; }
+	$(BIN)/pip install -q matplotlib sippy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis logs
