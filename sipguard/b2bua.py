@@ -1074,11 +1074,7 @@ class B2BUA:
         self._dialogs.pop((call.b.call_id, call.b.local_tag), None)
         self._invite_calls.pop(call.a_invite.key, None)
         self.calls_active -= 1
-        left = self._calls_by_trunk[call.trunk] - 1
-        if left:
-            self._calls_by_trunk[call.trunk] = left
-        else:
-            del self._calls_by_trunk[call.trunk]
+        _decrement(self._calls_by_trunk, call.trunk)
         self._events.append(
             CallEnded(
                 call.trunk,
@@ -1221,13 +1217,8 @@ class B2BUA:
 
     def _release_server_tx(self, key: tuple[str, ...]) -> None:
         trunk = self._tx_trunk.pop(key, None)
-        if trunk is None:
-            return
-        left = self._txs_by_trunk[trunk] - 1
-        if left:
-            self._txs_by_trunk[trunk] = left
-        else:
-            del self._txs_by_trunk[trunk]
+        if trunk is not None:
+            _decrement(self._txs_by_trunk, trunk)
 
     def _reply(
         self,
@@ -1292,6 +1283,15 @@ def _parse_essentials(message: Request | Response) -> None:
     _ = (message.from_, message.to, message.cseq)
     if isinstance(message, Request):
         _ = message.max_forwards
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    """One less of `key`; a count that reaches zero leaves the dict."""
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 def _server_key(request: Request, *, method: str | None = None) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sipguard.rules.schema import RuleSet
+from sipguard.rules.values import masked_url
 
 __all__ = ["Check", "preflight"]
 
@@ -50,7 +51,7 @@ def preflight(
         ping = redis_ping or _redis_ping
         problem = ping(settings.url)
         checks.append(
-            Check(f"ratetable redis {_masked(settings.url)}", problem is None, problem or "")
+            Check(f"ratetable redis {masked_url(settings.url)}", problem is None, problem or "")
         )
     return checks
 
@@ -95,10 +96,3 @@ def _redis_ping(url: str) -> str | None:
     except (RedisError, OSError) as exc:
         return str(exc) or type(exc).__name__
     return None
-
-
-def _masked(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest

@@ -96,6 +96,7 @@ from sipguard.rules.values import (
     Trunk,
     TrunkKind,
     Window,
+    masked_url,
     parse_allocation,
     parse_duration,
     parse_endpoint,
@@ -1292,16 +1293,8 @@ def _read_redis_url(section: _Section, backend: RateTableBackend | None) -> str 
     try:
         return parse_redis_url(text)
     except ValueError as exc:
-        section.fail(node, f"ratetable.url '{_masked(text)}': {exc}")
+        section.fail(node, f"ratetable.url '{masked_url(text)}': {exc}")
         return None
-
-
-_CREDENTIALS = re.compile(r"(://[^:@/]*):[^@/]*@")
-
-
-def _masked(url: str) -> str:
-    """A URL fit for a message: any password replaced by `***`."""
-    return _CREDENTIALS.sub(r"\1:***@", url, count=1)
 
 
 def _read_calling_hours(trunk: _Section) -> CallingHours | None:

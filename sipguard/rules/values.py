@@ -94,6 +94,7 @@ __all__ = [
     "parse_host_port",
     "parse_number",
     "parse_reason_phrase",
+    "masked_url",
     "parse_redis_url",
     "parse_source",
     "parse_time_window",
@@ -1014,6 +1015,14 @@ _REDIS_URL_SHAPE = (
     "expected redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB] or unix:///PATH[?db=DB], "
     "e.g. 'redis://127.0.0.1:6379/0'"
 )
+
+
+_CREDENTIALS = re.compile(r"(://[^:@/]*):[^@/]*@")
+
+
+def masked_url(url: str) -> str:
+    """A URL fit for a message or a log: any password replaced by `***`."""
+    return _CREDENTIALS.sub(r"\1:***@", url, count=1)
 
 
 def parse_redis_url(text: str) -> str:

@@ -113,3 +113,17 @@ def test_the_start_up_summary_names_each_trunk_and_where_records_go() -> None:
     assert lines[-1] == (
         "  audit_log logs/decisions.jsonl; metrics 127.0.0.1:9060; ratetable memory"
     )
+
+
+def test_a_redis_password_never_reaches_the_output(tmp_path: Path) -> None:
+    from sipguard.preflight import preflight
+    from sipguard.rules.loader import load_rules
+
+    url = "redis://sg:s3cret@127.0.0.1:6379/0"
+    path = rules_file(
+        tmp_path, udp_port=free_port(), extra=f'ratetable: {{backend: redis, url: "{url}"}}\n'
+    )
+    checks = preflight(load_rules(path), redis_ping=lambda _: "refused")
+    line = checks[-1].line()
+    assert line.startswith("FAIL ratetable redis redis://sg:***@127.0.0.1:6379/0"), line
+    assert "s3cret" not in line
