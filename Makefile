@@ -8,7 +8,8 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test lint unit integration clean sipp-installed redis-installed bench bench-peers
+.PHONY: setup run test lint unit integration clean sipp-installed redis-installed bench bench-peers \
+	bench-micro
 
 setup: $(VENV)/.installed sipp-installed redis-installed
 
@@ -50,6 +51,14 @@ test: lint
 # smoke run of a few minutes. Peers that are not installed are skipped.
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Hot-path micro-benchmarks with pyperf (bench/bench_hotpath.py): parse, decide
+# at 1M ranges, rate check, 403 and outbound INVITE, per call. Installs the
+# `bench` extra (pyperf) when it is missing. BENCH_MICRO_ARGS=--fast for a rough
+# run of a few minutes; -o FILE.json keeps the figures.
+bench-micro: setup
+	@$(BIN)/python -c 'import pyperf' 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/bench_hotpath.py $(BENCH_MICRO_ARGS)
 
 # The optional peers: Kamailio (Debian), Sippy B2BUA and matplotlib (for the plot).
 bench-peers: setup
