@@ -1,9 +1,12 @@
 """What the benchmark runs: the systems under test, the scenarios, the ramps.
 
-Every system listens on 127.0.0.1:5070/UDP and relays allowed calls to the
-SIPp UAS on 127.0.0.1:5080; the SIPp UACs send from the trunk source ports
-5061 (trunk 0 / bench-a), 5062 (trunk 1 / bench-b) and 5063 (trunk 2 /
-bench-flood). bench/peers/README.md describes each file.
+Every system listens on 127.0.0.1:15070/UDP and relays allowed calls to the
+SIPp UAS on 127.0.0.1:15080; the SIPp UACs send from the trunk source ports
+15061 (trunk 0 / bench-a), 15062 (trunk 1 / bench-b) and 15063 (trunk 2 /
+bench-flood). SIPp's media sockets are at 16100 (the UAS) and 16200, 16300
+(the UACs of a step). The ports are a block of their own, away from the
+demo's and the tests' 5060-5080, so the benchmark can run beside them.
+bench/peers/README.md describes each file.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "bench" / "peers"
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
-SYSTEM_PORT = 5070
-UAS_PORT = 5080
+SYSTEM_PORT = 15070
+UAS_PORT = 15080
+TRUNK_PORTS = (15061, 15062, 15063)  # the UACs' source ports: trunks 0, 1 and 2
+UAS_MEDIA_PORT = 16100
+UAC_MEDIA_PORT = 16200  # the first UAC of a step; the next ones 100 above
 
 RATES = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000)
 QUICK_RATES = (250, 500, 1000, 2000, 4000)
@@ -61,21 +67,21 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "reject",
             "every call spoofed: INVITE -> 403, ACK",
-            (Uac("spoofed", "spoofed.csv", 5061),),
+            (Uac("spoofed", "spoofed.csv", TRUNK_PORTS[0]),),
             relays=False,
         ),
         Scenario(
             "call",
             "every call valid: INVITE relayed, 200, ACK, 500 ms, BYE, 200",
-            (Uac("valid", "valid.csv", 5061),),
+            (Uac("valid", "valid.csv", TRUNK_PORTS[0]),),
             relays=True,
         ),
         Scenario(
             "mixed",
             "90 % valid calls on trunk 0, 10 % spoofed on trunk 1",
             (
-                Uac("valid", "valid.csv", 5061, share=0.9),
-                Uac("spoofed", "spoofed.csv", 5062, share=0.1),
+                Uac("valid", "valid.csv", TRUNK_PORTS[0], share=0.9),
+                Uac("spoofed", "spoofed.csv", TRUNK_PORTS[1], share=0.1),
             ),
             relays=True,
         ),
@@ -84,8 +90,8 @@ SCENARIOS: dict[str, Scenario] = {
             f"trunk 2 floods over its 50 calls/s limit (the step's rate) while trunk 0 "
             f"makes {FLOOD_NORMAL_CPS} valid calls/s; p50/p99 are trunk 0's",
             (
-                Uac("valid", "valid.csv", 5061, fixed_cps=FLOOD_NORMAL_CPS),
-                Uac("flood", "flood.csv", 5063, timed=False),
+                Uac("valid", "valid.csv", TRUNK_PORTS[0], fixed_cps=FLOOD_NORMAL_CPS),
+                Uac("flood", "flood.csv", TRUNK_PORTS[2], timed=False),
             ),
             relays=True,
         ),

@@ -35,6 +35,9 @@ from bench.catalog import (
     STEP_SECONDS,
     SYSTEM_PORT,
     SYSTEMS,
+    TRUNK_PORTS,
+    UAC_MEDIA_PORT,
+    UAS_MEDIA_PORT,
     UAS_PORT,
     Scenario,
     System,
@@ -50,7 +53,6 @@ RESULTS = ROOT / "bench" / "results"
 SOCKET_BUFFER = 4194304
 WANTED_RMEM = 8388608
 SIPP_TIMEOUT = "30s"
-TRUNK_PORTS = (5061, 5062, 5063)
 
 
 class BenchError(Exception):
@@ -246,7 +248,8 @@ def start_uacs(run: Running, number: int, rate: int, opts: Options) -> list[UacP
         calls = max(1, round(cps * opts.seconds))
         workdir = run.workdir / f"step{number}-{rate}" / f"uac-{uac.port}"
         workdir.mkdir(parents=True)
-        argv = uac_argv(run.system, uac, cps, calls, 6200 + 100 * index, opts.sipp_timeout)
+        media = UAC_MEDIA_PORT + 100 * index
+        argv = uac_argv(run.system, uac, cps, calls, media, opts.sipp_timeout)
         proc = start(argv, workdir, workdir / "sipp.log", screen=True)
         started.append(UacProc(uac, cps, calls, workdir, proc))
     return started
@@ -296,7 +299,7 @@ def run_ramp(
     workdir.mkdir(parents=True)
     shutil.rmtree(opts.out / "audit", ignore_errors=True)  # sipguard's audit trail
     with ExitStack() as stack:
-        uas_argv = sipp_base(PEERS / "uas.xml", UAS_PORT, 6100)
+        uas_argv = sipp_base(PEERS / "uas.xml", UAS_PORT, UAS_MEDIA_PORT)
         uas = start(uas_argv, workdir, workdir / "uas.log", screen=True)
         stack.callback(stop, uas)
         wait_bound(uas, UAS_PORT, workdir / "uas.log", "SIPp UAS")

@@ -6,7 +6,7 @@ keeps no state, never forwards. Whatever sipguard spends per refused call
 above this is the cost of parsing properly, deciding and keeping
 transactions. Runs on uvloop when it is installed.
 
-Run: python bench/peers/floor403.py [--host 127.0.0.1] [--port 5070]
+Run: python bench/peers/floor403.py [--host 127.0.0.1] [--port 15070]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ async def serve(host: str, port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5070)
+    parser.add_argument("--port", type=int, default=15070)
     args = parser.parse_args()
     try:
         import uvloop
