@@ -34,6 +34,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import os
 import shutil
 import threading
@@ -241,9 +242,26 @@ class AuditLog:
             old.unlink(missing_ok=True)
 
 
+def _timestamp(wall: float) -> str:
+    """`wall` as ISO 8601 UTC with milliseconds (`...T12:00:00.123Z`); the
+    formatted second is reused (thousands of records share it at load)."""
+    fraction, whole = math.modf(wall)
+    second, micros = int(whole), round(fraction * 1e6)  # as datetime rounds
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    global _last_second
+    if _last_second[0] != second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (second, text)
+    return f"{_last_second[1]}.{micros // 1000:03d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "")
+
+
 def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
     """The JSON object of one audit line."""
-    ts = datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    ts = _timestamp(wall)
     if isinstance(event, CallEnded):
         record: dict[str, object] = {
             "ts": ts,

@@ -44,9 +44,10 @@ from sipguard.sip.parser import (
     DEFAULT_PARSE_LIMITS,
     ParseLimits,
     parse_message,
+    peek_top_via,
 )
 from sipguard.sip.serializer import build_response, to_bytes
-from sipguard.sip.uri import NameAddr, SipUri, TelUri, parse_name_addr
+from sipguard.sip.uri import NameAddr, SipUri, TelUri, Via, parse_name_addr
 from sipguard.sourcelimit import AnswerBudget
 from sipguard.transaction import (
     DEFAULT_RING_TIMEOUT,
@@ -323,7 +324,7 @@ class B2BUA:
 
     def receive_datagram(self, data: bytes, peer: Peer, *, now: float) -> None:
         """Parse and handle one datagram (or one framed TCP message)."""
-        if not data.strip(b"\r\n"):
+        if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
             return  # keepalive
         config = self.config
         try:
@@ -331,6 +332,8 @@ class B2BUA:
                 raise MessageTooLarge(
                     f"message of {len(data)} bytes; at most {config.max_message_size}"
                 )
+            if data.startswith(b"ACK ") and self._acknowledges_stateless_answer(data, now):
+                return
             message = parse_message(data, config.parse_limits)
         except SipProtocolError as exc:
             self._answer_unparseable(data, peer, exc, now=now)
@@ -348,6 +351,13 @@ class B2BUA:
             self._answer_unparseable(data, peer, exc, now=now)
             return
         self.receive_message(message, peer, now=now)
+
+    def _acknowledges_stateless_answer(self, data: bytes, now: float) -> bool:
+        """The ACK of a stateless answer (RFC 3261 §17.2.3: it carries the
+        INVITE's branch) is absorbed by a lookup on its top Via, unparsed."""
+        via = peek_top_via(data)
+        key = None if via is None else _via_key(via, "INVITE")
+        return key is not None and self._stateless.answer_for(key, now=now) is not None
 
     def receive_message(self, message: Request | Response, peer: Peer, *, now: float) -> None:
         """Handle one parsed message from `peer`."""
@@ -1297,14 +1307,22 @@ def _decrement(counts: dict[str, int], key: str) -> None:
 def _server_key(request: Request, *, method: str | None = None) -> tuple[str, ...]:
     """RFC 3261 §17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
     via = request.top_via
-    branch = via.branch or ""
     name = method or request.method
     if name == "ACK":
         name = "INVITE"
-    if branch.startswith("z9hG4bK"):
-        return (branch, via.sent_by, name)
+    key = _via_key(via, name)
+    if key is not None:
+        return key
     # RFC 2543 peers: fall back to the dialog and CSeq identifiers.
     return (request.call_id, request.from_.tag or "", str(request.cseq.seq), via.sent_by, name)
+
+
+def _via_key(via: Via, method: str) -> tuple[str, ...] | None:
+    """The RFC 3261 transaction key of a magic-cookie branch; None for older peers."""
+    branch = via.branch
+    if branch is None or not branch.startswith("z9hG4bK"):
+        return None
+    return (branch, via.sent_by, method)
 
 
 def _client_key(request: Request) -> tuple[str, ...]:

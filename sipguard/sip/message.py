@@ -51,6 +51,34 @@ class Headers:
         self._first = first
         self._repeated = repeated
 
+    @classmethod
+    def from_keyed(cls, fields: list[tuple[str, str]], keys: list[str]) -> Headers:
+        """Headers from (canonical name, value) pairs whose keys are already
+        known (the parser's path: no name is looked up twice)."""
+        headers = cls.__new__(cls)
+        headers._fields = tuple(fields)
+        headers._keys = tuple(keys)
+        # The first value of each key: later duplicates are overwritten by
+        # earlier ones when the pairs are read back to front.
+        first = dict(zip(reversed(keys), (value for _, value in reversed(fields)), strict=True))
+        headers._first = first
+        headers._repeated = (
+            set() if len(first) == len(keys) else {k for k in first if keys.count(k) > 1}
+        )
+        return headers
+
+    def missing(self, keys: Iterable[str]) -> str | None:
+        """The first of `keys` (lookup keys) with no field, or None."""
+        first = self._first
+        return next((key for key in keys if key not in first), None)
+
+    def repeated(self, keys: Iterable[str]) -> str | None:
+        """The first of `keys` (lookup keys) on more than one line, or None."""
+        repeated = self._repeated
+        if not repeated:
+            return None
+        return next((key for key in keys if key in repeated), None)
+
     @property
     def fields(self) -> tuple[tuple[str, str], ...]:
         """All (name, value) pairs in order."""

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sipguard.errors import MessageTooLarge, SipParseError
-from sipguard.sip.headers import header_key
-from sipguard.sip.message import Headers, Request, Response, is_ascii_digits, parse_cseq
-from sipguard.sip.uri import split_list
+from sipguard.sip.headers import header_key, key_and_name
+from sipguard.sip.message import Headers, Request, Response, is_ascii_digits
+from sipguard.sip.uri import Via, parse_via, split_list
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -31,6 +31,7 @@ __all__ = [
     "ParseLimits",
     "StreamFramer",
     "parse_message",
+    "peek_top_via",
 ]
 
 # UDP datagrams cannot exceed 65,535 bytes; a message over this size on TCP is
@@ -61,6 +62,10 @@ _MANDATORY = ("via", "from", "to", "call-id", "cseq")
 _SINGLETONS = ("from", "to", "call-id", "cseq", "max-forwards", "content-type")
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _MAX_CONTENT_LENGTH_DIGITS = 10
+# Header names as written (before the colon) -> (key, canonical name). Real
+# traffic uses a few dozen spellings; the bound keeps invented ones out.
+_KNOWN_NAMES: dict[str, tuple[str, str]] = {}
+_MAX_KNOWN_NAMES = 1024
 # RFC 3261 §25.1: linear white space is SP and HTAB only (not Unicode spaces).
 _LWS = " \t"
 
@@ -82,19 +87,17 @@ def parse_message(data: bytes, limits: ParseLimits = DEFAULT_PARSE_LIMITS) -> Re
         head = data[start:head_end].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SipParseError(f"header bytes are not UTF-8 at offset {exc.start}") from None
-    if "\x00" in head:
-        raise SipParseError("NUL byte in the headers")
+    _check_characters(head)
     lines = head.split("\r\n")
     _check_size(lines, limits)
     start_line = lines[0]
-    if "\r" in start_line or "\n" in start_line:
-        raise SipParseError("bare CR or LF in the start line")
-    fields = _header_fields(lines[1:])
-    body = _body(fields, data[head_end + 4 :])
+    fields, keys = _header_fields(lines[1:])
+    body = _body(fields, keys, data[head_end + 4 :])
+    headers = Headers.from_keyed(fields, keys)
     if start_line[:4].upper() == "SIP/":
-        message: Request | Response = _response(start_line, fields, body)
+        message: Request | Response = _response(start_line, headers, body)
     else:
-        message = _request(start_line, fields, body)
+        message = _request(start_line, headers, body)
         if len(message.uri) > limits.max_uri_length:
             raise SipParseError(
                 f"Request-URI of {len(message.uri)} characters; at most {limits.max_uri_length}",
@@ -102,6 +105,43 @@ def parse_message(data: bytes, limits: ParseLimits = DEFAULT_PARSE_LIMITS) -> Re
             )
     _check_mandatory(message)
     return message
+
+
+def _check_characters(head: str) -> None:
+    """No NUL, and CR and LF only as the CRLF that ends a line."""
+    if "\x00" in head:
+        raise SipParseError("NUL byte in the headers")
+    crlf = head.count("\r\n")
+    if head.count("\r") != crlf or head.count("\n") != crlf:
+        first_line = head.split("\r\n", 1)[0]
+        if "\r" in first_line or "\n" in first_line:
+            raise SipParseError("bare CR or LF in the start line")
+        raise SipParseError("bare CR or LF inside a header line")
+
+
+def peek_top_via(data: bytes) -> Via | None:
+    """The top Via of a message, read without parsing anything else.
+
+    For a lookup before the full parse (a retransmission, or the ACK of a
+    stateless answer, is recognised by its top Via alone). None whenever the
+    answer is not plain: no head, a folded or non-ASCII Via line, a bad value.
+    """
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    lines = data[:head_end].split(b"\r\n")
+    for index in range(1, len(lines)):
+        name, colon, value = lines[index].partition(b":")
+        if not colon or name.rstrip(b" \t").lower() not in (b"via", b"v"):
+            continue
+        if lines[index + 1 : index + 2] and lines[index + 1][:1] in (b" ", b"\t"):
+            return None
+        try:
+            values = split_list(value.decode("ascii"))
+            return parse_via(values[0]) if values else None
+        except (UnicodeDecodeError, SipParseError):
+            return None
+    return None
 
 
 def _check_size(lines: list[str], limits: ParseLimits) -> None:
@@ -121,27 +161,45 @@ def _check_size(lines: list[str], limits: ParseLimits) -> None:
         raise SipParseError(f"a line of {longest} characters; at most {limits.max_line_length}")
 
 
-def _header_fields(lines: list[str]) -> list[tuple[str, str]]:
+def _header_fields(lines: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(canonical name, value) of every header line, and each one's lookup key."""
     fields: list[tuple[str, str]] = []
+    keys: list[str] = []
+    known_names = _KNOWN_NAMES
     for line in lines:
-        if "\r" in line or "\n" in line:
-            raise SipParseError("bare CR or LF inside a header line")
-        if line[:1] in (" ", "\t"):
-            # RFC 3261 §7.3.1: a line starting with whitespace continues the
-            # previous header value; the fold is equivalent to one space.
-            if not fields:
-                raise SipParseError("continuation line before any header")
-            name, value = fields[-1]
-            folded = line.strip(_LWS)
-            if folded:
-                fields[-1] = (name, f"{value} {folded}" if value else folded)
-            continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not name or not _is_token(name):
-            raise SipParseError(f"malformed header line: {line[:60]!r}")
-        fields.append((name, value.strip(_LWS)))
-    return fields
+        known = known_names.get(name) if colon else None
+        if known is None:
+            if line[:1] in (" ", "\t"):
+                _fold(fields, line)
+                continue
+            known = _read_name(name, colon, line)
+        fields.append((known[1], value.strip(_LWS)))
+        keys.append(known[0])
+    return fields, keys
+
+
+def _fold(fields: list[tuple[str, str]], line: str) -> None:
+    """RFC 3261 §7.3.1: a line starting with whitespace continues the previous
+    header value; the fold is equivalent to one space."""
+    if not fields:
+        raise SipParseError("continuation line before any header")
+    name, value = fields[-1]
+    folded = line.strip(_LWS)
+    if folded:
+        fields[-1] = (name, f"{value} {folded}" if value else folded)
+
+
+def _read_name(name: str, colon: str, line: str) -> tuple[str, str]:
+    """(key, canonical name) of a header name not seen before; remembered
+    (boundedly: hostile messages can invent names without end)."""
+    stripped = name.rstrip(" \t")
+    if not colon or not stripped or not _is_token(stripped):
+        raise SipParseError(f"malformed header line: {line[:60]!r}")
+    known = key_and_name(stripped)
+    if len(_KNOWN_NAMES) < _MAX_KNOWN_NAMES:
+        _KNOWN_NAMES[name] = known
+    return known
 
 
 def _is_token(text: str) -> bool:
@@ -150,20 +208,20 @@ def _is_token(text: str) -> bool:
     return all(char in _TOKEN_CHARS for char in text)
 
 
-def _body(fields: list[tuple[str, str]], rest: bytes) -> bytes:
-    """Take Content-Length out of `fields` and cut the body with it."""
+def _body(fields: list[tuple[str, str]], keys: list[str], rest: bytes) -> bytes:
+    """Take Content-Length out of `fields` and `keys` and cut the body with it."""
+    if "content-length" not in keys:
+        return rest
     length: int | None = None
-    for index in range(len(fields) - 1, -1, -1):
-        name, value = fields[index]
-        if header_key(name) != "content-length":
+    for index in range(len(keys) - 1, -1, -1):
+        if keys[index] != "content-length":
             continue
-        parsed = _content_length(value)
+        parsed = _content_length(fields[index][1])
         if length is not None and parsed != length:
             raise SipParseError("conflicting Content-Length headers")
         length = parsed
-        del fields[index]
-    if length is None:
-        return rest
+        del fields[index], keys[index]
+    assert length is not None
     if length > len(rest):
         raise SipParseError(f"Content-Length {length} exceeds the {len(rest)} body bytes")
     return rest[:length]
@@ -176,7 +234,7 @@ def _content_length(value: str) -> int:
     return int(value)
 
 
-def _request(start_line: str, fields: list[tuple[str, str]], body: bytes) -> Request:
+def _request(start_line: str, headers: Headers, body: bytes) -> Request:
     parts = start_line.split(" ")
     if len(parts) != 3 or not all(parts):
         raise SipParseError(f"bad request line: {start_line[:80]!r}")
@@ -186,16 +244,16 @@ def _request(start_line: str, fields: list[tuple[str, str]], body: bytes) -> Req
         raise SipParseError(f"bad method: {method[:20]!r}")
     if ":" not in uri:
         raise SipParseError(f"bad Request-URI: {uri[:80]!r}")
-    return Request(method, uri, Headers(fields), body)
+    return Request(method, uri, headers, body)
 
 
-def _response(start_line: str, fields: list[tuple[str, str]], body: bytes) -> Response:
+def _response(start_line: str, headers: Headers, body: bytes) -> Response:
     version, _, rest = start_line.partition(" ")
     _check_version(version)
     code, _, reason = rest.partition(" ")
     if len(code) != 3 or not is_ascii_digits(code) or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status line: {start_line[:80]!r}")
-    return Response(int(code), reason, Headers(fields), body)
+    return Response(int(code), reason, headers, body)
 
 
 def _check_version(version: str) -> None:
@@ -207,15 +265,15 @@ def _check_version(version: str) -> None:
 
 def _check_mandatory(message: Request | Response) -> None:
     headers = message.headers
-    for key in _MANDATORY:
-        if key not in headers:
-            raise SipParseError(f"missing mandatory header {key!r}")
-    for key in _SINGLETONS:
-        if headers.count(key) > 1:
-            raise SipParseError(f"duplicate {key!r} header")
+    missing = headers.missing(_MANDATORY)
+    if missing:
+        raise SipParseError(f"missing mandatory header {missing!r}")
+    repeated = headers.repeated(_SINGLETONS)
+    if repeated:
+        raise SipParseError(f"duplicate {repeated!r} header")
     if not split_list(headers.get("via") or ""):
         raise SipParseError("empty Via header")
-    cseq = parse_cseq(headers.get("cseq") or "")
+    cseq = message.cseq  # parsed once, kept by the message
     if isinstance(message, Request) and cseq.method != message.method:
         raise SipParseError(f"CSeq method {cseq.method!r} differs from {message.method!r}")
 

@@ -6,11 +6,14 @@ import gzip
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sipguard.audit import AuditLog, AuditSettings, record_of
+from sipguard.audit import AuditLog, AuditSettings, _timestamp, record_of
 from sipguard.b2bua import CallEnded, CallRefused, CallStarted
 from sipguard.peer import Peer
 from sipguard.sip.message import Request
@@ -200,3 +203,9 @@ def test_an_unwritable_file_is_counted_not_raised(tmp_path: Path) -> None:
     audit.submit(started())
     audit.close()
     assert audit.stats.write_errors >= 1 and audit.stats.written == 0
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_timestamps_are_the_iso_form_of_the_wall_clock(wall: float) -> None:
+    expected = datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
+    assert _timestamp(wall) == expected.replace("+00:00", "Z")

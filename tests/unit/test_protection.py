@@ -404,6 +404,30 @@ def test_a_refused_invites_retransmissions_are_answered_by_lookup() -> None:
     assert type(core.next_event()).__name__ == "CallRefused"
 
 
+def test_the_ack_of_a_stateless_refusal_is_absorbed_without_a_parse() -> None:
+    core = B2BUA(
+        config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
+        gate=RefuseAll(),
+        ids=IdFactory(random.Random(7)),
+    )
+    core.receive_datagram(invite(branch="z9hG4bKrefused"), CALLER, now=0.0)
+    core.datagrams_to_send()
+    _ = core.next_event()
+    # A CSeq the parser refuses: had the ACK been parsed, the core would
+    # have logged a rejected message; found by its top Via, it is absorbed.
+    ack = (
+        b"ACK sip:13800138000@10.0.0.1 SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP 10.1.0.5:5071;branch=z9hG4bKrefused;rport\r\n"
+        b"CSeq: not-a-number\r\nContent-Length: 0\r\n\r\n"
+    )
+    core.receive_datagram(ack, CALLER, now=0.1)
+    assert core.datagrams_to_send() == [] and core.next_event() is None
+    other = ack.replace(b"z9hG4bKrefused", b"z9hG4bKother")
+    core.receive_datagram(other, CALLER, now=0.2)
+    rejected = core.next_event()
+    assert isinstance(rejected, MessageRejected), "an unknown ACK is parsed as before"
+
+
 def test_a_dropped_strangers_retransmissions_stay_unanswered_and_unlogged() -> None:
     p = pair(unknown_source_answer="drop")
     data = invite(caller=STRANGER, call_id="scan")

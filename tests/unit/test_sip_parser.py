@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
-from sipguard.sip.message import Request, Response
-from sipguard.sip.parser import DEFAULT_MAX_MESSAGE_SIZE, StreamFramer, parse_message
+from sipguard.sip.message import Headers, Request, Response
+from sipguard.sip.parser import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    StreamFramer,
+    parse_message,
+    peek_top_via,
+)
 from sipguard.sip.serializer import to_bytes
 
 pytestmark = pytest.mark.unit
@@ -924,3 +931,60 @@ def test_framer_waits_for_the_body() -> None:
     assert framer.buffered == len(data) - 1
     framer.receive_data(data[-1:])
     assert framer.next_message() == data
+
+
+# -- peek_top_via: the top Via before (or without) the full parse ------------------
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        ("Via: SIP/2.0/UDP 10.1.0.5:5071;branch=z9hG4bKa1", ("z9hG4bKa1", "10.1.0.5:5071")),
+        ("v: SIP/2.0/TCP h1;branch=z9hG4bKb, SIP/2.0/UDP h2;branch=z9hG4bKc", ("z9hG4bKb", "h1")),
+        ("VIA : SIP / 2.0 / UDP h3:5060 ;branch=z9hG4bKd", ("z9hG4bKd", "h3:5060")),
+    ],
+)
+def test_peek_top_via_reads_the_first_via_value(head: str, expected: tuple[str, str]) -> None:
+    data = f"ACK sip:a@b SIP/2.0\r\nCSeq: 1 ACK\r\n{head}\r\nVia: SIP/2.0/UDP x\r\n\r\n"
+    via = peek_top_via(data.encode())
+    assert via is not None and (via.branch, via.sent_by) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"ACK sip:a@b SIP/2.0\r\nCSeq: 1 ACK\r\n\r\n",  # no Via
+        b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n",  # no blank line
+        b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;\r\n branch=z9hG4bKx\r\n\r\n",  # folded
+        b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\xc3\xa9;branch=z9hG4bKx\r\n\r\n",
+        b"ACK sip:a@b SIP/2.0\r\nVia: garbage\r\n\r\n",
+    ],
+)
+def test_peek_top_via_gives_up_on_anything_unusual(data: bytes) -> None:
+    assert peek_top_via(data) is None
+
+
+@given(st.binary(max_size=300))
+def test_peek_top_via_never_raises(data: bytes) -> None:
+    peek_top_via(b"ACK sip:a@b SIP/2.0\r\nVia: " + data + b"\r\n\r\n")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Via", "v", "FROM", "f", "X-Custom", "Route", "call-id", "to"]),
+            st.text(alphabet="abc;=<>:@ ", max_size=12),
+        ),
+        max_size=12,
+    )
+)
+def test_headers_from_keyed_equal_headers_built_from_names(fields: list[tuple[str, str]]) -> None:
+    by_name = Headers(fields)
+    keyed = Headers.from_keyed(list(by_name.fields), [key for key, _, _ in by_name.keyed()])
+    assert keyed == by_name and list(keyed.keyed()) == list(by_name.keyed())
+    for name in ("via", "from", "x-custom", "route", "call-id", "to", "cseq"):
+        assert (keyed.get(name), keyed.get_all(name), keyed.count(name)) == (
+            by_name.get(name),
+            by_name.get_all(name),
+            by_name.count(name),
+        )
