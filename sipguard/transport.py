@@ -29,6 +29,8 @@ DEFAULT_TCP_IDLE_TIMEOUT = 900.0
 DEFAULT_TCP_MESSAGE_TIMEOUT = 10.0
 DEFAULT_TCP_CONNECTIONS_PER_SOURCE = 32
 _CONNECT_TIMEOUT = 5.0
+# Source addresses whose Peer value the UDP listener keeps.
+_REMEMBERED_PEERS = 4096
 
 
 class MessageSink(Protocol):
@@ -42,9 +44,21 @@ class MessageSink(Protocol):
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, sink: MessageSink) -> None:
         self._sink = sink
+        # A trunk sends from a handful of addresses: one Peer value each.
+        self._peers: dict[tuple[str | int, ...], Peer] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._sink.message_received(data, Peer("udp", str(addr[0]), int(addr[1])))
+        peer = self._peers.get(addr)
+        if peer is None:
+            peer = self._peer_of(addr)
+        self._sink.message_received(data, peer)
+
+    def _peer_of(self, addr: tuple[str | int, ...]) -> Peer:
+        peers = self._peers
+        if len(peers) >= _REMEMBERED_PEERS:
+            peers.clear()  # a scan from many sources: start again, stay bounded
+        peer = peers[addr] = Peer("udp", str(addr[0]), int(addr[1]))
+        return peer
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: UDP has no connection to fail.

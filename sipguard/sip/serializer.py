@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sipguard.sip.headers import key_and_name
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.uri import format_params
 
@@ -84,19 +85,24 @@ def build_response(
             top Via as RFC 3261 §18.2.1 and RFC 3581 §4 require.
     """
     fields: list[tuple[str, str]] = []
-    first_via = True
-    for name, value in request.headers.fields:
-        key = name.lower()
-        if key in ("v", "via") and first_via and (received is not None or rport is not None):
-            fields.append((name, _stamp_via(request, received, rport)))
-            first_via = False
+    keys: list[str] = []
+    stamp = received is not None or rport is not None
+    for key, name, value in request.headers.keyed():
+        if key == "via" and stamp:
+            value = _stamp_via(request, received, rport)
+            stamp = False
+        elif key == "to":
+            value = _tagged(request, value, to_tag)
+        elif key not in _ECHOED:
             continue
-        if key in _ECHOED or key in ("v", "f", "i"):
-            fields.append((name, value))
-        elif key in ("to", "t"):
-            fields.append((name, _tagged(request, value, to_tag)))
-    fields.extend(extra)
-    return Response(status, reason or REASON_PHRASES.get(status, "Unknown"), Headers(fields), body)
+        fields.append((name, value))
+        keys.append(key)
+    for name, value in extra:
+        key, canonical = key_and_name(name)
+        fields.append((canonical, value))
+        keys.append(key)
+    headers = Headers.from_keyed(fields, keys)
+    return Response(status, reason or REASON_PHRASES.get(status, "Unknown"), headers, body)
 
 
 def _tagged(request: Request, value: str, to_tag: str | None) -> str:

@@ -10,6 +10,7 @@ Invariant: `str(parse_x(text))` re-parses to an equal value.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sipguard.errors import SipParseError
 
@@ -30,6 +31,10 @@ __all__ = [
 ]
 
 Params = tuple[tuple[str, str | None], ...]
+# The same From, To, Via and Contact values come back in every message of a
+# call (requests, responses, retransmissions, ACK, BYE): their parsed values,
+# immutable, are kept for this many distinct texts per kind.
+_MEMO = 4096
 _BAD_HOST_CHARS = frozenset(' \t<>"@')
 
 
@@ -39,6 +44,8 @@ def parse_params(text: str) -> Params:
     Names are lower-cased (RFC 3261 §19.1.4: parameter names compare
     case-insensitively); values keep their case and quotes.
     """
+    if not text:
+        return ()
     params: list[tuple[str, str | None]] = []
     for part in _split_outside_quotes(text, ";"):
         part = part.strip()
@@ -125,6 +132,7 @@ class AbsoluteUri:
 Uri = SipUri | TelUri | AbsoluteUri
 
 
+@lru_cache(maxsize=_MEMO)
 def parse_uri(text: str) -> Uri:
     """Parse a URI; raise SipParseError when it is not one."""
     scheme, colon, rest = text.strip().partition(":")
@@ -224,6 +232,7 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
+@lru_cache(maxsize=_MEMO)
 def parse_name_addr(text: str) -> NameAddr:
     """Parse `"Name" <uri>;params`, `Name <uri>;params` or `uri;params`."""
     text = text.strip()
@@ -301,6 +310,7 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.sent_by}{format_params(self.params)}"
 
 
+@lru_cache(maxsize=_MEMO)
 def parse_via(text: str) -> Via:
     """Parse one Via value (not a comma-separated list).
 
