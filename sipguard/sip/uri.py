@@ -33,8 +33,11 @@ __all__ = [
 Params = tuple[tuple[str, str | None], ...]
 # The same From, To, Via and Contact values come back in every message of a
 # call (requests, responses, retransmissions, ACK, BYE): their parsed values,
-# immutable, are kept for this many distinct texts per kind.
+# immutable, are kept for this many distinct texts per kind, each text at most
+# _MEMO_TEXT characters long (so a flood of long invented values costs at most
+# a few MB).
 _MEMO = 4096
+_MEMO_TEXT = 256
 _BAD_HOST_CHARS = frozenset(' \t<>"@')
 
 
@@ -132,9 +135,15 @@ class AbsoluteUri:
 Uri = SipUri | TelUri | AbsoluteUri
 
 
-@lru_cache(maxsize=_MEMO)
 def parse_uri(text: str) -> Uri:
     """Parse a URI; raise SipParseError when it is not one."""
+    if len(text) > _MEMO_TEXT:
+        return _parse_uri(text)
+    return _parse_uri_memo(text)
+
+
+def _parse_uri(text: str) -> Uri:
+    """`parse_uri` without the memo."""
     scheme, colon, rest = text.strip().partition(":")
     if not colon or not scheme or not rest:
         raise SipParseError(f"not a URI: {text!r}")
@@ -232,9 +241,15 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
-@lru_cache(maxsize=_MEMO)
 def parse_name_addr(text: str) -> NameAddr:
     """Parse `"Name" <uri>;params`, `Name <uri>;params` or `uri;params`."""
+    if len(text) > _MEMO_TEXT:
+        return _parse_name_addr(text)
+    return _parse_name_addr_memo(text)
+
+
+def _parse_name_addr(text: str) -> NameAddr:
+    """`parse_name_addr` without the memo."""
     text = text.strip()
     if not text:
         raise SipParseError("empty name-addr")
@@ -310,12 +325,18 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.sent_by}{format_params(self.params)}"
 
 
-@lru_cache(maxsize=_MEMO)
 def parse_via(text: str) -> Via:
     """Parse one Via value (not a comma-separated list).
 
     RFC 3261 §25.1: `SLASH = SWS "/" SWS`, so `SIP / 2.0 / UDP` is valid.
     """
+    if len(text) > _MEMO_TEXT:
+        return _parse_via(text)
+    return _parse_via_memo(text)
+
+
+def _parse_via(text: str) -> Via:
+    """`parse_via` without the memo."""
     parts = text.strip(" \t").split("/", 2)
     if len(parts) != 3 or parts[0].strip(" \t").upper() != "SIP" or parts[1].strip(" \t") != "2.0":
         raise SipParseError(f"bad Via protocol: {text[:80]!r}")
@@ -379,3 +400,12 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
         raise SipParseError(f"unterminated quoted parameter value: {text!r}")
     parts.append(text[start:])
     return parts
+
+
+_parse_uri_memo = lru_cache(maxsize=_MEMO)(_parse_uri)
+
+
+_parse_name_addr_memo = lru_cache(maxsize=_MEMO)(_parse_name_addr)
+
+
+_parse_via_memo = lru_cache(maxsize=_MEMO)(_parse_via)

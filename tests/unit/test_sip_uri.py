@@ -451,3 +451,17 @@ def test_bad_vias_are_refused(text: str) -> None:
 )
 def test_split_list(value: str, items: list[str]) -> None:
     assert split_list(value) == items
+
+
+def test_memoised_parses_are_bounded_to_short_texts() -> None:
+    from sipguard.sip import uri
+
+    short = "<sip:+862131771234@10.1.0.5>;tag=memo-1"
+    assert parse_name_addr(short) is parse_name_addr(short), "kept and shared"
+    long = "<sip:+862131771234@10.1.0.5>;tag=" + "x" * uri._MEMO_TEXT
+    assert parse_name_addr(long) == parse_name_addr(long)
+    assert parse_name_addr(long) is not parse_name_addr(long), "long texts are not kept"
+    with pytest.raises(SipParseError):
+        parse_name_addr("<sip:unterminated")
+    with pytest.raises(SipParseError):  # a failure is not remembered as a value
+        parse_name_addr("<sip:unterminated")
