@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -29,6 +30,11 @@ DEFAULT_TCP_IDLE_TIMEOUT = 900.0
 DEFAULT_TCP_MESSAGE_TIMEOUT = 10.0
 DEFAULT_TCP_CONNECTIONS_PER_SOURCE = 32
 _CONNECT_TIMEOUT = 5.0
+# Socket buffers asked for on UDP listeners: a burst of thousands of
+# datagrams (a flood, or a pause of the loop) waits in the kernel instead of
+# being dropped and retransmitted. The kernel caps the request at
+# net.core.rmem_max / wmem_max (docs/deploy.md says how to raise them).
+UDP_SOCKET_BUFFER = 4 * 1024 * 1024
 # Source addresses whose Peer value the UDP listener keeps.
 _REMEMBERED_PEERS = 4096
 
@@ -162,6 +168,7 @@ class Transports:
         transport, _ = await self.loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self.sink), local_addr=(host, port)
         )
+        _enlarge_buffers(transport.get_extra_info("socket"))
         self._udp_all.append(transport)
         if self._udp is None:
             self._udp = transport
@@ -278,3 +285,14 @@ def on_loop_exception(callback: Callable[[str], None]) -> Callable[..., None]:
         callback(str(context.get("message")) + ": " + repr(context.get("exception")))
 
     return handler
+
+
+def _enlarge_buffers(sock: socket.socket | None) -> None:
+    """Ask for UDP_SOCKET_BUFFER bytes of receive and send buffer (capped by the kernel)."""
+    if sock is None:
+        return
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, UDP_SOCKET_BUFFER)
+        except OSError as exc:  # not fatal: the default buffer still works
+            log.warning("udp socket buffer: %s", exc)
