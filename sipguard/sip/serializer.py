@@ -127,6 +127,8 @@ def _stamp_via(request: Request, received: str | None, rport: int | None) -> str
 
 
 def _first_top_level_comma(value: str) -> int:
+    if "," not in value:
+        return -1
     in_quotes = False
     escaped = False
     for index, char in enumerate(value):

@@ -67,6 +67,13 @@ def format_params(params: Params) -> str:
     return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params)
 
 
+def _has_param(params: Params, name: str) -> bool:
+    for key, _ in params:
+        if key == name:
+            return True
+    return False
+
+
 def _param(params: Params, name: str) -> str | None:
     for key, value in params:
         if key == name:
@@ -92,7 +99,7 @@ class SipUri:
 
     def has_param(self, name: str) -> bool:
         """Whether URI parameter `name` is present, with or without a value."""
-        return any(key == name for key, _ in self.params)
+        return _has_param(self.params, name)
 
     @property
     def host_port(self) -> str:
@@ -314,7 +321,7 @@ class Via:
 
     def has_param(self, name: str) -> bool:
         """Whether Via parameter `name` is present (e.g. a valueless `rport`)."""
-        return any(key == name for key, _ in self.params)
+        return _has_param(self.params, name)
 
     @property
     def sent_by(self) -> str:
