@@ -26,6 +26,7 @@ UAS_PORT = 15080
 TRUNK_PORTS = (15061, 15062, 15063)  # the UACs' source ports: trunks 0, 1 and 2
 UAS_MEDIA_PORT = 16100
 UAC_MEDIA_PORT = 16200  # the first UAC of a step; the next ones 100 above
+DIRECT_MEDIA_PORT = 16500  # the SIPp UAS that stands in for a system ("direct")
 
 RATES = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000)
 QUICK_RATES = (250, 500, 1000, 2000, 4000)
@@ -173,6 +174,19 @@ class Floor(System):
         return Launch([sys.executable, str(PEERS / "floor403.py"), "--port", str(SYSTEM_PORT)])
 
 
+class Direct(System):
+    """SIPp calling SIPp with nothing between: the latency baseline (a second
+    SIPp UAS, on the system's port)."""
+
+    def missing(self) -> str | None:
+        return None if shutil.which("sipp") else "sipp not installed (make setup)"
+
+    def launch(self, scenario: Scenario, workdir: Path) -> Launch:
+        argv = ["sipp", "-sf", str(PEERS / "uas.xml"), "-i", HOST, "-p", str(SYSTEM_PORT)]
+        argv += ["-t", "u1", "-buff_size", "4194304", "-nostdin", "-mp", str(DIRECT_MEDIA_PORT)]
+        return Launch(argv)
+
+
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
@@ -180,12 +194,14 @@ SYSTEMS: dict[str, System] = {
         Kamailio("kamailio", "Kamailio 5.6, -n 1", frozenset(SCENARIOS)),
         Sippy("sippy", "Sippy B2BUA (b2bua_simple)", frozenset({"call"}), "uac_valid_b2b.xml"),
         Floor("floor", "asyncio 403 floor", frozenset({"reject"})),
+        Direct("direct", "SIPp to SIPp, nothing between", frozenset({"call"})),
     )
 }
 
 NOT_APPLICABLE = {
     "sippy": "relays every call, checks no caller ID",
     "floor": "answers every INVITE 403, relays nothing",
+    "direct": "no system between the UAC and the UAS: only full calls",
 }
 
 

@@ -172,6 +172,25 @@ def summary(steps: Sequence[Step]) -> list[dict[str, Any]]:
     return rows
 
 
+def latency_vs_direct(steps: Sequence[Step], system: str = "sipguard") -> dict[str, Any] | None:
+    """The latency target: `system`'s full-call p99 at half its highest
+    passing rate, against a SIPp-to-SIPp call's p99 at the same rate."""
+    top = best(steps, system, "call")
+    if top is None:
+        return None
+    half = top.rate // 2
+    mine = at_rate(steps, system, "call", half)
+    direct = at_rate(steps, "direct", "call", half)
+    if mine is None or direct is None or mine.p99_ms is None or direct.p99_ms is None:
+        return None
+    return {
+        "rate": half,
+        "p99_ms": mine.p99_ms,
+        "direct_p99_ms": direct.p99_ms,
+        "difference_ms": round(mine.p99_ms - direct.p99_ms, 1),
+    }
+
+
 def summary_table(rows: Sequence[dict[str, Any]]) -> Table:
     table = Table(title="best passing step per ramp", title_justify="left")
     columns = ("system", "scenario", "max cps", "CPU µs/call", "p99 ms", "PSS MiB")
@@ -296,6 +315,7 @@ def write_outputs(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = summary(steps)
+    latency = latency_vs_direct(steps)
     document = {
         "machine": machine(buffers),
         "options": {
@@ -305,12 +325,19 @@ def write_outputs(
             "seconds_per_step": opts.seconds,
         },
         "summary": rows,
+        "latency_vs_direct": latency,
         "skipped": list(skipped),
         "steps": [asdict(s) for s in steps],
     }
     path = out / "latest.json"
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     display.console.print(summary_table(rows))
+    if latency is not None:
+        mine, direct, extra = (latency[k] for k in ("p99_ms", "direct_p99_ms", "difference_ms"))
+        display.note(
+            f"latency: sipguard p99 {mine} ms at {latency['rate']:,} calls/s (half its best),"
+            f" SIPp to SIPp {direct} ms: +{extra} ms"
+        )
     display.note(f"results: {path}")
     if opts.plot:
         display.note(plot(out / "latest.png", steps))

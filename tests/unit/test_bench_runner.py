@@ -819,7 +819,14 @@ def test_latest_json_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     steps_ = ramp("floor", "reject", (250, True, 120.0))
     report.write_outputs(tmp_path, steps_, skipped, "rmem_max=1", opts, display)  # type: ignore[arg-type]
     document = json.loads((tmp_path / "latest.json").read_text())
-    assert list(document) == ["machine", "options", "summary", "skipped", "steps"]
+    assert list(document) == [
+        "machine",
+        "options",
+        "summary",
+        "latency_vs_direct",
+        "skipped",
+        "steps",
+    ]
     assert document["machine"] == {"socket_buffers": "rmem_max=1"}
     assert document["options"] == {
         "systems": ["floor"],
@@ -878,3 +885,26 @@ def test_floor_keeps_an_existing_to_tag_and_ignores_acks_and_responses() -> None
     assert b"floor403" not in answer
     assert floor.forbidden(b"ACK sip:a@b SIP/2.0\r\n\r\n") is None
     assert floor.forbidden(b"SIP/2.0 200 OK\r\n\r\n") is None
+
+
+def test_latency_target_compares_p99_at_half_the_best_rate_with_direct_calls() -> None:
+    steps_ = ramp("sipguard", "call", (250, True, 900.0), (500, True, 1000.0), (1000, False, None))
+    steps_ += ramp("direct", "call", (250, True, 50.0), (500, True, 40.0))
+    steps_[0] = replace(steps_[0], p99_ms=6.0)
+    steps_[3] = replace(steps_[3], p99_ms=1.5)
+    assert report.latency_vs_direct(steps_) == {
+        "rate": 250,
+        "p99_ms": 6.0,
+        "direct_p99_ms": 1.5,
+        "difference_ms": 4.5,
+    }
+    assert report.latency_vs_direct(steps_[:3]) is None, "no direct ramp: no figure"
+    assert report.latency_vs_direct(steps_[2:]) is None, "no passing sipguard step"
+
+
+def test_direct_system_is_a_sipp_uas_on_the_system_port() -> None:
+    direct = catalog.SYSTEMS["direct"]
+    argv = direct.launch(catalog.SCENARIOS["call"], Path("/tmp")).argv
+    assert argv[:3] == ["sipp", "-sf", str(catalog.PEERS / "uas.xml")]
+    assert argv[argv.index("-p") + 1] == str(catalog.SYSTEM_PORT)
+    assert direct.scenarios == frozenset({"call"})
