@@ -174,11 +174,17 @@ def summary(steps: Sequence[Step]) -> list[dict[str, Any]]:
 
 def latency_vs_direct(steps: Sequence[Step], system: str = "sipguard") -> dict[str, Any] | None:
     """The latency target: `system`'s full-call p99 at half its highest
-    passing rate, against a SIPp-to-SIPp call's p99 at the same rate."""
+    passing rate (or the nearest lower step), against a SIPp-to-SIPp call's
+    p99 at the same rate."""
     top = best(steps, system, "call")
     if top is None:
         return None
-    half = top.rate // 2
+    # Half the best rate, or the nearest ramp step below it that both passed.
+    both = {s.rate for s in steps if s.scenario == "call" and s.passed and s.system == system}
+    both &= {s.rate for s in steps if s.scenario == "call" and s.passed and s.system == "direct"}
+    half = max((rate for rate in both if rate <= top.rate // 2), default=None)
+    if half is None:
+        return None
     mine = at_rate(steps, system, "call", half)
     direct = at_rate(steps, "direct", "call", half)
     if mine is None or direct is None or mine.p99_ms is None or direct.p99_ms is None:

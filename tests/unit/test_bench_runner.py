@@ -899,6 +899,9 @@ def test_latency_target_compares_p99_at_half_the_best_rate_with_direct_calls() -
         "difference_ms": 4.5,
     }
     assert report.latency_vs_direct(steps_[:3]) is None, "no direct ramp: no figure"
+    lower = ramp("sipguard", "call", (100, True, 900.0), (300, True, 1000.0))
+    lower += ramp("direct", "call", (100, True, 50.0), (300, True, 40.0))
+    assert report.latency_vs_direct(lower)["rate"] == 100, "the nearest step below half"
     assert report.latency_vs_direct(steps_[2:]) is None, "no passing sipguard step"
 
 
