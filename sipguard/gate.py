@@ -29,6 +29,7 @@ from sipguard.policy.compiled import (
 )
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.policy.engine import CallView, evaluate
+from sipguard.policy.frozen import build
 from sipguard.policy.numbers import is_anonymous, number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
 from sipguard.ratetable import NO_LIMITS, Admission, RateTable
@@ -43,6 +44,9 @@ __all__ = ["PolicyGate", "build_policy", "call_view", "reason_headers"]
 IDENTITY_HEADERS = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id"})
 ANONYMOUS_FROM = '"Anonymous" <sip:anonymous@anonymous.invalid>'
 VERSTAT_PASSED = "TN-Validation-Passed"
+ANONYMIZED_STRIP = IDENTITY_HEADERS | {"privacy"}
+# Privacy values that withhold the caller's identity (RFC 3323 §4.2, RFC 3325).
+PRIVACY_ID = frozenset({"id", "user", "header"})
 
 
 def build_policy(rules: RuleSet) -> Policy:
@@ -68,30 +72,38 @@ def call_view(request: Request) -> CallView:
     """Read the identity-related parts of an INVITE (RFC 3261, 3323, 3325)."""
     from_ = request.from_
     asserted = _asserted(request)
-    privacy = {
-        token.strip().lower()
-        for value in request.headers.get_all("privacy")
-        for token in value.split(";")
-    }
+    privacy_id = _privacy_id(request.headers.get_all("privacy"))
     uri = request.request_uri
     callee = number_of_uri(uri)
     if callee is None:
         callee = number_of_uri(request.to.uri)
-    return CallView(
-        from_number=number_of_uri(from_.uri),
-        from_anonymous=is_anonymous(from_.uri),
-        display_name=from_.display_name,
-        asserted=asserted,
-        privacy_id=bool(privacy & {"id", "user", "header"}),
-        callee=callee,
+    return build(
+        CallView,
+        {
+            "from_number": number_of_uri(from_.uri),
+            "from_anonymous": is_anonymous(from_.uri),
+            "display_name": from_.display_name,
+            "asserted": asserted,
+            "privacy_id": privacy_id,
+            "callee": callee,
+        },
     )
+
+
+def _privacy_id(values: list[str]) -> bool:
+    """Whether the Privacy values withhold the identity (one of PRIVACY_ID)."""
+    for value in values:
+        for token in value.split(";"):
+            if token.strip().lower() in PRIVACY_ID:
+                return True
+    return False
 
 
 def _asserted(request: Request) -> tuple[str | None, ...]:
     values = request.headers.get_all("p-asserted-identity")
     if not values:
         values = request.headers.get_all("remote-party-id")
-    return tuple(number_of_uri(parse_name_addr(value).uri) for value in values[:2])
+    return tuple([number_of_uri(parse_name_addr(value).uri) for value in values[:2]])
 
 
 class PolicyGate:
@@ -168,14 +180,17 @@ def _refuse(verdict: Verdict) -> Refuse:
     headers = reason_headers(code, rule, verdict.reason)
     if verdict.retry_after is not None:
         headers += (("Retry-After", str(int(verdict.retry_after))),)
-    return Refuse(
-        code,
-        verdict.phrase or phrase_for(code),
-        rule,
-        trunk=verdict.trunk,
-        headers=headers,
-        caller=verdict.caller,
-        callee=verdict.callee,
+    return build(
+        Refuse,
+        {
+            "status": code,
+            "reason": verdict.phrase or phrase_for(code),
+            "rule": rule,
+            "trunk": verdict.trunk,
+            "headers": headers,
+            "caller": verdict.caller,
+            "callee": verdict.callee,
+        },
     )
 
 
@@ -204,17 +219,20 @@ def _allow(
     counted = admission is not None
     warnings = () if admission is None else admission.warnings
     if verdict.anonymize or verdict.caller is None:
-        return Allow(
-            trunk.name,
-            trunk.route,
-            from_value=ANONYMOUS_FROM,
-            headers=(("Privacy", "id"),),
-            strip=IDENTITY_HEADERS | {"privacy"},
-            note=verdict.rule,
-            caller="anonymous",
-            callee=verdict.callee,
-            rate_counted=counted,
-            warnings=warnings,
+        return build(
+            Allow,
+            {
+                "trunk": trunk.name,
+                "route": trunk.route,
+                "from_value": ANONYMOUS_FROM,
+                "headers": (("Privacy", "id"),),
+                "strip": ANONYMIZED_STRIP,
+                "note": verdict.rule,
+                "caller": "anonymous",
+                "callee": verdict.callee,
+                "rate_counted": counted,
+                "warnings": warnings,
+            },
         )
     from_ = request.from_
     host = from_.uri.host if isinstance(from_.uri, SipUri) else trunk.route.host
@@ -223,22 +241,33 @@ def _allow(
         from_value = str(from_.with_params(_without_tag(from_)))
     else:
         display = None if verdict.strip_display_name else from_.display_name
-        from_value = str(
-            NameAddr(SipUri("sip", presented, host, params=(("user", "phone"),)), display)
-        )
+        from_value = _phone_name_addr(presented, host, display)
     asserted = f"<sip:{verdict.caller};verstat={VERSTAT_PASSED}@{host};user=phone>"
-    return Allow(
-        trunk.name,
-        trunk.route,
-        from_value=from_value,
-        headers=(("P-Asserted-Identity", asserted),),
-        strip=IDENTITY_HEADERS,
-        note=verdict.rule,
-        caller=verdict.caller,
-        callee=verdict.callee,
-        rate_counted=counted,
-        warnings=warnings,
+    return build(
+        Allow,
+        {
+            "trunk": trunk.name,
+            "route": trunk.route,
+            "from_value": from_value,
+            "headers": (("P-Asserted-Identity", asserted),),
+            "strip": IDENTITY_HEADERS,
+            "note": verdict.rule,
+            "caller": verdict.caller,
+            "callee": verdict.callee,
+            "rate_counted": counted,
+            "warnings": warnings,
+        },
     )
+
+
+def _phone_name_addr(number: str, host: str, display: str | None) -> str:
+    """`str(NameAddr(SipUri("sip", number, host, params=(("user", "phone"),)), display))`,
+    formatted without building the two values (it is on every allowed call)."""
+    uri = f"<sip:{number}@{host};user=phone>"
+    if display is None:
+        return uri
+    escaped = display.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}" {uri}'
 
 
 def _without_tag(value: NameAddr) -> tuple[tuple[str, str | None], ...]:

@@ -60,7 +60,7 @@ class CompiledTrunk:
     calling_tz: tzinfo | None
     calling_windows: tuple[tuple[int, int], ...]
     monitor: bool
-    responses: Mapping[str, ResponseCode]
+    responses: Mapping[str, ResponseCode]  # every rule's: the rule file's, else built in
     limits: TrunkLimits = NO_LIMITS
 
 
@@ -79,6 +79,7 @@ class Policy:
     suspended: Mapping[str, float]  # number -> epoch seconds the suspension lifts
     suspended_why: Mapping[str, str]  # number -> the reason the rule file gives, if any
     emergency: frozenset[str]
+    screens_numbers: bool  # some number is in do_not_originate or suspended
 
     def trunk_for(self, host: str, port: int) -> CompiledTrunk | None:
         """The trunk whose `sources` claim (host, port), or None."""
@@ -101,6 +102,11 @@ def compile_policy(rules: RuleSet, *, zones: Mapping[str, tzinfo]) -> Policy:
         for allocation in trunk.ranges
         if allocation != "*"
     )
+    do_not_originate = RangeIndex((entry, 0) for entry in rules.do_not_originate)
+    suspended = {
+        item.number: datetime.combine(item.until, datetime.min.time(), UTC).timestamp()
+        for item in rules.suspended
+    }
     return Policy(
         rules=rules,
         plan=plan,
@@ -109,13 +115,11 @@ def compile_policy(rules: RuleSet, *, zones: Mapping[str, tzinfo]) -> Policy:
         by_name={trunk.name: trunk for trunk in trunks},
         sources=TrunkIndex(rules.trunks),
         allocations=allocations,
-        do_not_originate=RangeIndex((entry, 0) for entry in rules.do_not_originate),
-        suspended={
-            item.number: datetime.combine(item.until, datetime.min.time(), UTC).timestamp()
-            for item in rules.suspended
-        },
+        do_not_originate=do_not_originate,
+        suspended=suspended,
         suspended_why={item.number: item.reason for item in rules.suspended if item.reason},
         emergency=_emergency(rules, plan),
+        screens_numbers=len(do_not_originate) > 0 or bool(suspended),
     )
 
 
@@ -147,7 +151,7 @@ def _compile_trunk(
         calling_tz=None if hours is None else zones[hours.tz],
         calling_windows=() if hours is None else hours.allow,
         monitor=rules.mode_of(trunk) == "monitor",
-        responses={**global_responses, **_responses(rules, trunk)},
+        responses={**_DEFAULT_RESPONSES, **global_responses, **_responses(rules, trunk)},
         limits=_limits(trunk.limits),
     )
 

@@ -9,7 +9,9 @@ from sipguard.peer import Peer
 __all__ = ["Allow", "Refuse"]
 
 
-@dataclass(frozen=True, slots=True)
+# No __slots__ on either: the gate builds them with `frozen.build()`, which
+# needs an instance dict and the defaults as class attributes.
+@dataclass(frozen=True)
 class Allow:
     """Admit a new call on `trunk` and send it to `route`.
 
@@ -31,7 +33,7 @@ class Allow:
     warnings: tuple[str, ...] = ()  # rule ids whose warn level this call passed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Refuse:
     """Refuse a new call with `status`, statelessly (RFC 3261 §8.2.7).
 

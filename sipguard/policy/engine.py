@@ -22,17 +22,20 @@ present and not anonymous. Both must pass rules 3 to 6.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sipguard.policy.compiled import CompiledTrunk, Policy, default_response
-from sipguard.policy.numbers import digits_of_display_name
+from sipguard.policy.frozen import build
+from sipguard.policy.numbers import NumberPlan, digits_of_display_name
 from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
 
 __all__ = ["CallView", "evaluate"]
 
 
-@dataclass(frozen=True, slots=True)
+# No __slots__: the gate builds views with `frozen.build()`, as the engine
+# builds verdicts.
+@dataclass(frozen=True)
 class CallView:
     """What the policy needs from a dialog-creating INVITE, as plain text.
 
@@ -55,7 +58,9 @@ class CallView:
     callee: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen __init__ costs a call per field, and this private value
+# is never changed.
+@dataclass(slots=True)
 class _Fired:
     """A rule that fired, with what made it fire (for the reason text)."""
 
@@ -67,95 +72,99 @@ def evaluate(
     policy: Policy, trunk: CompiledTrunk | None, call: CallView, *, wall_time: float
 ) -> Verdict:
     """Decide one new call. Pure: same inputs, same verdict."""
-    verdict = _evaluate(policy, trunk, call, wall_time)
-    if verdict.callee is None and call.callee and (verdict.rule or not verdict.allowed):
-        # A refused (or monitored) call still names its callee, for the trail.
-        callee = policy.plan.normalise(call.callee) or call.callee
-        verdict = replace(verdict, callee=callee)
-    return verdict
-
-
-def _evaluate(
-    policy: Policy, trunk: CompiledTrunk | None, call: CallView, wall_time: float
-) -> Verdict:
     if trunk is None:
-        return _reject(None, _Fired("unknown_source"), None, None)
-    identified = _identify(policy, trunk, call)
+        return _outcome(policy, None, call, _Fired("unknown_source"), None, None)
+    identified = _identify(policy.plan, trunk, call)
     if isinstance(identified, _Fired):
-        return _outcome(trunk, identified, None, None)
+        return _outcome(policy, trunk, call, identified, None, None)
     presentation, network, asserted_disagree = identified
-    numbers = (network,) if presentation in (None, network) else (network, presentation)
-    fired = _number_rules(policy, numbers, wall_time)
-    if fired is not None:
-        return _outcome(trunk, fired, network, presentation)
+    if presentation is None or presentation == network:
+        numbers: tuple[str, ...] = (network,)
+    else:
+        numbers = (network, presentation)
+    if policy.screens_numbers:
+        fired = _number_rules(policy, numbers, wall_time)
+        if fired is not None:
+            return _outcome(policy, trunk, call, fired, network, presentation)
     anonymize = False
     if trunk.international:
         home = _home_cli(policy, trunk, numbers)
         if isinstance(home, _Fired):
-            return _outcome(trunk, home, network, presentation)
+            return _outcome(policy, trunk, call, home, network, presentation)
         anonymize = home
     if asserted_disagree:
         fired = _Fired("identity_mismatch", "P-Asserted-Identity values disagree")
-        return _outcome(trunk, fired, network, presentation)
+        return _outcome(policy, trunk, call, fired, network, presentation)
     consistency = _consistency(policy, trunk, call, network, presentation)
     if isinstance(consistency, _Fired):
-        return _outcome(trunk, consistency, network, presentation)
+        return _outcome(policy, trunk, call, consistency, network, presentation)
     if not anonymize:
         for number in numbers:
             fired = _allocation(policy, trunk, number)
             if fired is not None:
-                return _outcome(trunk, fired, network, presentation)
-    callee = policy.plan.normalise(call.callee) if call.callee else None
-    emergency = _is_emergency(policy, call.callee, callee)
-    if not emergency:
+                return _outcome(policy, trunk, call, fired, network, presentation)
+    raw = call.callee
+    callee = policy.plan.normalise(raw) if raw else None
+    emergency = raw in policy.emergency or callee in policy.emergency
+    if not emergency and (trunk.refused_callees or trunk.calling_tz is not None):
         fired = _callee_and_time(trunk, callee, wall_time)
         if fired is not None:
-            return _outcome(trunk, fired, network, presentation)
-    return Verdict(
-        allowed=True,
-        trunk=trunk.name,
-        caller=network,
-        presentation=presentation,
-        anonymize=anonymize,
-        strip_display_name=consistency,
-        callee=callee or call.callee,
-        emergency=emergency,
+            return _outcome(policy, trunk, call, fired, network, presentation)
+    return build(
+        Verdict,
+        {
+            "allowed": True,
+            "trunk": trunk.name,
+            "caller": network,
+            "presentation": presentation,
+            "anonymize": anonymize,
+            "strip_display_name": consistency,
+            "callee": callee or raw,
+            "emergency": emergency,
+        },
     )
 
 
 def _identify(
-    policy: Policy, trunk: CompiledTrunk, call: CallView
+    plan: NumberPlan, trunk: CompiledTrunk, call: CallView
 ) -> tuple[str | None, str, bool] | _Fired:
-    """Rule group 2: find the presentation and network numbers."""
-    plan = policy.plan
+    """Rule group 2: the presentation and network numbers, and whether the
+    asserted numbers disagree."""
     presentation: str | None = None
-    if call.from_number is not None and not call.from_anonymous:
-        presentation = plan.normalise(call.from_number)
+    from_number = call.from_number
+    if from_number is not None and not call.from_anonymous:
+        presentation = plan.normalise(from_number)
         if presentation is None:
-            return _Fired("invalid_caller_id", f"From '{call.from_number[:32]}'")
-    asserted: list[str] = []
+            return _Fired("invalid_caller_id", f"From '{from_number[:32]}'")
+    asserted: str | None = None  # the first asserted number
+    disagree = False
     if trunk.trusted:
+        previous = None
         for text in call.asserted:
-            if text is None:
-                continue
+            if text is None or text == previous:
+                continue  # a repeat (sip: and tel: forms of one number) changes nothing
+            previous = text
             number = plan.normalise(text)
             if number is None:
                 return _Fired("invalid_caller_id", f"P-Asserted-Identity '{text[:32]}'")
-            asserted.append(number)
-        if trunk.require_pai and not asserted:
+            if asserted is None:
+                asserted = number
+            elif number != asserted:
+                disagree = True
+        if trunk.require_pai and asserted is None:
             return _Fired("missing_caller_id", "P-Asserted-Identity is required")
-    network = asserted[0] if asserted else presentation
+    network = presentation if asserted is None else asserted
     if network is None:
         return _Fired("missing_caller_id")
-    if call.from_anonymous and not call.privacy_id and not asserted:
+    if call.from_anonymous and not call.privacy_id and asserted is None:
         return _Fired("missing_caller_id", "anonymous From without Privacy")
-    return presentation, network, len(set(asserted)) > 1
+    return presentation, network, disagree
 
 
 def _number_rules(policy: Policy, numbers: tuple[str, ...], wall_time: float) -> _Fired | None:
     """Rule group 3: numbers that may never, or not now, be a caller ID."""
     for number in numbers:
-        if policy.do_not_originate.owners(number):
+        if policy.do_not_originate.owners_e164(number):
             return _Fired("do_not_originate", number)
         lifts = policy.suspended.get(number)
         if lifts is not None and wall_time < lifts:
@@ -173,7 +182,7 @@ def _home_cli(policy: Policy, trunk: CompiledTrunk, numbers: tuple[str, ...]) ->
         if not number.startswith(policy.home_prefix):
             continue
         exempt = trunk.home_cli_exempt
-        if exempt is not None and exempt.owners(number):
+        if exempt is not None and exempt.owners_e164(number):
             continue
         if trunk.home_cli_anonymize:
             return True
@@ -208,18 +217,13 @@ def _allocation(policy: Policy, trunk: CompiledTrunk, number: str) -> _Fired | N
     """Rule group 6: the number must be allocated to this trunk."""
     if trunk.any_number:
         return None
-    owners = policy.allocations.owners(number)
+    owners = policy.allocations.owners_e164(number)
     if trunk.index in owners:
         return None
     if owners:
         other = policy.trunks[owners[0]].name
         return _Fired("caller_of_other_trunk", f"{number} belongs to trunk '{other}'")
     return _Fired("caller_not_allocated", number)
-
-
-def _is_emergency(policy: Policy, raw: str | None, callee: str | None) -> bool:
-    emergency = policy.emergency
-    return (raw is not None and raw in emergency) or (callee is not None and callee in emergency)
 
 
 def _callee_and_time(trunk: CompiledTrunk, callee: str | None, wall_time: float) -> _Fired | None:
@@ -238,42 +242,49 @@ def _callee_and_time(trunk: CompiledTrunk, callee: str | None, wall_time: float)
 
 
 def _outcome(
-    trunk: CompiledTrunk, fired: _Fired, network: str | None, presentation: str | None
-) -> Verdict:
-    """A fired rule: a rejection, or in monitor mode an allow that names it."""
-    verdict = _reject(trunk, fired, network, presentation)
-    if not trunk.monitor:
-        return verdict
-    return Verdict(
-        allowed=True,
-        rule=verdict.rule,
-        reason=verdict.reason,
-        trunk=trunk.name,
-        caller=network,
-        presentation=presentation,
-        monitored=True,
-    )
-
-
-def _reject(
+    policy: Policy,
     trunk: CompiledTrunk | None,
+    call: CallView,
     fired: _Fired,
     network: str | None,
     presentation: str | None,
 ) -> Verdict:
+    """A fired rule: a rejection, or in monitor mode an allow that names it.
+
+    Either way the verdict names the callee, for the trail.
+    """
     rule = fired.rule
-    response = trunk.responses.get(rule) if trunk is not None else None
-    if response is None:
-        response = default_response(rule)
     text = RULE_DEFAULTS[rule][1]
-    return Verdict(
-        allowed=False,
-        rule=rule,
-        code=response.code,
-        phrase=response.reason,
-        reason=text if fired.detail is None else f"{text}: {fired.detail}",
-        trunk=None if trunk is None else trunk.name,
-        caller=network,
-        presentation=presentation,
-        retry_after=response.retry_after,
+    reason = text if fired.detail is None else f"{text}: {fired.detail}"
+    raw = call.callee
+    callee = (policy.plan.normalise(raw) or raw) if raw else None
+    if trunk is not None and trunk.monitor:
+        return build(
+            Verdict,
+            {
+                "allowed": True,
+                "rule": rule,
+                "reason": reason,
+                "trunk": trunk.name,
+                "caller": network,
+                "presentation": presentation,
+                "monitored": True,
+                "callee": callee,
+            },
+        )
+    response = default_response(rule) if trunk is None else trunk.responses[rule]
+    return build(
+        Verdict,
+        {
+            "allowed": False,
+            "rule": rule,
+            "code": response.code,
+            "phrase": response.reason,
+            "reason": reason,
+            "trunk": None if trunk is None else trunk.name,
+            "caller": network,
+            "presentation": presentation,
+            "retry_after": response.retry_after,
+            "callee": callee,
+        },
     )

@@ -160,6 +160,7 @@ class NumberPlan:
     _national_max: int = field(init=False, repr=False, compare=False)
     _home: str = field(init=False, repr=False, compare=False)
     _international_first: bool = field(init=False, repr=False, compare=False)
+    _prefix_heads: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         country = self.country_code
@@ -188,6 +189,9 @@ class NumberPlan:
             "_international_first",
             len(self.international_prefix) >= len(self.national_prefix),
         )
+        prefixes = (self.international_prefix, self.national_prefix)
+        heads = frozenset(prefix[:1] for prefix in prefixes if prefix)
+        object.__setattr__(self, "_prefix_heads", heads)
 
     @classmethod
     def from_numbering(
@@ -211,14 +215,18 @@ class NumberPlan:
         See the class docstring for the forms understood. Never raises; an
         input already in E.164 form comes back as the same object.
         """
-        if not text.isascii():
-            return None
-        if text.isdigit():
-            return self._dialled(text)
+        # The two forms that need no separator removal come first: E.164 (how
+        # P-Asserted-Identity usually reads) and digits only.
         if text[:1] == "+":
             digits = text[1:]
-            if digits.isdigit():
-                return text if _international(digits) is not None else None
+            if digits.isdigit() and digits.isascii():
+                if E164_MIN_DIGITS <= len(digits) <= E164_MAX_DIGITS and digits[0] != "0":
+                    return text
+                return None
+        elif text.isdigit() and text.isascii():
+            return self._dialled(text)
+        if not text.isascii():
+            return None
         text = _without_separators(text)
         if text[:1] == "+":
             digits = text[1:]
@@ -229,20 +237,21 @@ class NumberPlan:
         """Rules 2 to 4 of the class docstring, for ASCII digits."""
         if len(digits) < _MIN_DIALLED_DIGITS:
             return None  # "1" is no caller ID, not the national number +861
-        international = self.international_prefix
-        national = self.national_prefix
-        if self._international_first:
-            if digits.startswith(international):
-                return _international(digits[len(international) :])
-            if national and digits.startswith(national):
-                return self._national(digits[len(national) :])
-        else:
-            if national and digits.startswith(national):
-                return self._national(digits[len(national) :])
-            if digits.startswith(international):
-                return _international(digits[len(international) :])
+        if digits[0] in self._prefix_heads:  # else neither prefix can match
+            international = self.international_prefix
+            national = self.national_prefix
+            if self._international_first:
+                if digits.startswith(international):
+                    return _international(digits[len(international) :])
+                if national and digits.startswith(national):
+                    return self._national(digits[len(national) :])
+            else:
+                if national and digits.startswith(national):
+                    return self._national(digits[len(national) :])
+                if digits.startswith(international):
+                    return _international(digits[len(international) :])
         if len(digits) <= self._national_max:
-            return self._national(digits)
+            return self._home + digits  # what _national() gives for these digits
         if digits.startswith(self.country_code):
             return _international(digits)
         return None
@@ -321,10 +330,16 @@ def is_anonymous(uri: Uri) -> bool:
     ignoring case; and for a `tel:` URI whose "number" is one of those words.
     """
     if isinstance(uri, SipUri):
-        if uri.host.lower() == _ANONYMOUS_HOST:
+        host = uri.host
+        if len(host) == len(_ANONYMOUS_HOST) and host.lower() == _ANONYMOUS_HOST:
             return True
         user = uri.user
-        return user is not None and user.partition(";")[0].lower() in ANONYMOUS_USERS
+        # Each of ANONYMOUS_USERS starts with a letter; a number never does.
+        return (
+            user is not None
+            and user[:1].isalpha()
+            and user.partition(";")[0].lower() in ANONYMOUS_USERS
+        )
     if isinstance(uri, TelUri):
         return uri.number.lower() in ANONYMOUS_USERS
     return False

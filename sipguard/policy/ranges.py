@@ -30,8 +30,11 @@ Invariants:
 Layout and cost (for rule sets of a million allocations):
 
 - ranges: per number length, three arrays (`array('Q')` starts and ends,
-  `array('I')` owner-set ids): 20 bytes per segment. Lookup: one `int()` and
-  one `bisect` over the starts, O(log n).
+  `array('I')` owner-set ids): 20 bytes per segment; and a bucket directory
+  over the starts (`array('I')`, at most one bucket per segment: up to 4
+  bytes per segment). Lookup: one `int()`, a shift to find the bucket, and a
+  `bisect` over that bucket's starts only (a few, when the starts spread
+  evenly; O(log n) at worst).
 - prefixes: one dict from prefix text (the caller's own string object when
   it is written in canonical form) to an owner-set tuple shared by every
   prefix with the same owners. Lookup: one slice and one dict probe per
@@ -43,14 +46,15 @@ Layout and cost (for rule sets of a million allocations):
 
 Measured with tracemalloc at a million allocations (`python
 bench/bench_ranges.py`; the allocation strings belong to the caller and are
-not counted): 33 bytes per range allocation, 43 bytes per prefix allocation,
-34 bytes per allocation for a mix of 70 % ranges and 30 % prefixes. Building
+not counted): 36 bytes per range allocation, 43 bytes per prefix allocation,
+37 bytes per allocation for a mix of 70 % ranges and 30 % prefixes. Building
 needs 150 to 180 bytes per allocation of temporary memory at its peak.
 
 Contract with callers: `owners()` expects normalised numbers (see
-`sipguard.policy.numbers`). It is on the per-call path and allocates only
-the digits of the number, their integer value and the prefix slices it
-probes. `overlaps()` is for the rule-file linter; it costs O(n log n) plus
+`sipguard.policy.numbers`); `owners_e164()`, the per-call path's lookup, is
+the same without checking that a number has that form. They allocate only
+the number's integer value and the prefix slices they probe (`owners()` the
+digits as well). `overlaps()` is for the rule-file linter; it costs O(n log n) plus
 the pairs of overlapping allocations it meets.
 
 Ring 1: pure; no I/O, no clock.
@@ -63,13 +67,15 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING, TypeAlias
 
 from sipguard.rules.values import E164_MAX_DIGITS, parse_allocation
 
 if TYPE_CHECKING:
-    # Starts, ends and owner-set ids of one number length's segments.
-    _Segments: TypeAlias = tuple[array[int], array[int], array[int]]
+    # One number length's segments: their starts, ends and owner-set ids, and
+    # the bucket directory over the starts (base, shift, bounds; see _directory).
+    _Segments: TypeAlias = tuple[array[int], array[int], array[int], int, int, array[int]]
 
 __all__ = ["MAX_OWNER", "Overlap", "RangeIndex"]
 
@@ -144,10 +150,11 @@ class RangeIndex:
         self._texts = tuple(texts)
         self._owner_of = owner_of
         interner = _OwnerSets()
-        self._ranges: dict[int, _Segments] = {
-            length: _segments(ranges, interner) for length, ranges in sorted(by_length.items())
-        }
-        self._segment_count = sum(len(starts) for starts, _, _ in self._ranges.values())
+        self._ranges: dict[int, _Segments] = {}
+        for length, ranges in sorted(by_length.items()):
+            starts, ends, set_ids = _segments(ranges, interner)
+            self._ranges[length] = (starts, ends, set_ids, *_directory(starts))
+        self._segment_count = sum(len(segments[0]) for segments in self._ranges.values())
         self._prefixes = _prefix_closure(prefix_owners, interner)
         self._sets = interner.sets()
         lengths = sorted({len(prefix) for prefix in self._prefixes}, reverse=True)
@@ -176,16 +183,32 @@ class RangeIndex:
             or len(digits) > E164_MAX_DIGITS
         ):
             return ()
+        return self.owners_e164(number)
+
+    def owners_e164(self, number: str) -> tuple[int, ...]:
+        """`owners(number)` for a number known to be `+` and 1 to 15 ASCII digits.
+
+        The per-call path's lookup: numbers from `NumberPlan.normalise` have
+        that form, so it skips checking it. Other text gives a wrong answer
+        or raises ValueError.
+        """
         found: tuple[int, ...] = ()
-        segments = self._ranges.get(len(digits))
+        size = len(number)
+        segments = self._ranges.get(size - 1)
         if segments is not None:
-            starts, ends, set_ids = segments
-            value = int(digits)
-            at = bisect_right(starts, value) - 1
+            starts, ends, set_ids, base, shift, bounds = segments
+            value = int(number)  # int() reads the "+" as the sign
+            bucket = (value - base) >> shift
+            if bucket < 0:
+                at = -1  # below the first segment
+            elif bucket < len(bounds) - 1:
+                at = bisect_right(starts, value, bounds[bucket], bounds[bucket + 1]) - 1
+            else:
+                at = len(starts) - 1  # beyond the last bucket
             if at >= 0 and value <= ends[at]:
                 found = self._sets[set_ids[at]]
         prefixes = self._prefixes
-        for length in self._probes[len(number)]:
+        for length in self._probes[size]:
             held = prefixes.get(number[:length])
             if held is not None:
                 if not found or found is held:
@@ -338,7 +361,9 @@ class _OwnerSets:
         return tuple(self._sets)
 
 
-def _segments(ranges: list[_Range], interner: _OwnerSets) -> _Segments:
+def _segments(
+    ranges: list[_Range], interner: _OwnerSets
+) -> tuple[array[int], array[int], array[int]]:
     """Disjoint, merged segments of one number length's ranges (Rule 2).
 
     Ranges that overlap nothing (the common case) pass straight through; each
@@ -369,6 +394,23 @@ def _segments(ranges: list[_Range], interner: _OwnerSets) -> _Segments:
             set_ids.append(set_id)
             last_end, last_id = end, set_id
     return starts, ends, set_ids
+
+
+def _directory(starts: array[int]) -> tuple[int, int, array[int]]:
+    """A bucket directory over `starts` (sorted, not empty): (base, shift, bounds).
+
+    Bucket k holds the starts s with `(s - base) >> shift == k`, at indexes
+    bounds[k] to bounds[k + 1] - 1, so a lookup bisects only the few starts of
+    its number's bucket (the segment that holds a number starts in its bucket,
+    or is the last one before it). The shift makes the buckets at most as
+    many as the segments: at most 4 bytes per segment.
+    """
+    base = starts[0]
+    shift = ((starts[-1] - base) // len(starts)).bit_length()
+    sizes = [0] * (((starts[-1] - base) >> shift) + 2)
+    for start in starts:
+        sizes[((start - base) >> shift) + 1] += 1
+    return base, shift, array("I", accumulate(sizes))
 
 
 def _sweep(cluster: list[_Range], interner: _OwnerSets) -> Iterator[_Range]:

@@ -35,7 +35,9 @@ RULE_DEFAULTS: dict[str, tuple[int, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# No __slots__: the engine builds verdicts with `frozen.build()`, which needs
+# an instance dict and the defaults as class attributes.
+@dataclass(frozen=True)
 class Verdict:
     """Allow or reject, with everything the gate needs to act on it.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -51,3 +53,23 @@ def test_every_verdict_is_an_allow_or_a_reject_naming_a_rule(trunk, call, wall) 
 def test_an_unknown_source_is_always_refused(call) -> None:
     verdict = evaluate(COMPILED, None, call, wall_time=OPEN)
     assert (verdict.allowed, verdict.rule) == (False, "unknown_source")
+
+
+@given(
+    trunk=st.sampled_from(COMPILED.trunks),
+    call=calls,
+    at=st.integers(0, 2),
+    wall=st.floats(0, 4e9),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_repeated_asserted_value_changes_nothing(trunk, call, at, wall) -> None:
+    # The engine normalises a value once when it repeats the one before it
+    # (the sip: and tel: forms of one number); the verdict must not notice.
+    if not call.asserted:
+        return
+    at = min(at, len(call.asserted) - 1)
+    repeated = call.asserted[: at + 1] + call.asserted[at:]
+    twice = dataclasses.replace(call, asserted=repeated)
+    assert evaluate(COMPILED, trunk, twice, wall_time=wall) == evaluate(
+        COMPILED, trunk, call, wall_time=wall
+    )

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipguard.policy.numbers import NumberPlan, digits_of_display_name
+from sipguard.policy.numbers import (
+    ANONYMOUS_USERS,
+    NumberPlan,
+    digits_of_display_name,
+    is_anonymous,
+)
+from sipguard.sip.uri import SipUri
 
 pytestmark = pytest.mark.property
 
@@ -77,3 +85,46 @@ def test_display_name_digits_are_a_substring(name: str) -> None:
     if digits is not None:
         assert digits in name
         assert sum(char.isdigit() for char in digits) >= 5
+
+
+# What the fast paths take: "+" and digits, or digits only, of any length.
+fast_path_text = st.builds(
+    lambda head, digits: head + digits,
+    st.sampled_from(["+", ""]),
+    st.text(alphabet="0123456789", max_size=17),
+)
+
+
+@given(PLANS, st.one_of(fast_path_text, any_text))
+def test_the_fast_paths_agree_with_the_separator_path(plan: NumberPlan, text: str) -> None:
+    # A trailing space keeps E.164 and digit-only text off the fast paths:
+    # normalise() then reads it after removing the separators.
+    assert plan.normalise(text) == plan.normalise(text + " ")
+
+
+@given(PLANS, any_text)
+def test_the_prefix_shortcut_never_skips_a_prefix(plan: NumberPlan, text: str) -> None:
+    # The same plan, made to probe both prefixes whatever digit a number starts with.
+    probing = dataclasses.replace(plan)
+    object.__setattr__(probing, "_prefix_heads", frozenset("0123456789"))
+    assert plan.normalise(text) == probing.normalise(text)
+
+
+users = st.one_of(
+    st.sampled_from(sorted(ANONYMOUS_USERS)).map(str.upper),
+    st.sampled_from(["Anonymous;tag=1", "+8613800138000", "13800138000;isub=1", "", "\u0130d"]),
+    st.text(max_size=12),
+)
+hosts = st.one_of(
+    st.sampled_from(["anonymous.invalid", "ANONYMOUS.invalid", "carrier.example", "10.1.0.5"]),
+    st.text(max_size=20),
+    st.text(alphabet="anonymous.invalid\u0130\u212a", min_size=15, max_size=18),
+)
+
+
+@given(st.one_of(st.none(), users), hosts)
+def test_is_anonymous_shortcuts_agree_with_the_definition(user: str | None, host: str) -> None:
+    expected = host.lower() == "anonymous.invalid" or (
+        user is not None and user.partition(";")[0].lower() in ANONYMOUS_USERS
+    )
+    assert is_anonymous(SipUri("sip", user, host)) == expected

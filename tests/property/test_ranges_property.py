@@ -136,3 +136,35 @@ def test_segments_are_as_few_as_the_owner_sets_allow(allocations: list[tuple[str
     index = RangeIndex(allocations)
     assert index.segment_count == runs
     assert len(index) == len(allocations)
+
+
+@st.composite
+def many_ranges(draw: st.DrawFn) -> list[tuple[str, int]]:
+    """Up to 300 ranges of 6-digit numbers around a few centres, spread thin or
+    packed tight, so that the bucket directory has empty, single and crowded
+    buckets."""
+    centres = draw(st.lists(st.integers(100_000, 999_999), min_size=1, max_size=3))
+    spread = draw(st.sampled_from([50, 5_000, 900_000]))
+    chosen: list[tuple[str, int]] = []
+    for _ in range(draw(st.integers(1, 300))):
+        start = min(999_999, draw(st.sampled_from(centres)) + draw(st.integers(0, spread)))
+        end = min(999_999, start + draw(st.integers(0, 40)))
+        chosen.append((f"+{start}-+{end}", draw(OWNERS)))
+    return chosen
+
+
+@settings(deadline=None, max_examples=50)
+@given(many_ranges(), st.lists(st.integers(100_000, 999_999), max_size=50))
+def test_owners_agrees_with_brute_force_over_many_ranges(
+    allocations: list[tuple[str, int]], others: list[int]
+) -> None:
+    index = RangeIndex(allocations)
+    lookups = {"+100000", "+999999", *(f"+{value}" for value in others)}
+    for text, _ in allocations:
+        for end in text.split("-"):
+            value = int(end[1:])
+            lookups.update(f"+{value + delta}" for delta in (-1, 0, 1) if value + delta < 10**6)
+    for number in sorted(lookups):
+        expected = brute_owners(allocations, number)
+        assert index.owners_e164(number) == expected, number
+        assert index.owners(number) == expected, number

@@ -7,6 +7,7 @@ import pytest
 from sipguard.gate import PolicyGate, build_policy, call_view
 from sipguard.peer import Peer
 from sipguard.policy.decision import Allow, Refuse
+from sipguard.policy.engine import CallView
 from sipguard.rules.loader import parse_rules
 from sipguard.sip.message import Headers, Request
 
@@ -72,6 +73,15 @@ def test_allowed_call_asserts_the_validated_e164_identity() -> None:
         ),
     )
     assert {"p-asserted-identity", "remote-party-id", "p-preferred-identity"} <= decision.strip
+    assert decision == Allow(
+        "sh",
+        Peer("udp", "10.9.0.1", 5080),
+        from_value='"Sales" <sip:+862131771234@10.1.0.5;user=phone>',
+        headers=decision.headers,
+        strip=frozenset({"p-asserted-identity", "remote-party-id", "p-preferred-identity"}),
+        caller="+862131771234",
+        callee="+8613800138000",
+    )
 
 
 def test_spoofed_display_name_is_stripped_when_the_trunk_says_so() -> None:
@@ -90,6 +100,15 @@ def test_refused_call_carries_reason_and_warning() -> None:
     )
     headers = dict(decision.headers)
     assert headers["Reason"] == 'SIP;cause=403;text="caller_not_allocated"'
+    assert decision == Refuse(
+        403,
+        "Forbidden",
+        "caller_not_allocated",
+        trunk="sh",
+        headers=decision.headers,
+        caller="+862131779999",
+        callee="+8613800138000",
+    )
     assert headers["Warning"].startswith('399 sipguard "caller number is not allocated')
 
 
@@ -133,9 +152,13 @@ def test_call_view_reads_identity_headers() -> None:
             to="tel:+8613800138000",
         )
     )
-    assert view.from_number == "+862131771234" and view.display_name == "021 3177 1234"
-    assert view.asserted == ("+862131771234", "+862131771234")
-    assert view.privacy_id and view.callee == "+8613800138000"
+    assert view == CallView(
+        from_number="+862131771234",
+        display_name="021 3177 1234",
+        asserted=("+862131771234", "+862131771234"),
+        privacy_id=True,
+        callee="+8613800138000",
+    )
 
 
 def test_a_configured_reason_phrase_is_the_one_sent() -> None:

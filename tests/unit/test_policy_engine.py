@@ -222,3 +222,81 @@ def test_untrusted_trunk_ignores_asserted_identity() -> None:
         "bj", from_number="+861065550001", asserted=("+862131771234",), rules=policy(text)
     )
     assert verdict.allowed and verdict.caller == "+861065550001"
+
+
+# --- whole verdicts -----------------------------------------------------------------------------
+
+
+def test_an_allowed_verdict_in_full_to_an_emergency_number() -> None:
+    verdict = decide("sh", from_number="021-31771234", asserted=("+862131771234",), callee="0110")
+    assert verdict == Verdict(
+        allowed=True,
+        trunk="sh",
+        caller="+862131771234",
+        presentation="+862131771234",
+        callee="+86110",
+        emergency=True,
+    )
+
+
+def test_a_refusal_in_full_names_the_normalised_callee() -> None:
+    verdict = decide("sh", from_number="+862131779999", callee="021 6123 4567")
+    assert verdict == Verdict(
+        allowed=False,
+        rule="caller_not_allocated",
+        code=403,
+        phrase="Forbidden",
+        reason="caller number is not allocated to this trunk: +862131779999",
+        trunk="sh",
+        caller="+862131779999",
+        presentation="+862131779999",
+        callee="+862161234567",
+    )
+    unreadable = decide("sh", from_number="+862131779999", callee="alice")
+    assert unreadable.callee == "alice"
+    assert decide("sh", from_number="+862131779999", callee="").callee is None
+
+
+def test_a_monitored_verdict_in_full() -> None:
+    text = BASE.replace("version: 1\n", "version: 1\nmode: monitor\n")
+    verdict = decide("sh", from_number="+862131779999", rules=policy(text))
+    assert verdict == Verdict(
+        allowed=True,
+        rule="caller_not_allocated",
+        reason="caller number is not allocated to this trunk: +862131779999",
+        trunk="sh",
+        caller="+862131779999",
+        presentation="+862131779999",
+        monitored=True,
+        callee="+8613800138000",
+    )
+
+
+def test_an_unknown_source_in_full() -> None:
+    assert decide(None) == Verdict(
+        allowed=False,
+        rule="unknown_source",
+        code=403,
+        phrase="Forbidden",
+        reason="source address matches no trunk",
+        callee="+8613800138000",
+    )
+
+
+def test_a_configured_response_in_full() -> None:
+    text = BASE.replace(
+        "trunks:\n", "responses:\n  missing_caller_id: {code: 503, retry_after: 30s}\ntrunks:\n"
+    )
+    verdict = decide("sh", from_number=None, rules=policy(text))
+    assert (verdict.code, verdict.phrase, verdict.retry_after) == (503, "Service Unavailable", 30)
+
+
+def test_number_rules_are_skipped_only_when_the_rule_file_has_none() -> None:
+    assert policy().screens_numbers
+    bare = BASE.replace('do_not_originate: ["+86400", "+86110"]\n', "")
+    assert policy(bare).screens_numbers  # the suspension is left
+    assert decide("sh", from_number="+862131771250", rules=policy(bare)).rule == "suspended_number"
+    suspension = '  - {number: "+862131771250", until: "2030-01-01", reason: "regulator order"}\n'
+    bare = bare.replace("suspended:\n" + suspension, "")
+    assert not policy(bare).screens_numbers
+    assert decide("sh", from_number="+862131771250", rules=policy(bare)).allowed
