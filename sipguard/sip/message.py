@@ -5,7 +5,7 @@ values, original order) and parses a header body only when asked, once:
 typed accessors such as `Request.cseq` or `Request.vias` are cached properties
 over the immutable fields (lazy parsing after Sippy's `SipHeader.getBody`, but
 on a value that never changes). The messages are frozen dataclasses without
-`__slots__` only so that `functools.cached_property` has a place to store.
+`__slots__` only so that those properties have a place to store.
 
 Content-Length is not a stored header: it is framing, derived from `body`
 when the message is written (see serializer.py).
@@ -13,15 +13,47 @@ when the message is written (see serializer.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
 
 from sipguard.errors import SipParseError
 from sipguard.sip.headers import LIST_HEADERS, header_key, key_and_name
 from sipguard.sip.uri import NameAddr, Uri, Via, parse_name_addr, parse_uri, parse_via, split_list
 
 __all__ = ["CSeq", "Headers", "Request", "Response", "Message", "is_ascii_digits", "parse_cseq"]
+
+
+T = TypeVar("T")
+
+
+class _cached(Generic[T]):  # noqa: N801 - used as a decorator, like cached_property
+    """`functools.cached_property` without its lock.
+
+    Python 3.11's cached_property takes one RLock, shared by every instance,
+    on each first access: a parsed INVITE reads eight or nine of these
+    properties once each, so the lock was a measurable part of a refused
+    call. A message is read by one thread, and computing a value twice
+    would be harmless anyway (the values are pure functions of the fields).
+    """
+
+    def __init__(self, compute: Callable[[Any], T]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _cached[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> T | _cached[T]:
+        if instance is None:
+            return self
+        value = self._compute(instance)
+        instance.__dict__[self._name] = value  # found before this descriptor from now on
+        return value
 
 
 class Headers:
@@ -171,22 +203,22 @@ class _MessageBase:
 
     headers: Headers
 
-    @cached_property
+    @_cached
     def call_id(self) -> str:
         """The Call-ID (presence is checked by the parser)."""
         return self.headers.get("call-id") or ""
 
-    @cached_property
+    @_cached
     def cseq(self) -> CSeq:
         """The parsed CSeq header."""
         return parse_cseq(self.headers.get("cseq") or "")
 
-    @cached_property
+    @_cached
     def vias(self) -> tuple[Via, ...]:
         """Every Via value, top first."""
         return tuple(parse_via(value) for value in self.headers.get_all("via"))
 
-    @cached_property
+    @_cached
     def top_via(self) -> Via:
         """The topmost Via value."""
         values = split_list(self.headers.get("via") or "")
@@ -194,23 +226,23 @@ class _MessageBase:
             raise SipParseError("missing or empty Via")
         return parse_via(values[0])
 
-    @cached_property
+    @_cached
     def from_(self) -> NameAddr:
         """The parsed From header."""
         return parse_name_addr(self.headers.get("from") or "")
 
-    @cached_property
+    @_cached
     def to(self) -> NameAddr:
         """The parsed To header."""
         return parse_name_addr(self.headers.get("to") or "")
 
-    @cached_property
+    @_cached
     def contacts(self) -> tuple[NameAddr, ...]:
         """Every Contact value (an empty tuple for `Contact: *` or none)."""
         values = self.headers.get_all("contact")
         return tuple(parse_name_addr(value) for value in values if value != "*")
 
-    @cached_property
+    @_cached
     def record_routes(self) -> tuple[str, ...]:
         """Every Record-Route value as written, top first."""
         return tuple(self.headers.get_all("record-route"))
@@ -225,12 +257,12 @@ class Request(_MessageBase):
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
 
-    @cached_property
+    @_cached
     def request_uri(self) -> Uri:
         """The parsed Request-URI."""
         return parse_uri(self.uri)
 
-    @cached_property
+    @_cached
     def max_forwards(self) -> int | None:
         """Max-Forwards as an int, or None when the header is absent."""
         value = self.headers.get("max-forwards")

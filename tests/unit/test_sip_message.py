@@ -161,6 +161,14 @@ def test_accessors_parse_lazily_and_cache() -> None:
     assert message.from_ is message.from_
 
 
+def test_an_accessor_computes_once_and_keeps_its_value_on_the_message() -> None:
+    message = request()
+    assert "cseq" not in vars(message)
+    first = message.cseq
+    assert vars(message)["cseq"] is first is message.cseq
+    assert Request.cseq.__doc__ == "The parsed CSeq header."
+
+
 def test_accessors_do_not_change_equality() -> None:
     one, two = request(), request()
     assert one.from_.tag == "1"
