@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import hashlib
 import logging
 import random
@@ -35,6 +34,7 @@ from sipguard.b2bua import (
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.errors import RuleFileErrors, SipProtocolError
 from sipguard.gate import PolicyGate, build_policy
+from sipguard.heap import CycleCollector, settle
 from sipguard.metrics import Metrics, StateReading
 from sipguard.peer import Peer
 from sipguard.policy.compiled import phrase_for
@@ -54,11 +54,6 @@ log = logging.getLogger("sipguard")
 _HOUSEKEEPING_INTERVAL = 2.0
 # Keys the rate table may examine per housekeeping tick (a few ms of work).
 _SWEEP_BUDGET = 2000
-
-
-# Allocations between young-generation collections, and the older
-# generations' multipliers (CPython's defaults: 700, 10, 10).
-_GC_THRESHOLDS = (10_000, 20, 20)
 
 # How long a SIGTERM waits for live calls to end before hanging them up.
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -106,6 +101,7 @@ class Server:
         self._rules_stamp = _file_stamp(options.rules_path)
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.TimerHandle | None = None
+        self._cycles = CycleCollector(now=self.loop.time())
         self.listening: list[str] = []
         self.internal_errors = 0
 
@@ -336,7 +332,21 @@ class Server:
         # A bounded pass per tick: a full pass over a million keys would stall
         # the loop for about a second; eviction bounds memory regardless.
         self.ratetable.sweep(now=self.loop.time(), budget=_SWEEP_BUDGET)
+        if self._cycles.due(self.loop.time()):
+            self._collect_cycles()
         self._schedule_housekeeping()
+
+    def _collect_cycles(self) -> None:
+        """The periodic full collection (see sipguard.heap); it says what it found."""
+        done = self._cycles.collect(self.loop.time())
+        # Freed objects mean some state formed a cycle: worth a report.
+        level = logging.INFO if done.freed else logging.DEBUG
+        log.log(
+            level,
+            "full garbage collection: %d objects freed in cycles, %.0f ms",
+            done.freed,
+            done.seconds * 1000,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -522,27 +532,11 @@ def rules_digest(path: Path) -> str:
         return "unreadable"
 
 
-def _settle_heap() -> None:
-    """Tune the cyclic garbage collector once start-up is done.
-
-    The rules and the range index (up to millions of objects) are frozen out
-    of the collector's sight: they live as long as the process or until a
-    reload, and every full collection would walk them again. The young
-    generation is collected less often: call garbage is mostly freed by
-    reference counting, and each pass over the live calls costs latency.
-    Only at start-up: frozen objects are never collected, so live calls
-    (which hold cycles) must not be frozen.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*_GC_THRESHOLDS)
-
-
 async def serve(rules: RuleSet, options: ServerOptions) -> None:
     """Run a server until SIGINT (at once) or SIGTERM (after draining); reload on SIGHUP."""
     server = Server(rules, options)
     await server.start()
-    _settle_heap()
+    settle()
     loop = server.loop
     loop.add_signal_handler(signal.SIGTERM, server.drain)
     loop.add_signal_handler(signal.SIGINT, server.stop)
