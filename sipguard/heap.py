@@ -19,7 +19,8 @@ So after start-up:
   stall instead of several a minute, so that a cycle that outlives the young
   generation is still freed: memory stays bounded.
 
-Ring 1 (no I/O): the server logs what a full collection found.
+Ring 3: a driver module (the process's collector and clock); the server
+logs what a full collection found.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ RING_3 = frozenset(
         "sipguard.trace",
         "sipguard.top",
         "sipguard.preflight",
+        "sipguard.heap",
         "sipguard.__main__",
     }
 )
