@@ -10,6 +10,7 @@ bench/results/latest.json (every step) and bench/results/latest.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -85,12 +86,23 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     systems = split(args.systems, SYSTEMS, parser)
     scenarios = split(args.scenarios, SCENARIOS, parser)
     default_rates = QUICK_RATES if args.quick else RATES
-    rates = [int(r) for r in args.rates.split(",")] if args.rates else list(default_rates)
+    rates = parse_rates(args.rates, parser) if args.rates else list(default_rates)
     seconds = args.seconds or (QUICK_STEP_SECONDS if args.quick else STEP_SECONDS)
     settle, timeout, grace = (0.5, "8s", 6.0) if args.quick else (2.0, SIPP_TIMEOUT, 45.0)
     return Options(
         systems, scenarios, rates, seconds, settle, timeout, grace, args.out, not args.no_plot
     )
+
+
+def parse_rates(value: str, parser: argparse.ArgumentParser) -> list[int]:
+    """`--rates 250, 1000`: whole, positive calls/s; a usage error otherwise."""
+    rates = [item.strip() for item in value.split(",") if item.strip()]
+    for item in rates:
+        if not (item.isascii() and item.isdigit()) or int(item) == 0:
+            parser.error(f"--rates: {item!r} is not a whole number of calls/s above 0")
+    if not rates:
+        parser.error("--rates: no rate given")
+    return [int(item) for item in rates]
 
 
 def split(value: str, known: Mapping[str, object], parser: argparse.ArgumentParser) -> list[str]:
@@ -180,7 +192,10 @@ def uac_argv(
 
 def collect(workdir: Path, uac: Uac, cps: int, calls: int) -> UacRun:
     stat = workdir / "stat.csv"
-    counts = parse_stat_csv(stat.read_text()) if stat.exists() else SippCounts(0, 0, 0, 0)
+    counts = SippCounts(0, 0, 0, 0)  # a UAC that never wrote a data line counted nothing
+    if stat.exists():
+        with contextlib.suppress(ValueError):
+            counts = parse_stat_csv(stat.read_text())
     samples = [s for f in workdir.glob("*_rtt.csv") for s in parse_rtt_csv(f.read_text())]
     return UacRun(uac.role, uac.port, cps, calls, counts, samples, uac.timed)
 

@@ -581,6 +581,16 @@ def test_unknown_names_are_refused(argv: list[str], capsys: pytest.CaptureFixtur
     assert "unknown name" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rates", ["250,fast", "250,-5", "0", "1.5", " , ", "２５０"])
+def test_rates_that_are_not_whole_positive_numbers_are_a_usage_error(
+    rates: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        runner.parse_args(["--rates", rates])
+    assert exit_info.value.code == 2
+    assert "--rates:" in capsys.readouterr().err
+
+
 def test_plan_skips_what_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no kamailio here
     opts = runner.parse_args(["--systems", "floor,kamailio", "--scenarios", "reject,call"])
@@ -643,6 +653,15 @@ def test_collect_reads_a_uac_s_workdir(tmp_path: Path) -> None:
 def test_collect_without_a_stat_file_counts_nothing(tmp_path: Path) -> None:
     run = runner.collect(tmp_path, catalog.SCENARIOS["reject"].uacs[0], 250, 500)
     assert run.counts == SippCounts(0, 0, 0, 0) and run.samples == []
+
+
+def test_collect_with_a_header_only_stat_file_counts_nothing(tmp_path: Path) -> None:
+    # SIPp killed before its first statistics period leaves only the header.
+    (tmp_path / "stat.csv").write_text(f"{STAT_HEADER}\n")
+    (tmp_path / "uac_spoofed_11393_rtt.csv").write_text(RTT_TEXT)
+    run = runner.collect(tmp_path, catalog.SCENARIOS["reject"].uacs[0], 250, 500)
+    assert run.counts == SippCounts(0, 0, 0, 0)
+    assert len(run.samples) == 5
 
 
 def test_usage_between_two_counter_readings() -> None:
@@ -901,7 +920,8 @@ def test_latency_target_compares_p99_at_half_the_best_rate_with_direct_calls() -
     assert report.latency_vs_direct(steps_[:3]) is None, "no direct ramp: no figure"
     lower = ramp("sipguard", "call", (100, True, 900.0), (300, True, 1000.0))
     lower += ramp("direct", "call", (100, True, 50.0), (300, True, 40.0))
-    assert report.latency_vs_direct(lower)["rate"] == 100, "the nearest step below half"
+    nearest = report.latency_vs_direct(lower)
+    assert nearest is not None and nearest["rate"] == 100, "the nearest step below half"
     assert report.latency_vs_direct(steps_[2:]) is None, "no passing sipguard step"
 
 
