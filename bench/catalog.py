@@ -12,6 +12,7 @@ bench/peers/README.md describes each file.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -128,10 +129,20 @@ class Sipguard(System):
         return None
 
     def launch(self, scenario: Scenario, workdir: Path) -> Launch:
-        rules = PEERS / "sipguard-bench.yaml"
+        rules = workdir / "sipguard-bench.yaml"
+        rules.write_text(with_audit_log((PEERS / "sipguard-bench.yaml").read_text(), workdir))
         # --log-level warning: no log line per call (the audit trail still has one per decision)
         argv = [str(VENV_BIN / "sipguard"), "run", "--rules", str(rules)]
         return Launch(argv + ["--log-level", "warning", "--no-watch"])
+
+
+def with_audit_log(rules_text: str, workdir: Path) -> str:
+    """The bench rule file with its audit trail in `workdir` (under --out)."""
+    line = f'audit_log: "{workdir / "audit" / "decisions.jsonl"}"'
+    text, found = re.subn(r"^audit_log:.*$", line, rules_text, count=1, flags=re.MULTILINE)
+    if not found:
+        raise ValueError("sipguard-bench.yaml has no audit_log line")
+    return text
 
 
 class Kamailio(System):

@@ -312,7 +312,6 @@ def run_ramp(
     workdir = opts.out / "work" / f"{system.name}-{scenario.name}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    shutil.rmtree(opts.out / "audit", ignore_errors=True)  # sipguard's audit trail
     with ExitStack() as stack:
         uas_argv = sipp_base(PEERS / "uas.xml", UAS_PORT, UAS_MEDIA_PORT)
         uas = start(uas_argv, workdir, workdir / "uas.log", screen=True)

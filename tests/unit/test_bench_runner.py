@@ -20,6 +20,7 @@ from rich.console import Console
 from bench import catalog, procfs, report, runner, sipp, steps
 from bench.sipp import RttSample, SippCounts
 from bench.steps import ServerUse, Step, UacRun
+from sipguard.rules.loader import load_rules
 
 pytestmark = pytest.mark.unit
 
@@ -521,6 +522,22 @@ def test_launch_lines_use_the_system_port(tmp_path: Path) -> None:
         argv = sippy.launch(catalog.SCENARIOS["call"], tmp_path).argv
         assert argv[argv.index("-p") + 1] == str(catalog.SYSTEM_PORT)
         assert argv[argv.index("-n") + 1] == f"{catalog.HOST}:{catalog.UAS_PORT}"
+
+
+def test_sipguard_launch_keeps_its_audit_trail_in_the_work_directory(tmp_path: Path) -> None:
+    argv = catalog.SYSTEMS["sipguard"].launch(catalog.SCENARIOS["reject"], tmp_path).argv
+    rules_path = Path(argv[argv.index("--rules") + 1])
+    assert rules_path.parent == tmp_path
+    written = yaml.safe_load(rules_path.read_text())
+    original = yaml.safe_load((catalog.PEERS / "sipguard-bench.yaml").read_text())
+    assert written["audit_log"] == str(tmp_path / "audit" / "decisions.jsonl")
+    assert {**written, "audit_log": original["audit_log"]} == original
+    assert load_rules(rules_path).audit_log == str(tmp_path / "audit" / "decisions.jsonl")
+
+
+def test_a_bench_rule_file_without_an_audit_log_line_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no audit_log line"):
+        catalog.with_audit_log("version: 1\n", tmp_path)
 
 
 def test_kamailio_launch_points_the_config_at_the_groups_file(tmp_path: Path) -> None:
