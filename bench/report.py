@@ -300,6 +300,7 @@ def plot(path: Path, steps: Sequence[Step]) -> str:
             ax.set_xticks(rates)
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(axis="x", labelrotation=45)  # close steps (750, 1,000) would overlap
             ax.set_xlabel("offered calls/s")
             ax.set_ylabel(what)
             ax.set_title(f"{scenario}: {what}")
