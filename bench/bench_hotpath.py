@@ -75,7 +75,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -84,6 +84,7 @@ import pyperf  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sipguard.b2bua import end_to_end_headers, make_response, outbound_uri  # noqa: E402
 from sipguard.dialog import IdFactory, Leg, LocalAddress  # noqa: E402
 from sipguard.gate import PolicyGate, build_policy, call_view  # noqa: E402
 from sipguard.peer import Peer  # noqa: E402
@@ -97,10 +98,10 @@ from sipguard.ratetable import (  # noqa: E402
     WindowLimit,
 )
 from sipguard.rules.values import Endpoint, Numbering, RuleSet, SourceMatch, Trunk  # noqa: E402
-from sipguard.sip.message import Headers, Request, Response  # noqa: E402
+from sipguard.sip.message import Request, Response  # noqa: E402
 from sipguard.sip.parser import parse_message  # noqa: E402
-from sipguard.sip.serializer import build_response, to_bytes  # noqa: E402
-from sipguard.sip.uri import SipUri, TelUri, parse_name_addr  # noqa: E402
+from sipguard.sip.serializer import to_bytes  # noqa: E402
+from sipguard.sip.uri import parse_name_addr  # noqa: E402
 
 DEFAULT_RANGES = 1_000_000
 DEFAULT_CALLERS = 10_000
@@ -254,60 +255,6 @@ def read_call_headers(request: Request) -> None:
 # --------------------------------------------------------------------------
 # What the core does with a decision (public parts only).
 
-# Headers that belong to one hop or one dialog and are rebuilt per leg (a
-# copy of the core's private list; every other header is copied across).
-PER_LEG_HEADERS = frozenset(
-    {
-        "via",
-        "route",
-        "record-route",
-        "contact",
-        "from",
-        "to",
-        "call-id",
-        "cseq",
-        "max-forwards",
-        "content-length",
-        "rseq",
-        "rack",
-        "proxy-require",
-        "proxy-authorization",
-        "authorization",
-    }
-)
-
-
-def end_to_end_headers(headers: Headers, strip: frozenset[str]) -> Iterator[tuple[str, str]]:
-    """The inbound headers the outbound INVITE carries (copy of the core's filter)."""
-    for name, value in headers.fields:
-        key = name.lower()
-        if key in PER_LEG_HEADERS or key in strip:
-            continue
-        if key == "supported":
-            value = ", ".join(
-                item.strip()
-                for item in value.split(",")
-                if item.strip() and item.strip().lower() != "100rel"
-            )
-            if not value:
-                continue
-        yield name, value
-
-
-def outbound_uri(request: Request, route: Peer) -> str:
-    """The outbound Request-URI: the callee's user part at the route (copy of the core's)."""
-    uri = request.request_uri
-    if isinstance(uri, SipUri):
-        user = uri.user
-    elif isinstance(uri, TelUri):
-        user = uri.number
-    else:
-        user = None
-    transport = ";transport=tcp" if route.transport == "tcp" else ""
-    host = f"[{route.host}]" if ":" in route.host else route.host
-    user_part = f"{user}@" if user else ""
-    return f"sip:{user_part}{host}:{route.port}{transport}"
-
 
 def outbound_invite(request: Request, allow: Allow, ids: IdFactory) -> bytes:
     """The B leg's INVITE of an allowed call, as bytes."""
@@ -339,15 +286,9 @@ def outbound_invite(request: Request, allow: Allow, ids: IdFactory) -> bytes:
 
 def refusal_bytes(request: Request, peer: Peer, refuse: Refuse, ids: IdFactory) -> bytes:
     """The stateless answer to a refused INVITE (received/rport, To-tag), as bytes."""
-    via = request.top_via
-    response = build_response(
-        request,
-        refuse.status,
-        refuse.reason,
-        to_tag=ids.tag() if request.to.tag is None else None,
-        extra=refuse.headers,
-        received=peer.host if via.host != peer.host else None,
-        rport=peer.port if via.has_param("rport") else None,
+    to_tag = ids.tag() if request.to.tag is None else None
+    response = make_response(
+        request, peer, refuse.status, refuse.reason, to_tag=to_tag, extra=refuse.headers
     )
     return to_bytes(response)
 

@@ -71,6 +71,9 @@ __all__ = [
     "Gate",
     "MessageRejected",
     "Refuse",
+    "end_to_end_headers",
+    "make_response",
+    "outbound_uri",
 ]
 
 ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
@@ -603,7 +606,7 @@ class B2BUA:
         server_tx = ServerInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
         self._add_server_tx(server_tx, decision.trunk)
         # RFC 3261 §17.2.1: answer 100 at once so the caller stops retransmitting.
-        server_tx.send_response(_make_response(request, peer, 100, "Trying"), now=now)
+        server_tx.send_response(make_response(request, peer, 100, "Trying"), now=now)
         call = self._start_call(request, peer, decision, server_tx, identity, now=now)
         self._invite_calls[key] = call
         self._events.append(
@@ -655,12 +658,12 @@ class B2BUA:
             local_uri=b_from,
             remote_uri=request.to,
             remote_tag=None,
-            remote_target=_outbound_uri(request, route),
+            remote_target=outbound_uri(request, route),
             peer=route,
             local=b_local,
         )
         max_forwards = (request.max_forwards or 70) - 1
-        extra = list(_end_to_end(request.headers, decision.strip))
+        extra = list(end_to_end_headers(request.headers, decision.strip))
         extra.extend(decision.headers)
         invite = b_leg.build_request(
             "INVITE",
@@ -711,7 +714,7 @@ class B2BUA:
             request, key=_server_key(request), peer=peer, outbox=self._outbox
         )
         self._add_server_tx(cancel_tx, call.trunk)
-        cancel_tx.send_response(_make_response(request, peer, 200, "OK"), now=now)
+        cancel_tx.send_response(make_response(request, peer, 200, "OK"), now=now)
         self._watch(cancel_tx)
         if call.a_invite.state is TxState.PROCEEDING:
             call.cancelled = True
@@ -747,7 +750,7 @@ class B2BUA:
         server_tx: ServerInviteTransaction | ServerNonInviteTransaction
         if request.method == "INVITE":
             server_tx = ServerInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
-            server_tx.send_response(_make_response(request, peer, 100, "Trying"), now=now)
+            server_tx.send_response(make_response(request, peer, 100, "Trying"), now=now)
         else:
             server_tx = ServerNonInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
         self._add_server_tx(server_tx, call.trunk)
@@ -854,7 +857,7 @@ class B2BUA:
         target = call.other(side)
         if relay.server_tx.final_status is None or relay.server_tx.final_status >= 300:
             return
-        extra = list(_end_to_end(request.headers, frozenset()))
+        extra = list(end_to_end_headers(request.headers, frozenset()))
         ack = target.build_request(
             "ACK", cseq=relay.target_cseq, branch=self._ids.branch(), extra=extra, body=request.body
         )
@@ -884,7 +887,9 @@ class B2BUA:
             max_forwards=(request.max_forwards or 70) - 1,
             # Identity headers from the caller were validated once, at call
             # set-up; they are not copied onto later requests (RFC 3325 §5).
-            extra=list(_end_to_end(request.headers, _CALLER_IDENTITY if side is Side.A else _NONE)),
+            extra=list(
+                end_to_end_headers(request.headers, _CALLER_IDENTITY if side is Side.A else _NONE)
+            ),
             body=request.body,
             with_contact=request.method in ("INVITE", "UPDATE", "REFER", "NOTIFY"),
         )
@@ -981,8 +986,8 @@ class B2BUA:
         extra: list[tuple[str, str]] = []
         if request.method in ("INVITE", "UPDATE") and response.status < 300 and response.to.tag:
             extra.append(("Contact", origin_leg.local.contact()))
-        extra.extend(_end_to_end(response.headers, frozenset()))
-        reply = _make_response(
+        extra.extend(end_to_end_headers(response.headers, frozenset()))
+        reply = make_response(
             request,
             relay.server_tx.peer,
             response.status,
@@ -1021,7 +1026,7 @@ class B2BUA:
         if tx.state is not TxState.PROCEEDING:
             return
         request = tx.request
-        response = _make_response(request, tx.peer, status, reason, to_tag=call.a.local_tag)
+        response = make_response(request, tx.peer, status, reason, to_tag=call.a.local_tag)
         tx.send_response(response, now=now)
         call.final_status = status
         self._watch(tx)
@@ -1171,7 +1176,7 @@ class B2BUA:
     ) -> None:
         request = tx.request
         tx.send_response(
-            _make_response(request, tx.peer, status, reason, extra=extra),
+            make_response(request, tx.peer, status, reason, extra=extra),
             now=now,
         )
         self._watch(tx)
@@ -1241,7 +1246,7 @@ class B2BUA:
     ) -> None:
         """A stateless response (RFC 3261 §8.2.7), sent to the request's source."""
         to_tag = self._ids.tag() if request.to.tag is None else None
-        response = _make_response(request, peer, status, reason, to_tag=to_tag, extra=extra)
+        response = make_response(request, peer, status, reason, to_tag=to_tag, extra=extra)
         self._outbox.append(Transmit(peer, to_bytes(response)))
 
     def _answer_unparseable(
@@ -1334,7 +1339,7 @@ def _client_key_of_response(response: Response) -> tuple[str, ...]:
     return (response.top_via.branch or "", response.cseq.method)
 
 
-def _make_response(
+def make_response(
     request: Request,
     peer: Peer,
     status: int,
@@ -1358,7 +1363,9 @@ def _make_response(
     )
 
 
-def _end_to_end(headers: Headers, strip: frozenset[str]) -> Iterable[tuple[str, str]]:
+def end_to_end_headers(headers: Headers, strip: frozenset[str]) -> Iterable[tuple[str, str]]:
+    """The headers a message carries to the other leg: all but the per-leg ones
+    and `strip`, with 100rel taken out of Supported (it is not relayed)."""
     for name, value in headers.fields:
         key = name.lower()
         if key in _PER_LEG or key in strip:
@@ -1409,7 +1416,7 @@ def _unsupported(request: Request) -> str:
     return ", ".join(item for item in required if item.lower() not in _SUPPORTED_EXTENSIONS)
 
 
-def _outbound_uri(request: Request, route: Peer) -> str:
+def outbound_uri(request: Request, route: Peer) -> str:
     """The B leg's Request-URI: the callee's user part at the route's address."""
     uri = request.request_uri
     if isinstance(uri, SipUri):
