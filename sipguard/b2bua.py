@@ -12,8 +12,9 @@ transaction on the other (`_Relay`); responses travel back the same pair.
 
 Rules:
 1. No open relay. A new call is admitted only by the `Gate` (trunk lookup and
-   policy); an in-dialog request is accepted only from the host its leg was
-   set up with; every request goes to a leg's fixed peer (see dialog.py).
+   policy); a response, an in-dialog request or a CANCEL is accepted only
+   from the peer of its leg or transaction (`_speaks_for_leg`, `speaks_for`);
+   every request goes to a leg's fixed peer (see dialog.py).
 2. Every call ends exactly once (`CallEnded`), whatever ends it: BYE, CANCEL,
    a failure response, a timeout, or a transport error; its dialogs are then
    forgotten, and its transactions linger only as long as RFC 3261 asks.
@@ -35,6 +36,7 @@ from typing import Protocol
 from sipguard.answercache import AnswerCache
 from sipguard.dialog import IdFactory, Leg, LocalAddress
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
+from sipguard.peer import speaks_for
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.policy.numbers import number_of_uri
 from sipguard.sip.headers import header_key
@@ -317,6 +319,10 @@ class B2BUA:
             ("Warning", '399 sipguard "source address matches no trunk"'),
         )
         self.dropped_unknown = 0
+        self._own_sent_by = tuple({f"{a.host}:{a.port}" for a in config.local.values()})
+        # Responses dropped because they came from another address than the
+        # request's peer (forged answers).
+        self.foreign_responses = 0
         # Out-of-dialog INVITEs answered statelessly, for their retransmissions.
         self._stateless = AnswerCache()
         # Set when the process is stopping: calls in progress go on, new ones
@@ -335,7 +341,7 @@ class B2BUA:
                 raise MessageTooLarge(
                     f"message of {len(data)} bytes; at most {config.max_message_size}"
                 )
-            if data.startswith(b"ACK ") and self._acknowledges_stateless_answer(data, now):
+            if data.startswith(b"ACK ") and self._acknowledges_stateless_answer(data, peer, now):
                 return
             message = parse_message(data, config.parse_limits)
         except SipProtocolError as exc:
@@ -355,18 +361,18 @@ class B2BUA:
             return
         self.receive_message(message, peer, now=now)
 
-    def _acknowledges_stateless_answer(self, data: bytes, now: float) -> bool:
+    def _acknowledges_stateless_answer(self, data: bytes, peer: Peer, now: float) -> bool:
         """The ACK of a stateless answer (RFC 3261 §17.2.3: it carries the
         INVITE's branch) is absorbed by a lookup on its top Via, unparsed."""
         via = peek_top_via(data)
         key = None if via is None else _via_key(via, "INVITE")
-        return key is not None and self._stateless.answer_for(key, now=now) is not None
+        return key is not None and self._stateless.answer_for((peer, key), now=now) is not None
 
     def receive_message(self, message: Request | Response, peer: Peer, *, now: float) -> None:
         """Handle one parsed message from `peer`."""
         try:
             if isinstance(message, Response):
-                self._on_response(message, now=now)
+                self._on_response(message, peer, now=now)
             else:
                 self._on_request(message, peer, now=now)
         except SipParseError as exc:
@@ -500,7 +506,11 @@ class B2BUA:
         key = _server_key(request)
         existing = self._server_txs.get(key)
         if existing is not None:
-            if method == "ACK":
+            if not speaks_for(existing.peer, peer):
+                # Another sender's copy of a transaction: its answers go to
+                # the transaction's peer only, and this sender gets none of them.
+                self._not_for_this_peer(request, peer, now=now)
+            elif method == "ACK":
                 if isinstance(existing, ServerInviteTransaction):
                     existing.receive_ack(now=now)
                     self._watch(existing)
@@ -533,22 +543,34 @@ class B2BUA:
     def _on_invite_or_retransmission(
         self, request: Request, key: tuple[str, ...], peer: Peer, *, now: float
     ) -> None:
-        """A new INVITE, or a copy of one refused (or dropped) statelessly."""
-        answer = self._stateless.answer_for(key, now=now)
+        """A new INVITE, or a copy of one refused (or dropped) statelessly.
+
+        The copies are recognised by source and transaction key together: a
+        copy from anywhere else is another sender's request, never answered
+        with this one's answer. A stranger's INVITE is remembered without its
+        answer: each copy is answered again from its own bytes, within the
+        stranger's answer budget, so a primed answer cannot be replayed at
+        will (reflection).
+        """
+        cache_key = (peer, key)
+        answer = self._stateless.answer_for(cache_key, now=now)
         if answer is not None:
             if answer:
                 self._outbox.append(Transmit(peer, answer))
+            elif self.gate.trunk_of(peer) is None:
+                self._refuse_unknown(request, peer, now=now)
             return
+        trunk = self.gate.trunk_of(peer)
         queued = len(self._outbox)
-        self._on_new_invite(request, key, peer, now=now)
+        self._on_new_invite(request, key, trunk, peer, now=now)
         if key not in self._server_txs:  # answered statelessly, or dropped unanswered
             answers = [t.data for t in self._outbox[queued:] if t.peer == peer]
-            self._stateless.remember(key, answers[0] if answers else b"", now=now)
+            answer = answers[0] if answers and trunk is not None else b""
+            self._stateless.remember(cache_key, answer, now=now)
 
     def _on_new_invite(
-        self, request: Request, key: tuple[str, ...], peer: Peer, *, now: float
+        self, request: Request, key: tuple[str, ...], trunk: str | None, peer: Peer, *, now: float
     ) -> None:
-        trunk = self.gate.trunk_of(peer)
         if trunk is None:
             # Before anything else: a stranger's INVITE gets the stranger's
             # answer, whatever its Max-Forwards or Require say.
@@ -570,6 +592,10 @@ class B2BUA:
         if self.draining:
             self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
             self._events.append(MessageRejected(peer, 503, "draining: no new calls"))
+            return
+        if self._looped(request):
+            self._reply(request, peer, 482, "Loop Detected")
+            self._events.append(MessageRejected(peer, 482, "an INVITE sipguard sent came back"))
             return
         if request.max_forwards == 0:
             self._reply(request, peer, 483, "Too Many Hops")
@@ -701,12 +727,9 @@ class B2BUA:
     def _on_cancel(self, request: Request, peer: Peer, *, now: float) -> None:
         invite_key = _server_key(request, method="INVITE")
         call = self._invite_calls.get(invite_key)
-        if call is None or call.a.peer.host != peer.host:
+        if call is None or not self._speaks_for_leg(call, Side.A, peer):
             # RFC 3261 §9.2: no matching INVITE transaction -> 481.
-            if self.gate.is_known(peer):
-                self._reply(request, peer, 481, "Call/Transaction Does Not Exist")
-            else:
-                self._refuse_unknown(request, peer, now=now)
+            self._not_for_this_peer(request, peer, now=now)
             return
         if self._over_capacity(request, peer, call.trunk, calls=False):
             return
@@ -725,19 +748,15 @@ class B2BUA:
     def _on_in_dialog(self, request: Request, to_tag: str, peer: Peer, *, now: float) -> None:
         found = self._dialogs.get((request.call_id, to_tag))
         if found is None:
-            if request.method == "ACK":
-                return
-            if self.gate.is_known(peer):
-                self._reply(request, peer, 481, "Call/Transaction Does Not Exist")
-            else:
-                self._refuse_unknown(request, peer, now=now)
+            self._not_for_this_peer(request, peer, now=now)
             return
         call, side = found
-        leg = call.leg(side)
-        if peer.host != leg.peer.host:
-            if request.method != "ACK":
-                self._reply(request, peer, 403, "Forbidden")
-            self._events.append(MessageRejected(peer, 403, "in-dialog request from a foreign host"))
+        if not self._speaks_for_leg(call, side, peer):
+            # Not the leg's peer: answered as if there were no such dialog.
+            status = self._not_for_this_peer(request, peer, now=now)
+            self._events.append(
+                MessageRejected(peer, status, "in-dialog request from another peer")
+            )
             return
         if request.method == "ACK":
             self._on_ack(call, side, request, now=now)
@@ -913,11 +932,19 @@ class B2BUA:
         self._watch(client_tx)
         return relay
 
-    def _on_response(self, response: Response, *, now: float) -> None:
+    def _on_response(self, response: Response, peer: Peer, *, now: float) -> None:
         key = _client_key_of_response(response)
         tx = self._client_txs.get(key)
         if tx is None:
             return  # stray or late: nothing to match (RFC 3261 §17.1.3)
+        if not speaks_for(tx.peer, peer):
+            # Only the peer the request went to may answer it: a stranger who
+            # guessed the branch must not answer a call (media hijack) or end it.
+            self.foreign_responses += 1
+            self._events.append(
+                MessageRejected(peer, None, f"response for a request sent to {tx.peer}")
+            )
+            return
         passed = tx.receive_response(response, now=now)
         if passed is not None:
             call = self._b_invites.get(key)
@@ -955,7 +982,19 @@ class B2BUA:
                     self._ack_b(call, now=now)  # 2xx retransmission: ACK again
                 return
             call.b_answered = True
-            self._adopt_b_dialog(call, response)
+            if not self._adopt_b_dialog(call, response):
+                # No usable target for the callee's dialog: nothing could
+                # reach it later (ACK, BYE). Confirm and end it at once, and
+                # give the caller a clean failure instead of a broken call.
+                call.invite_relay = None
+                self._ack_b(call, now=now)
+                self._bye(call, Side.B, now=now)
+                self._final_to_a(call, 502, "Bad Gateway", now=now)
+                self._end_call(call, "error", now=now)
+                self._events.append(
+                    MessageRejected(call.b.peer, None, "callee's 2xx has an unusable Contact")
+                )
+                return
             call.state = CallState.ANSWERED
             if call.invite_relay is not None:
                 self._relay_response(call.invite_relay, response, now=now)
@@ -1001,23 +1040,27 @@ class B2BUA:
             relay.call.final_status = response.status
         self._watch(relay.server_tx)
 
-    def _adopt_b_dialog(self, call: Call, response: Response) -> None:
-        """Learn the B dialog's remote tag, target and route set (§12.1.2)."""
+    def _adopt_b_dialog(self, call: Call, response: Response) -> bool:
+        """Learn the B dialog's remote tag, target and route set (§12.1.2).
+
+        Returns False when the Contact or Record-Route is unusable; the leg
+        then keeps the target the INVITE was sent to (requests go to the
+        leg's fixed next hop anyway).
+        """
         tag = response.to.tag
         if tag is None:
-            return
+            return True
+        b = call.b
+        b.remote_tag = tag
         try:
             target = str(response.contacts[0].uri) if response.contacts else None
             route_set = tuple(reversed(response.record_routes))
         except SipParseError:
-            # An unreadable Contact or Record-Route: keep the target we sent
-            # the INVITE to (requests go to the leg's fixed next hop anyway).
-            target, route_set = None, ()
-        b = call.b
-        b.remote_tag = tag
+            return False
         if target is not None:
             b.remote_target = target
         b.route_set = route_set
+        return True
 
     # -- call teardown ----------------------------------------------------------------
 
@@ -1183,7 +1226,56 @@ class B2BUA:
 
     # -- protection ---------------------------------------------------------------
 
-    def _refuse_unknown(self, request: Request, peer: Peer, *, now: float) -> None:
+    def _looped(self, request: Request) -> bool:
+        """Whether `request` is one of sipguard's own outbound INVITEs come
+        back (a route that leads to sipguard): a Via of the chain carries the
+        branch of an INVITE sipguard has in progress (RFC 3261 §8.2.2.2,
+        §16.3 item 4). The Via lines are parsed only when one names one of
+        sipguard's own addresses."""
+        own = self._own_sent_by
+        if not any(sent_by in value for value in request.headers.get_all("via") for sent_by in own):
+            return False
+        client_txs = self._client_txs
+        return any((via.branch or "", "INVITE") in client_txs for via in request.vias)
+
+    def _speaks_for_leg(self, call: Call, side: Side, peer: Peer) -> bool:
+        """Rule 1: only a leg's peer may send requests on it.
+
+        The leg's peer itself (see `speaks_for`); on the caller's leg also
+        another port of the same host when the trunk is defined by an address
+        or a network rather than by IP:port, so the port is not part of its
+        identity (the source attributes to the call's trunk).
+        """
+        expected = call.leg(side).peer
+        if speaks_for(expected, peer):
+            return True
+        return (
+            side is Side.A
+            and peer.transport == expected.transport
+            and peer.host == expected.host
+            and self.gate.trunk_of(peer) == call.trunk
+        )
+
+    def _not_for_this_peer(self, request: Request, peer: Peer, *, now: float) -> int | None:
+        """A request for a dialog or transaction `peer` has no part in.
+
+        Trunks and routes get 481 whether or not the dialog exists (another
+        customer's calls are not confirmed to exist); strangers get the
+        uniform unknown-source answer. ACKs are never answered. Returns the
+        status sent, or None.
+        """
+        if request.method == "ACK":
+            return None
+        if self.gate.is_known(peer):
+            self._reply(request, peer, 481, "Call/Transaction Does Not Exist")
+            return 481
+        return (
+            self.config.unknown_source_status[0]
+            if self._refuse_unknown(request, peer, now=now)
+            else None
+        )
+
+    def _refuse_unknown(self, request: Request, peer: Peer, *, now: float) -> bool:
         """One uniform answer to any request from a source of no trunk, within budget.
 
         Every method gets the same 403 (a scanner learns nothing from which
@@ -1193,9 +1285,12 @@ class B2BUA:
         address). ACKs are never answered.
         """
         if request.method == "ACK" or not self._may_answer_unknown(peer, now=now):
-            return
+            return False
         status, phrase = self.config.unknown_source_status
-        self._reply(request, peer, status, phrase, extra=self._unknown_headers)
+        # The top Via alone: what a stranger can make sipguard send stays
+        # within the size of what it sent, whatever Via chain it carried.
+        self._reply(request, peer, status, phrase, extra=self._unknown_headers, top_via_only=True)
+        return True
 
     def _may_answer_unknown(self, peer: Peer, *, now: float) -> bool:
         """Whether an unknown source gets an answer now (mode and budget); counts drops."""
@@ -1243,10 +1338,13 @@ class B2BUA:
         reason: str,
         *,
         extra: Iterable[tuple[str, str]] = (),
+        top_via_only: bool = False,
     ) -> None:
         """A stateless response (RFC 3261 §8.2.7), sent to the request's source."""
         to_tag = self._ids.tag() if request.to.tag is None else None
-        response = make_response(request, peer, status, reason, to_tag=to_tag, extra=extra)
+        response = make_response(
+            request, peer, status, reason, to_tag=to_tag, extra=extra, top_via_only=top_via_only
+        )
         self._outbox.append(Transmit(peer, to_bytes(response)))
 
     def _answer_unparseable(
@@ -1257,7 +1355,9 @@ class B2BUA:
             # good one: the uniform 403, within its budget, or nothing.
             if self._may_answer_unknown(peer, now=now):
                 status, phrase = self.config.unknown_source_status
-                response = error_response_for(data, status, phrase, self._unknown_headers)
+                response = error_response_for(
+                    data, status, phrase, self._unknown_headers, first_via_only=True
+                )
             else:
                 response = None
             self._events.append(MessageRejected(peer, 403 if response else None, str(exc)))
@@ -1348,6 +1448,7 @@ def make_response(
     to_tag: str | None = None,
     extra: Iterable[tuple[str, str]] = (),
     body: bytes = b"",
+    top_via_only: bool = False,
 ) -> Response:
     """A response to `request` from `peer`, with received/rport (RFC 3581 §4)."""
     via = request.top_via
@@ -1360,6 +1461,7 @@ def make_response(
         body=body,
         received=peer.host if via.host != peer.host else None,
         rport=peer.port if via.has_param("rport") else None,
+        top_via_only=top_via_only,
     )
 
 
@@ -1442,14 +1544,20 @@ def _short(text: str) -> str:
 
 
 def error_response_for(
-    data: bytes, status: int, reason: str, extra: Iterable[tuple[str, str]] = ()
+    data: bytes,
+    status: int,
+    reason: str,
+    extra: Iterable[tuple[str, str]] = (),
+    *,
+    first_via_only: bool = False,
 ) -> bytes | None:
     """Best-effort error response to bytes that did not parse (RFC 3261 §8.2).
 
     Answers requests that have a Via line to answer along; copies From, To,
     Call-ID and CSeq when present (RFC 4475 §3.1.2.18: a request missing
-    one of them still gets its 400). Responses, ACKs and anything without a
-    Via are dropped: returns None.
+    one of them still gets its 400), and only the first Via line when
+    `first_via_only` (an answer to a stranger). Responses, ACKs and anything
+    without a Via are dropped: returns None.
     """
     head = data.split(b"\r\n\r\n", 1)[0]
     try:
@@ -1466,6 +1574,8 @@ def error_response_for(
         if not colon or line[:1] in (" ", "\t"):
             continue  # not a header line of its own (no colon, or a fold)
         key = header_key(name.strip(" \t"))
+        if key == "via" and first_via_only and "via" in seen:
+            continue
         if key in _ECHOED_ON_ERROR and line.replace("\t", " ").isprintable():
             copied.append(line)
             seen.add(key)

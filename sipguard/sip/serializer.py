@@ -75,6 +75,7 @@ def build_response(
     body: bytes = b"",
     received: str | None = None,
     rport: int | None = None,
+    top_via_only: bool = False,
 ) -> Response:
     """Build a response to `request`.
 
@@ -83,14 +84,21 @@ def build_response(
         extra: further header fields, appended after the echoed ones.
         received, rport: the real source of the request, written into the
             top Via as RFC 3261 §18.2.1 and RFC 3581 §4 require.
+        top_via_only: echo the top Via value alone (an answer to a stranger:
+            its size stays bounded whatever Via chain the request carried).
     """
     fields: list[tuple[str, str]] = []
     keys: list[str] = []
-    stamp = received is not None or rport is not None
+    stamp = received is not None or rport is not None or top_via_only
+    vias = 0
     for key, name, value in request.headers.keyed():
-        if key == "via" and stamp:
-            value = _stamp_via(request, received, rport)
-            stamp = False
+        if key == "via":
+            vias += 1
+            if top_via_only and vias > 1:
+                continue
+            if stamp:
+                value = _stamp_via(request, received, rport, alone=top_via_only)
+                stamp = False
         elif key == "to":
             value = _tagged(request, value, to_tag)
         elif key not in _ECHOED:
@@ -111,9 +119,11 @@ def _tagged(request: Request, value: str, to_tag: str | None) -> str:
     return f"{value};tag={to_tag}"
 
 
-def _stamp_via(request: Request, received: str | None, rport: int | None) -> str:
+def _stamp_via(
+    request: Request, received: str | None, rport: int | None, *, alone: bool = False
+) -> str:
     """Rewrite the first Via value with received/rport (the rest of a
-    comma-joined Via line is kept as it was)."""
+    comma-joined Via line is kept as it was, unless `alone`)."""
     raw = request.headers.get("via") or ""
     top = request.top_via
     params = [(k, v) for k, v in top.params if k not in ("received", "rport")]
@@ -122,6 +132,8 @@ def _stamp_via(request: Request, received: str | None, rport: int | None) -> str
     if rport is not None and top.has_param("rport"):
         params.append(("rport", str(rport)))
     stamped = f"SIP/2.0/{top.transport} {top.sent_by}{format_params(tuple(params))}"
+    if alone:
+        return stamped
     comma = _first_top_level_comma(raw)
     return stamped if comma < 0 else stamped + raw[comma:]
 

@@ -39,6 +39,9 @@ Params = tuple[tuple[str, str | None], ...]
 _MEMO = 4096
 _MEMO_TEXT = 256
 _BAD_HOST_CHARS = frozenset(' \t<>"@')
+# RFC 3261 §25.1 / RFC 3986: a URI holds no whitespace or control characters
+# (they travel %-escaped). One that does could not be sent as a Request-URI.
+_NOT_IN_URI = frozenset(chr(code) for code in range(0x21)) | {"\x7f"}
 
 
 def parse_params(text: str) -> Params:
@@ -151,9 +154,12 @@ def parse_uri(text: str) -> Uri:
 
 def _parse_uri(text: str) -> Uri:
     """`parse_uri` without the memo."""
-    scheme, colon, rest = text.strip().partition(":")
+    text = text.strip()
+    scheme, colon, rest = text.partition(":")
     if not colon or not scheme or not rest:
         raise SipParseError(f"not a URI: {text!r}")
+    if not _NOT_IN_URI.isdisjoint(text):
+        raise SipParseError(f"whitespace or control character in URI: {text[:80]!r}")
     scheme_lower = scheme.lower()
     if scheme_lower in ("sip", "sips"):
         return _parse_sip_uri(scheme_lower, rest)

@@ -64,6 +64,9 @@ FUZZ = settings(
 )
 # Later than every RFC 3261 timer and the ring timeout.
 QUIET = 10_000.0
+# Other ports of the hosts of the call's two peers.
+OTHER_PORT_OF_CALLER = Peer(CALLER.transport, CALLER.host, CALLER.port + 1)
+OTHER_PORT_OF_CALLEE = Peer(CALLEE.transport, CALLEE.host, CALLEE.port + 1)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 REGRESSIONS = DATA / "fuzz_regressions"
@@ -747,6 +750,30 @@ def test_core_survives_damaged_messages_inside_a_call(data: st.DataObject, answe
     damaged requests and responses arrive while a call rings or after it was
     answered, and checks that every call still ends exactly once."""
     check_call(lambda dialog: damaged_inputs(data, dialog, answered=answered), answered=answered)
+
+
+@settings(FUZZ, max_examples=max(1, FUZZ_EXAMPLES // 2))
+@given(
+    st.data(),
+    st.booleans(),
+    st.sampled_from([STRANGER, OTHER_PORT_OF_CALLER, OTHER_PORT_OF_CALLEE]),
+)
+def test_nobody_but_a_legs_peer_speaks_for_it(
+    data: st.DataObject, answered: bool, intruder: Peer
+) -> None:
+    """Guards against forged answers and stolen dialogs: whatever the caller or
+    the callee could send (identifiers known, intact or damaged), sent from
+    another address or port, reaches neither leg and changes no call."""
+    pair = CorePair()
+    dialog = start_call(pair, answered=answered)
+    seeds = caller_seeds(dialog, answered=answered) + callee_seeds(dialog, answered=answered)
+    trace = Trace()
+    for step in range(1, data.draw(st.integers(1, 4)) + 1):
+        message = data.draw(st.one_of(st.sampled_from(seeds), mutated(seeds)))
+        send(pair, trace, intruder, message, now=float(step), strict=False)
+    assert [t for t in trace.sent if t.peer in (CALLER, CALLEE)] == []
+    assert not any(isinstance(event, CallEnded) for event in trace.events)
+    assert pair.core.calls_active == 1
 
 
 # --- property 4: the stream framer ------------------------------------------------------------
