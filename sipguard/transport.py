@@ -105,6 +105,7 @@ class _TcpConnection(asyncio.Protocol):
         if self.partial_since is None:
             self.partial_since = now
         self._framer.receive_data(data)
+        delivered = False
         while True:
             try:
                 frame = self._framer.next_message()
@@ -115,8 +116,14 @@ class _TcpConnection(asyncio.Protocol):
                 return
             if frame is None:
                 break
+            delivered = True
             self._owner.sink.message_received(frame, self.peer)
-        if not self._framer.buffered:
+        if delivered:
+            # The bytes left over began after the last whole message, so
+            # their clock starts now: a busy peer whose reads end mid-message
+            # is never taken for a slow one.
+            self.partial_since = now if self._framer.buffered else None
+        elif not self._framer.buffered:
             self.partial_since = None
         if self._framer.keepalives and self.transport is not None:
             self._framer.keepalives = 0

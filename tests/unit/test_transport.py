@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import Any, cast
 
 from sipguard.errors import SipProtocolError
 from sipguard.peer import Peer
@@ -62,3 +63,83 @@ async def test_datagrams_from_one_source_share_one_peer_value() -> None:
     finally:
         sender.close()
         await transports.close()
+
+
+# -- TCP connections on a scripted clock ---------------------------------------
+#
+# A connection only reads the loop's clock, so a loop whose `time()` the test
+# sets, and a transport that records what happens to it, script the timeouts
+# exactly: no sockets, no sleeping.
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+class _FakeTransport:
+    def __init__(self, host: str, port: int) -> None:
+        self.peername = (host, port)
+        self.closed = False
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str) -> object:
+        return self.peername if name == "peername" else None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _scripted(**options: Any) -> tuple[Transports, _Clock, _Sink]:
+    clock, sink = _Clock(), _Sink()
+    return Transports(cast(asyncio.AbstractEventLoop, clock), sink, **options), clock, sink
+
+
+def _open(
+    transports: Transports, host: str = "192.0.2.1", port: int = 40000, *, inbound: bool = True
+) -> _FakeTransport:
+    connection = transports._new_inbound() if inbound else transports._new_connection()
+    transport = _FakeTransport(host, port)
+    connection.connection_made(cast(asyncio.Transport, transport))
+    return transport
+
+
+def _feed(transports: Transports, transport: _FakeTransport, data: bytes) -> None:
+    peer = Peer("tcp", *transport.peername)
+    transports._connections[peer].data_received(data)
+
+
+def _message(branch: str) -> bytes:
+    return (
+        f"OPTIONS sip:probe@192.0.2.9 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP 192.0.2.1:5060;branch={branch}\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:probe@192.0.2.1>;tag=t1\r\n"
+        f"To: <sip:probe@192.0.2.9>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\n"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_a_busy_stream_whose_reads_end_mid_message_is_not_slow() -> None:
+    """Each read completes one message and begins the next: every message
+    arrives within the timeout, so the connection stays, however long the
+    stream has never been empty."""
+    transports, clock, sink = _scripted(tcp_message_timeout=10.0)
+    transport = _open(transports)
+    message = _message("z9hG4bKbusy")
+    _feed(transports, transport, message[:50])
+    for _ in range(10):
+        clock.now += 6.0
+        _feed(transports, transport, message[50:] + message[:50])
+        assert transports.close_idle() == 0
+    assert len(sink.received) == 10 and not transport.closed
+    clock.now += 10.5  # the last message began 10.5 s ago and is still unfinished
+    assert transports.close_idle() == 1 and transport.closed
