@@ -26,7 +26,8 @@ log = logging.getLogger("sipguard.transport")
 # A trunk's TCP connection may sit idle through a long call; fifteen minutes
 # frees abandoned connections without cutting ordinary calls short.
 DEFAULT_TCP_IDLE_TIMEOUT = 900.0
-# A message has this long to arrive whole once it began (slow senders).
+# A message has this long to arrive whole once it began (slow senders), and
+# an inbound connection this long after it opened to deliver its first one.
 DEFAULT_TCP_MESSAGE_TIMEOUT = 10.0
 DEFAULT_TCP_CONNECTIONS_PER_SOURCE = 32
 _CONNECT_TIMEOUT = 5.0
@@ -84,18 +85,24 @@ class _TcpConnection(asyncio.Protocol):
         # When the message now being received began to arrive; None between
         # messages. A peer that takes too long to finish one is closed.
         self.partial_since: float | None = None
+        # An inbound connection owes its first message from the moment it
+        # opens: a peer that connects and stays silent is on the message
+        # clock too. Keepalives do not pay the debt; a whole message does.
+        self.first_message_due = inbound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer("tcp", str(host), int(port))
-        self.last_active = self._owner.loop.time()
+        now = self.last_active = self._owner.loop.time()
         if self.inbound and not self._owner.admit_inbound(self.peer.host):
             log.warning("tcp %s: too many connections from this address; closing", host)
             self.peer = None
             self.transport.close()
             return
+        if self.first_message_due:
+            self.partial_since = now
         self._owner.register(self.peer, self)
 
     def data_received(self, data: bytes) -> None:
@@ -122,8 +129,9 @@ class _TcpConnection(asyncio.Protocol):
             # The bytes left over began after the last whole message, so
             # their clock starts now: a busy peer whose reads end mid-message
             # is never taken for a slow one.
+            self.first_message_due = False
             self.partial_since = now if self._framer.buffered else None
-        elif not self._framer.buffered:
+        elif not self._framer.buffered and not self.first_message_due:
             self.partial_since = None
         if self._framer.keepalives and self.transport is not None:
             self._framer.keepalives = 0
@@ -251,8 +259,9 @@ class Transports:
             connection.write(data)
 
     def close_idle(self) -> int:
-        """Close TCP connections idle past the idle timeout, or too slow to
-        finish a message (slowloris)."""
+        """Close TCP connections idle past the idle timeout, too slow to
+        finish a message (slowloris), or inbound and silent past the message
+        timeout since they opened."""
         now = self.loop.time()
         idle_limit = now - self._idle_timeout
         slow_limit = now - self._message_timeout
@@ -264,7 +273,13 @@ class Transports:
         ]
         for connection in stale:
             if connection.partial_since is not None and connection.partial_since < slow_limit:
-                log.warning("tcp %s: a message unfinished for too long; closing", connection.peer)
+                if connection.first_message_due:
+                    what = "no whole message since it opened"
+                else:
+                    what = "a message unfinished for too long"
+                peer = connection.peer
+                where = "?" if peer is None else f"{peer.host}:{peer.port}"
+                log.warning("tcp %s: %s; closing", where, what)
             connection.close()
         return len(stale)
 

@@ -549,7 +549,9 @@ class Protection:
         tcp_idle_timeout: seconds a TCP connection may carry nothing before
             it is closed.
         tcp_message_timeout: seconds a TCP peer may take to send one whole
-            message once it began (slow senders are closed).
+            message once it began (slow senders are closed), and to send
+            its first whole message once its connection opened (silent
+            connections are closed).
         calls_per_trunk: live calls of one trunk, whatever its `limits`;
             more are answered 503.
         transactions_per_trunk: server transactions of one trunk (requests

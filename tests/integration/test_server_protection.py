@@ -113,6 +113,32 @@ async def test_a_sender_that_finishes_in_time_is_kept(server: Server) -> None:
         writer.close()
 
 
+async def test_a_silent_tcp_connection_is_closed_at_its_deadline(server: Server) -> None:
+    """Connecting and saying nothing does not hold a connection for the idle
+    timeout: the first message is due within tcp_message_timeout (1 s here).
+
+    The server's own housekeeping (every 2 s) does the closing, so the test
+    waits for it with a generous bound. The speaker connects first: the pass
+    that closes the silent connection is past the speaker's deadline too, and
+    keeps it only because its first message came in time.
+    """
+    port = port_of(server, "tcp")
+    speaker_reader, speaker_writer = await asyncio.open_connection("127.0.0.1", port)
+    silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        speaker_writer.write(options("z9hG4bKearly"))
+        answer = await asyncio.wait_for(speaker_reader.readuntil(b"\r\n\r\n"), 5.0)
+        assert answer.startswith(b"SIP/2.0 403")
+        assert await asyncio.wait_for(silent_reader.read(), 15.0) == b""  # EOF: closed
+        speaker_writer.write(options("z9hG4bKlater"))
+        answer = await asyncio.wait_for(speaker_reader.readuntil(b"\r\n\r\n"), 5.0)
+        assert answer.startswith(b"SIP/2.0 403")
+        assert server.transports.tcp_connection_count == 1
+    finally:
+        speaker_writer.close()
+        silent_writer.close()
+
+
 async def test_an_oversized_tcp_message_gets_513_and_is_closed(server: Server) -> None:
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port_of(server, "tcp"), local_addr=("127.0.0.2", 0)

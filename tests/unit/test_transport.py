@@ -143,3 +143,40 @@ def test_a_busy_stream_whose_reads_end_mid_message_is_not_slow() -> None:
     assert len(sink.received) == 10 and not transport.closed
     clock.now += 10.5  # the last message began 10.5 s ago and is still unfinished
     assert transports.close_idle() == 1 and transport.closed
+
+
+def test_an_inbound_connection_that_never_speaks_is_closed_at_the_message_timeout() -> None:
+    transports, clock, _ = _scripted(tcp_message_timeout=10.0)
+    transport = _open(transports)
+    clock.now += 9.9
+    assert transports.close_idle() == 0
+    clock.now += 0.2
+    assert transports.close_idle() == 1 and transport.closed
+
+
+def test_keepalives_do_not_stand_in_for_the_first_message() -> None:
+    transports, clock, _ = _scripted(tcp_message_timeout=10.0)
+    transport = _open(transports)
+    clock.now += 5.0
+    _feed(transports, transport, b"\r\n\r\n")
+    assert transport.written == [b"\r\n"]  # the ping is answered all the same
+    clock.now += 5.1
+    assert transports.close_idle() == 1 and transport.closed
+
+
+def test_a_connection_whose_first_message_came_in_time_is_kept() -> None:
+    transports, clock, sink = _scripted(tcp_message_timeout=10.0, tcp_idle_timeout=900.0)
+    transport = _open(transports)
+    clock.now += 9.0
+    _feed(transports, transport, _message("z9hG4bKfirst"))
+    assert len(sink.received) == 1
+    clock.now += 600.0  # quiet between messages: only the idle timeout applies
+    assert transports.close_idle() == 0 and not transport.closed
+
+
+def test_a_connection_we_open_owes_no_first_message() -> None:
+    """An outbound connection to a route waits for answers at the route's pace."""
+    transports, clock, _ = _scripted(tcp_message_timeout=10.0, tcp_idle_timeout=900.0)
+    transport = _open(transports, inbound=False)
+    clock.now += 600.0
+    assert transports.close_idle() == 0 and not transport.closed
