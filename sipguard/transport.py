@@ -5,6 +5,14 @@ complete message cut from a TCP stream by `StreamFramer`, is handed to a
 `MessageSink` with the `Peer` it came from. Outbound, `Transports.send()`
 writes bytes to a peer: over the UDP socket, over the TCP connection that
 peer opened, or over a new connection to it.
+
+Inbound TCP connections are counted against an allowance per address
+(`tcp_connections_per_source`). The driver may hand in `trunk_of`, which
+names the trunk a source address and port belong to: a trunk's connections
+from an address and a stranger's from the same address then count apart,
+so strangers cannot use up a trunk's places. The allowance stays per
+address, never per trunk, so one address inside a trunk's network cannot
+use up the places of the trunk's other addresses either.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ _CONNECT_TIMEOUT = 5.0
 UDP_SOCKET_BUFFER = 4 * 1024 * 1024
 # Source addresses whose Peer value the UDP listener keeps.
 _REMEMBERED_PEERS = 4096
+
+# What an inbound connection is counted against: its address, and the trunk
+# that address and port belong to (None for a source of no trunk).
+_Allowance = tuple[str, str | None]
 
 
 class MessageSink(Protocol):
@@ -89,6 +101,10 @@ class _TcpConnection(asyncio.Protocol):
         # opens: a peer that connects and stays silent is on the message
         # clock too. Keepalives do not pay the debt; a whole message does.
         self.first_message_due = inbound
+        # The allowance an admitted inbound connection counts against; kept,
+        # so that closing gives the place back where it was taken even if
+        # the rules changed meanwhile.
+        self.allowance: _Allowance | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -96,11 +112,12 @@ class _TcpConnection(asyncio.Protocol):
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer("tcp", str(host), int(port))
         now = self.last_active = self._owner.loop.time()
-        if self.inbound and not self._owner.admit_inbound(self.peer.host):
-            log.warning("tcp %s: too many connections from this address; closing", host)
-            self.peer = None
-            self.transport.close()
-            return
+        if self.inbound:
+            self.allowance = self._owner.admit_inbound(self.peer.host, self.peer.port)
+            if self.allowance is None:
+                self.peer = None
+                self.transport.close()
+                return
         if self.first_message_due:
             self.partial_since = now
         self._owner.register(self.peer, self)
@@ -153,7 +170,13 @@ class _TcpConnection(asyncio.Protocol):
 
 
 class Transports:
-    """All sockets of one server: UDP endpoints, TCP listeners and connections."""
+    """All sockets of one server: UDP endpoints, TCP listeners and connections.
+
+    `trunk_of(host, port)` names the trunk a source belongs to, or None. It is
+    asked once per inbound connection, when it opens, to choose the allowance
+    the connection counts against; without it, every connection from an
+    address shares one allowance.
+    """
 
     def __init__(
         self,
@@ -164,6 +187,7 @@ class Transports:
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
         tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT,
         tcp_connections_per_source: int = DEFAULT_TCP_CONNECTIONS_PER_SOURCE,
+        trunk_of: Callable[[str, int], str | None] | None = None,
     ) -> None:
         self.loop = loop
         self.sink = sink
@@ -171,7 +195,8 @@ class Transports:
         self._idle_timeout = tcp_idle_timeout
         self._message_timeout = tcp_message_timeout
         self._per_source = tcp_connections_per_source
-        self._inbound_by_host: dict[str, int] = {}
+        self._trunk_of = trunk_of
+        self._inbound: dict[_Allowance, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_all: list[asyncio.DatagramTransport] = []
         self._servers: list[asyncio.Server] = []
@@ -202,13 +227,28 @@ class Transports:
     def _new_inbound(self) -> _TcpConnection:
         return _TcpConnection(self, max_size=self._max_size, inbound=True)
 
-    def admit_inbound(self, host: str) -> bool:
-        """Count an inbound connection from `host`; False past the per-source limit."""
-        count = self._inbound_by_host.get(host, 0)
+    def admit_inbound(self, host: str, port: int) -> _Allowance | None:
+        """Count an inbound connection from `host`:`port` against its allowance.
+
+        Returns:
+            The allowance it was counted against, to give back on close; None
+            when that allowance is full (the connection is to be closed).
+        """
+        trunk = None if self._trunk_of is None else self._trunk_of(host, port)
+        allowance = (host, trunk)
+        count = self._inbound.get(allowance, 0)
         if count >= self._per_source:
-            return False
-        self._inbound_by_host[host] = count + 1
-        return True
+            whose = "a source of no trunk" if trunk is None else f"trunk '{trunk}'"
+            log.warning(
+                "tcp %s:%d: %s already has %d connection(s) from this address; closing",
+                host,
+                port,
+                whose,
+                count,
+            )
+            return None
+        self._inbound[allowance] = count + 1
+        return allowance
 
     def register(self, peer: Peer, connection: _TcpConnection) -> None:
         self._connections[peer] = connection
@@ -216,12 +256,14 @@ class Transports:
     def unregister(self, peer: Peer, connection: _TcpConnection) -> None:
         if self._connections.get(peer) is connection:
             del self._connections[peer]
-        if connection.inbound:
-            left = self._inbound_by_host.get(peer.host, 0) - 1
+        allowance = connection.allowance
+        if allowance is not None:
+            connection.allowance = None
+            left = self._inbound.get(allowance, 0) - 1
             if left > 0:
-                self._inbound_by_host[peer.host] = left
+                self._inbound[allowance] = left
             else:
-                self._inbound_by_host.pop(peer.host, None)
+                self._inbound.pop(allowance, None)
 
     def send(self, peer: Peer, data: bytes) -> None:
         """Send `data` to `peer`; TCP connects on demand."""

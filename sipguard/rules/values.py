@@ -545,7 +545,8 @@ class Protection:
             answered 400.
         max_uri_length: characters of the Request-URI; longer is answered 414.
         tcp_connections_per_source: open TCP connections from one address;
-            more are closed at once.
+            more are closed at once. A trunk's connections (address and
+            port match its sources) and strangers' count apart.
         tcp_idle_timeout: seconds a TCP connection may carry nothing before
             it is closed.
         tcp_message_timeout: seconds a TCP peer may take to send one whole

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from sipguard.peer import Peer
 from sipguard.rules.loader import load_rules
 from sipguard.server import Server, ServerOptions
+from tests.helpers import invite
+from tests.integration.sipp import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +209,55 @@ async def test_unknown_udp_source_answers_are_budgeted(server: Server) -> None:
             answers += 1
         assert answers == 3
         assert server.core is not None and server.core.dropped_unknown == 7
+
+
+TRUNK_RULES = """\
+version: 1
+numbering: {{country_code: "86"}}
+listen: ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+protection:
+  tcp_connections_per_source: 2
+trunks:
+  - name: fixed-port
+    sources: ["127.0.0.1:{trunk_port}"]
+    route: "udp:127.0.0.1:{route_port}"
+    ranges: ["*"]
+"""
+
+
+async def test_strangers_filling_their_places_do_not_lock_a_trunk_out(tmp_path: Path) -> None:
+    """The trunk sends from a fixed port of 127.0.0.1; strangers use every
+    other port of the same address, and take all the places they may. The
+    trunk still connects, and its INVITE is answered and relayed."""
+    (trunk_port,) = free_ports(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as route:
+        route.bind(("127.0.0.1", 0))
+        route.settimeout(10.0)
+        rules_path = tmp_path / "rules.yaml"
+        rules_path.write_text(
+            TRUNK_RULES.format(trunk_port=trunk_port, route_port=route.getsockname()[1])
+        )
+        running = Server(
+            load_rules(rules_path), ServerOptions(rules_path=rules_path, watch_rules=False)
+        )
+        await running.start()
+        port = port_of(running, "tcp")
+        strangers = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        try:
+            # The strangers' third connection is one too many: closed at once.
+            assert await asyncio.wait_for(strangers[2][0].read(), 5.0) == b""
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=("127.0.0.1", trunk_port)
+            )
+            caller = Peer("tcp", "127.0.0.1", trunk_port)
+            writer.write(invite(call_id="fixed-port-1", caller=caller).replace(b"/UDP", b"/TCP"))
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            assert answer.startswith(b"SIP/2.0 100 "), answer
+            loop = asyncio.get_running_loop()
+            relayed = await loop.run_in_executor(None, route.recv, 65535)
+            assert relayed.startswith(b"INVITE ")
+            writer.close()
+        finally:
+            for _, stranger in strangers:
+                stranger.close()
+            await running.close()

@@ -180,3 +180,50 @@ def test_a_connection_we_open_owes_no_first_message() -> None:
     transport = _open(transports, inbound=False)
     clock.now += 600.0
     assert transports.close_idle() == 0 and not transport.closed
+
+
+def _trunk_at(host: str, port: int) -> str | None:
+    """A trunk whose source is 192.0.2.1:5071 (a fixed source port): other
+    ports of that address are strangers, as the trunk index has it."""
+    return "fixed-port" if (host, port) == ("192.0.2.1", 5071) else None
+
+
+def test_strangers_on_a_trunks_address_do_not_use_up_the_trunks_connections() -> None:
+    transports, _, _ = _scripted(tcp_connections_per_source=2, trunk_of=_trunk_at)
+    strangers = [_open(transports, "192.0.2.1", port) for port in (40000, 40001, 40002)]
+    assert [t.closed for t in strangers] == [False, False, True]  # the strangers' two places
+    trunk = _open(transports, "192.0.2.1", 5071)
+    assert not trunk.closed
+    assert transports.tcp_connection_count == 3
+
+
+def test_a_trunks_allowance_is_per_address_not_per_trunk() -> None:
+    """Each address of a trunk's network has its own places, so one host in
+    the network (the trunk's or a neighbour's) cannot take the others'."""
+
+    def network_trunk(host: str, port: int) -> str | None:
+        return "network" if host.startswith("192.0.2.") else None
+
+    transports, _, _ = _scripted(tcp_connections_per_source=2, trunk_of=network_trunk)
+    crowd = [_open(transports, "192.0.2.66", port) for port in (40000, 40001, 40002)]
+    assert [t.closed for t in crowd] == [False, False, True]
+    assert not _open(transports, "192.0.2.1", 40000).closed
+
+
+def test_a_closed_connection_gives_its_place_back_where_it_took_it() -> None:
+    """A reload may move an address to another trunk while a connection is
+    open; closing it frees the place it was counted in."""
+    owner: dict[str, str | None] = {"192.0.2.1": "before"}
+    transports, _, _ = _scripted(
+        tcp_connections_per_source=1, trunk_of=lambda host, port: owner[host]
+    )
+    first = _open(transports, "192.0.2.1", 40000)
+    owner["192.0.2.1"] = "after"
+    second = _open(transports, "192.0.2.1", 40001)  # counted under 'after'
+    assert not first.closed and not second.closed
+    peer = Peer("tcp", "192.0.2.1", 40000)
+    transports._connections[peer].connection_lost(None)
+    owner["192.0.2.1"] = "before"
+    assert not _open(transports, "192.0.2.1", 40002).closed  # 'before' has its place again
+    owner["192.0.2.1"] = "after"
+    assert _open(transports, "192.0.2.1", 40003).closed  # 'after' is still full
