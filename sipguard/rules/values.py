@@ -37,6 +37,8 @@ from datetime import date
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
+from sipguard.errors import RuleFileWarning
+
 __all__ = [
     "BACKEND_FAILURE_POLICIES",
     "DEFAULT_INTERNATIONAL_PREFIX",
@@ -662,6 +664,9 @@ class RuleSet:
             the default response of those rules on every trunk.
         ratetable: where the rate table keeps its counters.
         protection: bounds on what peers may make sipguard parse or hold.
+        warnings: what checking the file found likely wrong but not wrong
+            enough to refuse it, in file order. Not part of the rules'
+            value: two rule sets that differ only here are equal.
     """
 
     version: int = RULES_VERSION
@@ -678,6 +683,7 @@ class RuleSet:
     responses: Responses = ()
     ratetable: RateTableSettings = field(default_factory=RateTableSettings)
     protection: Protection = field(default_factory=Protection)
+    warnings: tuple[RuleFileWarning, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
