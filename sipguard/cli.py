@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sipguard import __version__
-from sipguard.errors import RuleFileErrors
+from sipguard.errors import RuleFileErrors, RuleFileWarning
 from sipguard.rules.loader import load_rules
 from sipguard.rules.schema import RuleSet
 
@@ -83,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     rules = _load_or_report(path)
     if rules is None:
         return 1
+    for warning in rules.warnings:
+        logging.getLogger("sipguard").warning("%s", warning)
     if args.check_config:
         return _preflight(path, rules)
     from sipguard.server import ServerOptions, serve
@@ -230,20 +232,34 @@ def _check(args: argparse.Namespace) -> int:
 
     # Colour on a terminal only; piped output stays plain FILE:LINE:COL lines.
     console = Console(soft_wrap=True, highlight=False)
+
+    def report(warnings: Sequence[RuleFileWarning]) -> None:
+        for warning in warnings:
+            where = f"{warning.path}:{warning.line}:{warning.column}"
+            console.print(
+                Text.assemble((where, "bold yellow"), ": ", ("warning", "yellow"), ": ")
+                + Text(warning.message)
+            )
+
     failed = False
     for name in args.files:
         try:
-            load_rules(Path(name))
+            rules = load_rules(Path(name))
         except RuleFileErrors as exc:
             failed = True
             for error in exc.errors:
                 where, _, message = str(error).partition(": ")
                 console.print(Text.assemble((where, "bold red"), ": ", message))
+            report(exc.warnings)
         except OSError as exc:
             failed = True
             console.print(Text.assemble((name, "bold red"), f": {exc.strerror or exc}"))
         else:
-            console.print(Text.assemble(f"{name}: ", ("ok", "green")))
+            # Warnings are worth a look but never fail a check.
+            report(rules.warnings)
+            count = len(rules.warnings)
+            note = f" ({count} warning{'' if count == 1 else 's'})" if count else ""
+            console.print(Text.assemble(f"{name}: ", ("ok", "green"), note))
     return 1 if failed else 0
 
 

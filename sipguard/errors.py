@@ -4,11 +4,15 @@ Normal outcomes (a refused call) are values, never exceptions. Exceptions are
 for input that cannot be processed: a malformed SIP message or a bad rule file.
 A `SipProtocolError` carries the SIP status the driver answers with, converted
 once at the driver boundary.
+
+`RuleFileWarning` lives here beside `RuleFileError` because the two share
+their `path:line:col:` form; a warning is a value, never raised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 __all__ = [
     "SipguardError",
@@ -18,6 +22,7 @@ __all__ = [
     "LoopDetected",
     "RuleFileError",
     "RuleFileErrors",
+    "RuleFileWarning",
 ]
 
 
@@ -71,15 +76,36 @@ class RuleFileError(SipguardError):
         return f"{self.path}:{self.line}:{self.column}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleFileWarning:
+    """A finding in a rule file that does not stop it: likely a mistake, yet
+    a file that works as written. `str()` is `path:line:col: warning: message`.
+
+    `line` and `column` are 1-based, as editors count them.
+    """
+
+    message: str
+    path: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: warning: {self.message}"
+
+
 class RuleFileErrors(SipguardError):
     """Every problem found in one rule file, in file order.
 
     A rule file is checked completely before it is refused, so an engineer sees
-    all of its mistakes at once. `str()` is one `path:line:col: message` a line.
+    all of its mistakes at once. `str()` is one `path:line:col: message` a line;
+    `warnings` holds what the same check warns about, in file order.
     """
 
-    def __init__(self, errors: Iterable[RuleFileError]) -> None:
+    def __init__(
+        self, errors: Iterable[RuleFileError], *, warnings: Iterable[RuleFileWarning] = ()
+    ) -> None:
         self.errors: tuple[RuleFileError, ...] = tuple(errors)
+        self.warnings: tuple[RuleFileWarning, ...] = tuple(warnings)
         super().__init__("\n".join(str(error) for error in self.errors))
 
     def __str__(self) -> str:

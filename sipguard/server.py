@@ -85,6 +85,7 @@ class Server:
             tcp_idle_timeout=protection.tcp_idle_timeout,
             tcp_message_timeout=protection.tcp_message_timeout,
             tcp_connections_per_source=protection.tcp_connections_per_source,
+            trunk_of=self._trunk_of_source,
         )
         self.core: B2BUA | None = None
         self.ratetable, self.ratesync = _rate_table(rules.ratetable, clock=self.loop.time)
@@ -131,6 +132,12 @@ class Server:
             self.metrics.serve(address.strip("[]"), int(port_text))
 
     # -- inputs from the transports --------------------------------------------
+
+    def _trunk_of_source(self, host: str, port: int) -> str | None:
+        """The trunk a TCP source belongs to under the current rules: its
+        connections count apart from strangers' on the same address."""
+        core = self.core
+        return None if core is None else core.gate.trunk_of(Peer("tcp", host, port))
 
     def message_received(self, data: bytes, peer: Peer) -> None:
         core = self.core

@@ -5,6 +5,14 @@ complete message cut from a TCP stream by `StreamFramer`, is handed to a
 `MessageSink` with the `Peer` it came from. Outbound, `Transports.send()`
 writes bytes to a peer: over the UDP socket, over the TCP connection that
 peer opened, or over a new connection to it.
+
+Inbound TCP connections are counted against an allowance per address
+(`tcp_connections_per_source`). The driver may hand in `trunk_of`, which
+names the trunk a source address and port belong to: a trunk's connections
+from an address and a stranger's from the same address then count apart,
+so strangers cannot use up a trunk's places. The allowance stays per
+address, never per trunk, so one address inside a trunk's network cannot
+use up the places of the trunk's other addresses either.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ log = logging.getLogger("sipguard.transport")
 # A trunk's TCP connection may sit idle through a long call; fifteen minutes
 # frees abandoned connections without cutting ordinary calls short.
 DEFAULT_TCP_IDLE_TIMEOUT = 900.0
-# A message has this long to arrive whole once it began (slow senders).
+# A message has this long to arrive whole once it began (slow senders), and
+# an inbound connection this long after it opened to deliver its first one.
 DEFAULT_TCP_MESSAGE_TIMEOUT = 10.0
 DEFAULT_TCP_CONNECTIONS_PER_SOURCE = 32
 _CONNECT_TIMEOUT = 5.0
@@ -37,6 +46,10 @@ _CONNECT_TIMEOUT = 5.0
 UDP_SOCKET_BUFFER = 4 * 1024 * 1024
 # Source addresses whose Peer value the UDP listener keeps.
 _REMEMBERED_PEERS = 4096
+
+# What an inbound connection is counted against: its address, and the trunk
+# that address and port belong to (None for a source of no trunk).
+_Allowance = tuple[str, str | None]
 
 
 class MessageSink(Protocol):
@@ -84,18 +97,29 @@ class _TcpConnection(asyncio.Protocol):
         # When the message now being received began to arrive; None between
         # messages. A peer that takes too long to finish one is closed.
         self.partial_since: float | None = None
+        # An inbound connection owes its first message from the moment it
+        # opens: a peer that connects and stays silent is on the message
+        # clock too. Keepalives do not pay the debt; a whole message does.
+        self.first_message_due = inbound
+        # The allowance an admitted inbound connection counts against; kept,
+        # so that closing gives the place back where it was taken even if
+        # the rules changed meanwhile.
+        self.allowance: _Allowance | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer("tcp", str(host), int(port))
-        self.last_active = self._owner.loop.time()
-        if self.inbound and not self._owner.admit_inbound(self.peer.host):
-            log.warning("tcp %s: too many connections from this address; closing", host)
-            self.peer = None
-            self.transport.close()
-            return
+        now = self.last_active = self._owner.loop.time()
+        if self.inbound:
+            self.allowance = self._owner.admit_inbound(self.peer.host, self.peer.port)
+            if self.allowance is None:
+                self.peer = None
+                self.transport.close()
+                return
+        if self.first_message_due:
+            self.partial_since = now
         self._owner.register(self.peer, self)
 
     def data_received(self, data: bytes) -> None:
@@ -105,6 +129,7 @@ class _TcpConnection(asyncio.Protocol):
         if self.partial_since is None:
             self.partial_since = now
         self._framer.receive_data(data)
+        delivered = False
         while True:
             try:
                 frame = self._framer.next_message()
@@ -115,8 +140,15 @@ class _TcpConnection(asyncio.Protocol):
                 return
             if frame is None:
                 break
+            delivered = True
             self._owner.sink.message_received(frame, self.peer)
-        if not self._framer.buffered:
+        if delivered:
+            # The bytes left over began after the last whole message, so
+            # their clock starts now: a busy peer whose reads end mid-message
+            # is never taken for a slow one.
+            self.first_message_due = False
+            self.partial_since = now if self._framer.buffered else None
+        elif not self._framer.buffered and not self.first_message_due:
             self.partial_since = None
         if self._framer.keepalives and self.transport is not None:
             self._framer.keepalives = 0
@@ -138,7 +170,13 @@ class _TcpConnection(asyncio.Protocol):
 
 
 class Transports:
-    """All sockets of one server: UDP endpoints, TCP listeners and connections."""
+    """All sockets of one server: UDP endpoints, TCP listeners and connections.
+
+    `trunk_of(host, port)` names the trunk a source belongs to, or None. It is
+    asked once per inbound connection, when it opens, to choose the allowance
+    the connection counts against; without it, every connection from an
+    address shares one allowance.
+    """
 
     def __init__(
         self,
@@ -149,6 +187,7 @@ class Transports:
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
         tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT,
         tcp_connections_per_source: int = DEFAULT_TCP_CONNECTIONS_PER_SOURCE,
+        trunk_of: Callable[[str, int], str | None] | None = None,
     ) -> None:
         self.loop = loop
         self.sink = sink
@@ -156,7 +195,8 @@ class Transports:
         self._idle_timeout = tcp_idle_timeout
         self._message_timeout = tcp_message_timeout
         self._per_source = tcp_connections_per_source
-        self._inbound_by_host: dict[str, int] = {}
+        self._trunk_of = trunk_of
+        self._inbound: dict[_Allowance, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_all: list[asyncio.DatagramTransport] = []
         self._servers: list[asyncio.Server] = []
@@ -187,13 +227,28 @@ class Transports:
     def _new_inbound(self) -> _TcpConnection:
         return _TcpConnection(self, max_size=self._max_size, inbound=True)
 
-    def admit_inbound(self, host: str) -> bool:
-        """Count an inbound connection from `host`; False past the per-source limit."""
-        count = self._inbound_by_host.get(host, 0)
+    def admit_inbound(self, host: str, port: int) -> _Allowance | None:
+        """Count an inbound connection from `host`:`port` against its allowance.
+
+        Returns:
+            The allowance it was counted against, to give back on close; None
+            when that allowance is full (the connection is to be closed).
+        """
+        trunk = None if self._trunk_of is None else self._trunk_of(host, port)
+        allowance = (host, trunk)
+        count = self._inbound.get(allowance, 0)
         if count >= self._per_source:
-            return False
-        self._inbound_by_host[host] = count + 1
-        return True
+            whose = "a source of no trunk" if trunk is None else f"trunk '{trunk}'"
+            log.warning(
+                "tcp %s:%d: %s already has %d connection(s) from this address; closing",
+                host,
+                port,
+                whose,
+                count,
+            )
+            return None
+        self._inbound[allowance] = count + 1
+        return allowance
 
     def register(self, peer: Peer, connection: _TcpConnection) -> None:
         self._connections[peer] = connection
@@ -201,12 +256,14 @@ class Transports:
     def unregister(self, peer: Peer, connection: _TcpConnection) -> None:
         if self._connections.get(peer) is connection:
             del self._connections[peer]
-        if connection.inbound:
-            left = self._inbound_by_host.get(peer.host, 0) - 1
+        allowance = connection.allowance
+        if allowance is not None:
+            connection.allowance = None
+            left = self._inbound.get(allowance, 0) - 1
             if left > 0:
-                self._inbound_by_host[peer.host] = left
+                self._inbound[allowance] = left
             else:
-                self._inbound_by_host.pop(peer.host, None)
+                self._inbound.pop(allowance, None)
 
     def send(self, peer: Peer, data: bytes) -> None:
         """Send `data` to `peer`; TCP connects on demand."""
@@ -244,8 +301,9 @@ class Transports:
             connection.write(data)
 
     def close_idle(self) -> int:
-        """Close TCP connections idle past the idle timeout, or too slow to
-        finish a message (slowloris)."""
+        """Close TCP connections idle past the idle timeout, too slow to
+        finish a message (slowloris), or inbound and silent past the message
+        timeout since they opened."""
         now = self.loop.time()
         idle_limit = now - self._idle_timeout
         slow_limit = now - self._message_timeout
@@ -257,7 +315,13 @@ class Transports:
         ]
         for connection in stale:
             if connection.partial_since is not None and connection.partial_since < slow_limit:
-                log.warning("tcp %s: a message unfinished for too long; closing", connection.peer)
+                if connection.first_message_due:
+                    what = "no whole message since it opened"
+                else:
+                    what = "a message unfinished for too long"
+                peer = connection.peer
+                where = "?" if peer is None else f"{peer.host}:{peer.port}"
+                log.warning("tcp %s: %s; closing", where, what)
             connection.close()
         return len(stale)
 

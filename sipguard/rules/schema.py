@@ -13,7 +13,9 @@ This module owns:
   in them are checked here too, at their own `path:line:col`;
 - the lints across sections: an allocation listed twice in one list, a
   trunk's block that lies wholly inside `do_not_originate`, and a block
-  allocated to two trunks (`sipguard.rules.allocations`).
+  allocated to two trunks (`sipguard.rules.allocations`), which are errors;
+  and a trunk `route` that leads back to one of the file's own `listen`
+  addresses (`sipguard.rules.loops`), which is a warning.
 
 Invariants:
 
@@ -27,6 +29,9 @@ Invariants:
   path and position and sorts where the rule file refers to it.
 - Rule 3: an empty value (`key:` with nothing after it) of an optional key
   means the default, as if the key were absent.
+- Rule 4: a warning never stops a file. The `RuleSet` carries the warnings
+  of its file, and a `RuleFileErrors` those of the refused file, each
+  sorted by position like the errors.
 
 Messages start with where the problem is (`trunk 'sh-callcenter': `), name
 the key path (`limits.per_caller.window`) and say what was expected and what
@@ -47,8 +52,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeAlias, TypeVar
 
-from sipguard.errors import RuleFileError, RuleFileErrors
+from sipguard.errors import RuleFileError, RuleFileErrors, RuleFileWarning
 from sipguard.rules.allocations import CoverIndex, covers, first_overlaps, interval_of
+from sipguard.rules.loops import is_wildcard, listen_reached
 from sipguard.rules.values import (
     BACKEND_FAILURE_POLICIES,
     DEFAULT_INTERNATIONAL_PREFIX,
@@ -385,6 +391,7 @@ class _Checker:
     timezones: frozenset[str] | None
     files: Mapping[str, ReferencedFile] | None
     errors: list[tuple[_SortKey, RuleFileError]] = field(default_factory=list)
+    warnings: list[tuple[_SortKey, RuleFileWarning]] = field(default_factory=list)
     # Numbers of each referenced file read so far, by path as written; None
     # when the file could not be used. A file shared by trunks is read once.
     number_files: dict[str, frozenset[str] | None] = field(default_factory=dict)
@@ -398,10 +405,22 @@ class _Checker:
         error = RuleFileError(message, path=path, line=line, column=column)
         self.errors.append(((anchor.line, anchor.column, line, column), error))
 
+    def warn(self, node: Located, message: str) -> None:
+        """A finding that does not stop the file (Rule 4)."""
+        warning = RuleFileWarning(
+            message=message, path=self.path, line=node.line, column=node.column
+        )
+        self.warnings.append(((node.line, node.column, 0, 0), warning))
+
     def sorted_errors(self) -> list[RuleFileError]:
         """Errors by position; a node shared through a YAML alias reports once."""
         unique = {(key, error.path, error.message): error for key, error in self.errors}
         return [unique[key] for key in sorted(unique)]
+
+    def sorted_warnings(self) -> tuple[RuleFileWarning, ...]:
+        """Warnings by position; a node shared through a YAML alias reports once."""
+        unique = {(key, item.message): item for key, item in self.warnings}
+        return tuple(unique[key] for key in sorted(unique))
 
 
 @dataclass(slots=True, kw_only=True)
@@ -689,7 +708,7 @@ def validate(
     ck = _Checker(path=path, timezones=zones, files=files)
     ruleset = _read_ruleset(ck, tree)
     if ck.errors or ruleset is None:
-        raise RuleFileErrors(ck.sorted_errors())
+        raise RuleFileErrors(ck.sorted_errors(), warnings=ck.sorted_warnings())
     return ruleset
 
 
@@ -709,16 +728,17 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
     responses = _read_responses(top, on_trunk=False)
     ratetable = _read_ratetable(top)
     protection = _read_protection(top)
-    trunks, allocated = _read_trunks(top, numbering)
-    _lint_do_not_originate(ck, do_not_originate, allocated)
-    _lint_overlaps(ck, allocated)
+    trunks, claims = _read_trunks(top, numbering)
+    _lint_do_not_originate(ck, do_not_originate, claims.allocations)
+    _lint_overlaps(ck, claims.allocations)
+    _lint_route_loops(ck, listen, claims.routes)
     if numbering is None:
         return None
     return RuleSet(
         version=RULES_VERSION,
         mode=mode,
         numbering=numbering,
-        listen=listen,
+        listen=tuple(listen) or DEFAULT_LISTEN,
         audit_log=audit_log,
         metrics=metrics,
         do_not_originate=tuple(entry.text for entry in do_not_originate),
@@ -729,6 +749,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
         responses=responses,
         ratetable=ratetable,
         protection=protection,
+        warnings=ck.sorted_warnings(),
     )
 
 
@@ -802,22 +823,24 @@ def _digits(
     return text
 
 
-def _read_listen(top: _Section) -> tuple[Endpoint, ...]:
+def _read_listen(top: _Section) -> dict[Endpoint, Located | None]:
+    """The listen endpoints, each with where it is written (None: a default)."""
     if top.get("listen") is None:
-        return DEFAULT_LISTEN
-    endpoints: dict[Endpoint, Located] = {}
+        return dict.fromkeys(DEFAULT_LISTEN)
+    endpoints: dict[Endpoint, Located | None] = {}
     for item in _items(top, "listen", required=True):
         endpoint = _parsed(top, item, "listen endpoint", _listen_endpoint)
         if endpoint is None:
             continue
-        if endpoint in endpoints:
-            first = endpoints[endpoint].line
+        first = endpoints.get(endpoint)
+        if first is not None:
             top.fail(
-                item, f"listen endpoint '{_written(item)}' is listed twice (first at line {first})"
+                item,
+                f"listen endpoint '{_written(item)}' is listed twice (first at line {first.line})",
             )
             continue
         endpoints[endpoint] = item
-    return tuple(endpoints) or DEFAULT_LISTEN
+    return endpoints
 
 
 def _listen_endpoint(text: str) -> Endpoint:
@@ -977,19 +1000,19 @@ class _Claims:
     names: dict[str, Located] = field(default_factory=dict)
     sources: dict[tuple[IPNetwork, int | None], tuple[str, Located]] = field(default_factory=dict)
     allocations: list[_Allocation] = field(default_factory=list)
+    # (route, where it is written, the trunk's message prefix)
+    routes: list[tuple[Endpoint, Located, str]] = field(default_factory=list)
 
 
-def _read_trunks(
-    top: _Section, numbering: Numbering | None
-) -> tuple[tuple[Trunk, ...], list[_Allocation]]:
-    """The trunks, and every allocation of their `ranges` for the lints."""
+def _read_trunks(top: _Section, numbering: Numbering | None) -> tuple[tuple[Trunk, ...], _Claims]:
+    """The trunks, and what they claim (allocations and routes) for the lints."""
     claims = _Claims()
     trunks: list[Trunk] = []
     for index, item in enumerate(_items(top, "trunks"), start=1):
         trunk = _read_trunk(top.ck, item, index, numbering, claims)
         if trunk is not None:
             trunks.append(trunk)
-    return tuple(trunks), claims.allocations
+    return tuple(trunks), claims
 
 
 def _peek_name(node: Located) -> str | None:
@@ -1017,6 +1040,8 @@ def _read_trunk(
     kind = _choice(section, "kind", TRUNK_KINDS, "national")
     sources = _read_sources(section, owner, claims)
     route = _read_route(section)
+    if route is not None:
+        claims.routes.append((route, section.values["route"], prefix))
     ranges = _read_allocations(section, "ranges", numbering, allow_any=True)
     claims.allocations.extend(
         _Allocation(text=entry.text, node=entry.node, owner=owner, index=index, prefix=prefix)
@@ -1615,6 +1640,32 @@ def _lint_overlaps(ck: _Checker, allocated: list[_Allocation]) -> None:
             entry.node,
             f"{entry.prefix}ranges entry '{entry.written}' overlaps '{other.written}' of "
             f"{other.owner} ({_at(other.node)}); allocate each number to one trunk",
+        )
+
+
+def _lint_route_loops(
+    ck: _Checker,
+    listen: Mapping[Endpoint, Located | None],
+    routes: list[tuple[Endpoint, Located, str]],
+) -> None:
+    """Warn about a route that is sipguard's own listen address: a call
+    relayed there comes back to sipguard instead of reaching a next hop."""
+    for route, node, prefix in routes:
+        reached = listen_reached(route, tuple(listen))
+        if reached is None:
+            continue
+        where = listen[reached]
+        named = f"'{reached}' " + (
+            "(the default, as the file has no listen)" if where is None else f"({_at(where)})"
+        )
+        if is_wildcard(reached):
+            how = f"sipguard listens on {named}, which takes that port on every local address"
+        else:
+            how = f"it is sipguard's own listen address {named}"
+        ck.warn(
+            node,
+            f"{prefix}route '{_written(node)}' leads back to sipguard: {how}; "
+            "allowed calls of this trunk would be relayed to sipguard itself, not to a next hop",
         )
 
 

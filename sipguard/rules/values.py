@@ -37,6 +37,8 @@ from datetime import date
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
+from sipguard.errors import RuleFileWarning
+
 __all__ = [
     "BACKEND_FAILURE_POLICIES",
     "DEFAULT_INTERNATIONAL_PREFIX",
@@ -545,11 +547,14 @@ class Protection:
             answered 400.
         max_uri_length: characters of the Request-URI; longer is answered 414.
         tcp_connections_per_source: open TCP connections from one address;
-            more are closed at once.
+            more are closed at once. A trunk's connections (address and
+            port match its sources) and strangers' count apart.
         tcp_idle_timeout: seconds a TCP connection may carry nothing before
             it is closed.
         tcp_message_timeout: seconds a TCP peer may take to send one whole
-            message once it began (slow senders are closed).
+            message once it began (slow senders are closed), and to send
+            its first whole message once its connection opened (silent
+            connections are closed).
         calls_per_trunk: live calls of one trunk, whatever its `limits`;
             more are answered 503.
         transactions_per_trunk: server transactions of one trunk (requests
@@ -659,6 +664,9 @@ class RuleSet:
             the default response of those rules on every trunk.
         ratetable: where the rate table keeps its counters.
         protection: bounds on what peers may make sipguard parse or hold.
+        warnings: what checking the file found likely wrong but not wrong
+            enough to refuse it, in file order. Not part of the rules'
+            value: two rule sets that differ only here are equal.
     """
 
     version: int = RULES_VERSION
@@ -675,6 +683,7 @@ class RuleSet:
     responses: Responses = ()
     ratetable: RateTableSettings = field(default_factory=RateTableSettings)
     protection: Protection = field(default_factory=Protection)
+    warnings: tuple[RuleFileWarning, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

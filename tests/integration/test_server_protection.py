@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from sipguard.peer import Peer
 from sipguard.rules.loader import load_rules
 from sipguard.server import Server, ServerOptions
+from tests.helpers import invite
+from tests.integration.sipp import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +116,32 @@ async def test_a_sender_that_finishes_in_time_is_kept(server: Server) -> None:
         writer.close()
 
 
+async def test_a_silent_tcp_connection_is_closed_at_its_deadline(server: Server) -> None:
+    """Connecting and saying nothing does not hold a connection for the idle
+    timeout: the first message is due within tcp_message_timeout (1 s here).
+
+    The server's own housekeeping (every 2 s) does the closing, so the test
+    waits for it with a generous bound. The speaker connects first: the pass
+    that closes the silent connection is past the speaker's deadline too, and
+    keeps it only because its first message came in time.
+    """
+    port = port_of(server, "tcp")
+    speaker_reader, speaker_writer = await asyncio.open_connection("127.0.0.1", port)
+    silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        speaker_writer.write(options("z9hG4bKearly"))
+        answer = await asyncio.wait_for(speaker_reader.readuntil(b"\r\n\r\n"), 5.0)
+        assert answer.startswith(b"SIP/2.0 403")
+        assert await asyncio.wait_for(silent_reader.read(), 15.0) == b""  # EOF: closed
+        speaker_writer.write(options("z9hG4bKlater"))
+        answer = await asyncio.wait_for(speaker_reader.readuntil(b"\r\n\r\n"), 5.0)
+        assert answer.startswith(b"SIP/2.0 403")
+        assert server.transports.tcp_connection_count == 1
+    finally:
+        speaker_writer.close()
+        silent_writer.close()
+
+
 async def test_an_oversized_tcp_message_gets_513_and_is_closed(server: Server) -> None:
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port_of(server, "tcp"), local_addr=("127.0.0.2", 0)
@@ -180,3 +209,55 @@ async def test_unknown_udp_source_answers_are_budgeted(server: Server) -> None:
             answers += 1
         assert answers == 3
         assert server.core is not None and server.core.dropped_unknown == 7
+
+
+TRUNK_RULES = """\
+version: 1
+numbering: {{country_code: "86"}}
+listen: ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+protection:
+  tcp_connections_per_source: 2
+trunks:
+  - name: fixed-port
+    sources: ["127.0.0.1:{trunk_port}"]
+    route: "udp:127.0.0.1:{route_port}"
+    ranges: ["*"]
+"""
+
+
+async def test_strangers_filling_their_places_do_not_lock_a_trunk_out(tmp_path: Path) -> None:
+    """The trunk sends from a fixed port of 127.0.0.1; strangers use every
+    other port of the same address, and take all the places they may. The
+    trunk still connects, and its INVITE is answered and relayed."""
+    (trunk_port,) = free_ports(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as route:
+        route.bind(("127.0.0.1", 0))
+        route.settimeout(10.0)
+        rules_path = tmp_path / "rules.yaml"
+        rules_path.write_text(
+            TRUNK_RULES.format(trunk_port=trunk_port, route_port=route.getsockname()[1])
+        )
+        running = Server(
+            load_rules(rules_path), ServerOptions(rules_path=rules_path, watch_rules=False)
+        )
+        await running.start()
+        port = port_of(running, "tcp")
+        strangers = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        try:
+            # The strangers' third connection is one too many: closed at once.
+            assert await asyncio.wait_for(strangers[2][0].read(), 5.0) == b""
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=("127.0.0.1", trunk_port)
+            )
+            caller = Peer("tcp", "127.0.0.1", trunk_port)
+            writer.write(invite(call_id="fixed-port-1", caller=caller).replace(b"/UDP", b"/TCP"))
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            assert answer.startswith(b"SIP/2.0 100 "), answer
+            loop = asyncio.get_running_loop()
+            relayed = await loop.run_in_executor(None, route.recv, 65535)
+            assert relayed.startswith(b"INVITE ")
+            writer.close()
+        finally:
+            for _, stranger in strangers:
+                stranger.close()
+            await running.close()

@@ -19,7 +19,43 @@ def test_check_clean_files_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     files = sorted(str(p) for p in (ROOT / "rules").glob("*.yaml"))
     assert len(files) >= 3
     assert main(["check", *files]) == 0
-    assert capsys.readouterr().out.count(": ok") == len(files)
+    out = capsys.readouterr().out
+    assert out.count(": ok") == len(files)
+    assert "warning" not in out  # the shipped examples lint clean
+
+
+LOOPING = """\
+version: 1
+numbering: {country_code: "86"}
+listen: ["udp:0.0.0.0:5060"]
+trunks:
+  - name: x
+    sources: ["10.1.0.0/24"]
+    route: "udp:127.0.0.1:5060"
+"""
+
+
+def test_check_warns_at_the_route_and_still_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    looping = tmp_path / "looping.yaml"
+    looping.write_text(LOOPING)
+    assert main(["check", str(looping)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{looping}:7:12: warning: trunk 'x': route 'udp:127.0.0.1:5060' ")
+    assert "leads back to sipguard" in lines[0]
+    assert lines[1:] == [f"{looping}: ok (1 warning)"]
+
+
+def test_check_prints_the_warnings_of_a_failing_file_after_its_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(LOOPING + "    sorces: []\n")
+    assert main(["check", str(bad)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == [f"{bad}:8:5:", f"{bad}:7:12:"]
+    assert lines[1].startswith(f"{bad}:7:12: warning: ")
 
 
 def test_check_reports_file_line_col_and_exits_1(
