@@ -27,7 +27,7 @@ from datetime import datetime
 
 from sipguard.policy.compiled import CompiledTrunk, Policy, default_response
 from sipguard.policy.frozen import build
-from sipguard.policy.numbers import NumberPlan, digits_of_display_name
+from sipguard.policy.numbers import NumberPlan, numbers_in_display_name
 from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
 
 __all__ = ["CallView", "evaluate"]
@@ -202,15 +202,13 @@ def _consistency(
         return _Fired("identity_mismatch", f"From {presentation}, asserted {network}")
     if trunk.display_name == "ignore" or call.display_name is None:
         return False
-    digits = digits_of_display_name(call.display_name)
-    if digits is None:
-        return False
-    shown = policy.plan.normalise(digits)
-    if shown in (network, presentation):
-        return False
-    if trunk.display_name == "strip":
-        return True
-    return _Fired("display_name_spoof", f"display name '{call.display_name[:32]}'")
+    for digits in numbers_in_display_name(call.display_name):
+        if policy.plan.normalise(digits) in (network, presentation):
+            continue
+        if trunk.display_name == "strip":
+            return True
+        return _Fired("display_name_spoof", f"display name '{call.display_name[:32]}'")
+    return False
 
 
 def _allocation(policy: Policy, trunk: CompiledTrunk, number: str) -> _Fired | None:

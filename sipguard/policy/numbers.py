@@ -7,7 +7,7 @@ This module owns:
   E.164 text, `+` and digits, per the rule file's `numbering`;
 - the small readers that take number text out of SIP values:
   `number_of_uri` (From, P-Asserted-Identity, Request-URI), `is_anonymous`
-  (RFC 3323 / RFC 3325 withheld identities) and `digits_of_display_name`
+  (RFC 3323 / RFC 3325 withheld identities) and `numbers_in_display_name`
   (the display-name check).
 
 Invariants:
@@ -26,6 +26,7 @@ Ring 1: pure; no I/O, no clock.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -46,7 +47,7 @@ __all__ = [
     "E164_MIN_DIGITS",
     "MAX_NATIONAL_LENGTHS",
     "NumberPlan",
-    "digits_of_display_name",
+    "numbers_in_display_name",
     "is_anonymous",
     "number_of_uri",
 ]
@@ -94,6 +95,7 @@ DISPLAY_NAME_MIN_DIGITS = 5
 # people and some equipment put between digit groups.
 _VISUAL_SEPARATORS = "-.() "
 _DISPLAY_NAME_CHARS = frozenset("+-.() 0123456789")
+_NOT_ASCII_DIGITS = bytes(code for code in range(256) if not 0x30 <= code <= 0x39)
 
 
 def _without_separators(text: str) -> str:
@@ -345,20 +347,43 @@ def is_anonymous(uri: Uri) -> bool:
     return False
 
 
-def digits_of_display_name(name: str) -> str | None:
-    """The display name without surrounding spaces when it reads as a number.
+def numbers_in_display_name(name: str) -> tuple[str, ...]:
+    """The numbers a display name shows, as written, without surrounding spaces.
 
-    A display name reads as a number when it consists only of digits, `+`,
-    visual separators (`-`, `.`, `(`, `)`) and spaces, with at least
-    `DISPLAY_NAME_MIN_DIGITS` digits: "+86 21 3177 1200", "(021) 3177-1200".
-    The caller normalises the result with its `NumberPlan` and compares it with
-    the caller's number. Returns None for any other name.
+    The name is read as a phone shows it: Unicode NFKC first (full-width
+    "１３８００１３８０００" is 13800138000), and every decimal digit of any
+    script counts as its ASCII digit. A number is a run of digits, `+`,
+    visual separators (`-`, `.`, `(`, `)`) and spaces holding at least
+    `DISPLAY_NAME_MIN_DIGITS` digits, alone or with text around it: "+86 21
+    3177 1200", "(021) 3177-1200", "Bank 95555", "95555 客服". The caller
+    normalises each with its `NumberPlan` and compares it with the caller's
+    number. Returns () when the name shows no number.
     """
-    text = name.strip(" ")
+    if not name.isascii():
+        name = _ascii_digits(unicodedata.normalize("NFKC", name))
+    if len(name.encode("utf-8", "replace").translate(None, _NOT_ASCII_DIGITS)) < (
+        DISPLAY_NAME_MIN_DIGITS
+    ):
+        return ()  # the common case, a name: a few C-level passes, no loop
+    numbers: list[str] = []
+    run_start = -1
     digits = 0
-    for char in text:
-        if char not in _DISPLAY_NAME_CHARS:
-            return None
-        if "0" <= char <= "9":
-            digits += 1
-    return text if digits >= DISPLAY_NAME_MIN_DIGITS else None
+    for index, char in enumerate(name + "\0"):
+        if char in _DISPLAY_NAME_CHARS:
+            if run_start < 0:
+                run_start = index
+            if "0" <= char <= "9":
+                digits += 1
+            continue
+        if run_start >= 0 and digits >= DISPLAY_NAME_MIN_DIGITS:
+            numbers.append(name[run_start:index].strip(" "))
+        run_start, digits = -1, 0
+    return tuple(numbers)
+
+
+def _ascii_digits(text: str) -> str:
+    """`text` with every decimal digit of any script written as its ASCII digit."""
+    return "".join(
+        str(unicodedata.decimal(char)) if char.isdecimal() and not char.isascii() else char
+        for char in text
+    )

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from sipguard.policy.numbers import (
     ANONYMOUS_USERS,
     NumberPlan,
-    digits_of_display_name,
     is_anonymous,
+    numbers_in_display_name,
 )
 from sipguard.sip.uri import SipUri
 
@@ -80,11 +80,12 @@ def test_e164_numbers_are_kept(plan: NumberPlan, digits: str) -> None:
 
 
 @given(any_text)
-def test_display_name_digits_are_a_substring(name: str) -> None:
-    digits = digits_of_display_name(name)
-    if digits is not None:
-        assert digits in name
-        assert sum(char.isdigit() for char in digits) >= 5
+def test_display_name_numbers_hold_enough_ascii_digits(name: str) -> None:
+    for number in numbers_in_display_name(name):
+        assert sum("0" <= char <= "9" for char in number) >= 5
+        assert set(number) <= set("+-.() 0123456789")
+        if name.isascii():
+            assert number in name
 
 
 # What the fast paths take: "+" and digits, or digits only, of any length.

@@ -7,9 +7,9 @@ import pytest
 from sipguard.policy.numbers import (
     DEFAULT_MAX_NATIONAL_LENGTH,
     NumberPlan,
-    digits_of_display_name,
     is_anonymous,
     number_of_uri,
+    numbers_in_display_name,
 )
 from sipguard.rules.values import Numbering
 from sipguard.sip.uri import parse_name_addr, parse_uri
@@ -350,27 +350,37 @@ def test_is_anonymous(uri: str, expected: bool) -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("+86 21 3177 1200", "+86 21 3177 1200"),
-        ("  (021) 3177-1200 ", "(021) 3177-1200"),
-        ("13800138000", "13800138000"),
-        ("95555", "95555"),
-        ("1.2.3.4.5", "1.2.3.4.5"),
-        ("1234", None),  # too few digits
-        ("+86", None),
-        ("", None),
-        ("   ", None),
-        ("Alice", None),
-        ("Shop 021 3177 1200", None),
-        ("021 3177 1200 ext 5", None),
-        ("021/3177/1200", None),
-        ("\u0661\u0662\u0663\u0664\u0665\u0666", None),
+        ("+86 21 3177 1200", ("+86 21 3177 1200",)),
+        ("  (021) 3177-1200 ", ("(021) 3177-1200",)),
+        ("13800138000", ("13800138000",)),
+        ("95555", ("95555",)),
+        ("1.2.3.4.5", ("1.2.3.4.5",)),
+        ("1234", ()),  # too few digits
+        ("+86", ()),
+        ("", ()),
+        ("   ", ()),
+        ("Alice", ()),
+        # text around a number: the number still shows
+        ("Shop 021 3177 1200", ("021 3177 1200",)),
+        ("021 3177 1200 ext 5", ("021 3177 1200",)),
+        ("Bank 95555", ("95555",)),
+        ("95555 客服", ("95555",)),
+        ("中国银行95566客服热线", ("95566",)),
+        ("Call 95555 or 95566", ("95555", "95566")),
+        ("021/3177/1200", ()),
+        # full-width and other scripts' digits read as the digits they show
+        ("１３８００１３８０００", ("13800138000",)),
+        ("（０２１）３１７７－１２００", ("(021)3177-1200",)),
+        ("\u0661\u0662\u0663\u0664\u0665\u0666", ("123456",)),
+        ("Ⅻ 12", ()),
     ],
 )
-def test_digits_of_display_name(name: str, expected: str | None) -> None:
-    assert digits_of_display_name(name) == expected
+def test_numbers_in_display_name(name: str, expected: tuple[str, ...]) -> None:
+    assert numbers_in_display_name(name) == expected
 
 
 def test_display_name_digits_normalise() -> None:
-    digits = digits_of_display_name("(021) 3177-1200")
-    assert digits is not None
+    (digits,) = numbers_in_display_name("(021) 3177-1200")
     assert CN.normalise(digits) == "+862131771200"
+    (wide,) = numbers_in_display_name("１３８００１３８０００")
+    assert CN.normalise(wide) == "+8613800138000"

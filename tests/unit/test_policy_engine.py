@@ -142,6 +142,10 @@ def test_display_name_spoof_rejects_or_strips() -> None:
     assert spoof.rule == "display_name_spoof"
     assert decide("sh", display_name="021 3177 1234").allowed
     assert decide("sh", display_name="Shanghai Sales").allowed
+    # A number written in full-width digits, or with text around it, is a number.
+    for shown in ("９５５５５", "Bank 95555", "95555 客服", "工商银行 ９５５８８"):
+        assert decide("sh", display_name=shown).rule == "display_name_spoof", shown
+    assert decide("sh", display_name="Sales ０２１ ３１７７ １２３４").allowed  # the caller's own
     stripped = decide("bj", from_number="+861065550001", display_name="95555")
     assert stripped.allowed and stripped.strip_display_name
 
