@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sipguard import __version__
-from sipguard.errors import RuleFileErrors, RuleFileWarning
+from sipguard.errors import RuleFileErrors, RuleFileWarning, StartupError
 from sipguard.rules.loader import load_rules
 from sipguard.rules.schema import RuleSet
 
@@ -28,7 +29,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        status = handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`sipguard trace ... | head -1`): what it
+        # wanted was printed. Point stdout at /dev/null so that the
+        # interpreter's own flush at exit stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,7 +103,11 @@ def _run(args: argparse.Namespace) -> int:
     options = ServerOptions(rules_path=path, watch_rules=not args.no_watch)
     if args.drain_timeout is not None:
         options = replace(options, drain_timeout=max(0.0, args.drain_timeout))
-    _run_loop(serve(rules, options))
+    try:
+        _run_loop(serve(rules, options))
+    except StartupError as exc:
+        print(f"sipguard: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

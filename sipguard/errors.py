@@ -20,6 +20,7 @@ __all__ = [
     "SipParseError",
     "MessageTooLarge",
     "LoopDetected",
+    "StartupError",
     "RuleFileError",
     "RuleFileErrors",
     "RuleFileWarning",
@@ -57,6 +58,11 @@ class LoopDetected(SipProtocolError):
     """Max-Forwards exhausted (RFC 3261 §16.3 item 3)."""
 
     status_hint = 483
+
+
+class StartupError(SipguardError):
+    """sipguard cannot start serving: a listen or metrics address is taken,
+    or not this machine's. The message names the address and the cause."""
 
 
 class RuleFileError(SipguardError):

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
+import os
 import random
 import secrets
 import signal
@@ -32,7 +33,7 @@ from sipguard.b2bua import (
     MessageRejected,
 )
 from sipguard.dialog import IdFactory, LocalAddress
-from sipguard.errors import RuleFileErrors, SipProtocolError
+from sipguard.errors import RuleFileErrors, SipProtocolError, StartupError
 from sipguard.gate import PolicyGate, build_policy
 from sipguard.heap import CycleCollector, settle
 from sipguard.metrics import Metrics, StateReading
@@ -110,10 +111,13 @@ class Server:
         """Open every listening socket and build the core."""
         local: dict[str, LocalAddress] = {}
         for endpoint in self.rules.listen:
-            if endpoint.transport == "udp":
-                host, port = await self.transports.listen_udp(endpoint.host, endpoint.port)
-            else:
-                host, port = await self.transports.listen_tcp(endpoint.host, endpoint.port)
+            try:
+                if endpoint.transport == "udp":
+                    host, port = await self.transports.listen_udp(endpoint.host, endpoint.port)
+                else:
+                    host, port = await self.transports.listen_tcp(endpoint.host, endpoint.port)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {endpoint}: {_cause(exc)}") from exc
             local.setdefault(endpoint.transport, LocalAddress(endpoint.transport, host, port))
             self.listening.append(f"{endpoint.transport}:{host}:{port}")
         rng = random.Random(secrets.randbits(128))
@@ -129,7 +133,12 @@ class Server:
             self.audit.start()
         if self.metrics is not None and self.rules.metrics is not None:
             address, _, port_text = self.rules.metrics.rpartition(":")
-            self.metrics.serve(address.strip("[]"), int(port_text))
+            try:
+                self.metrics.serve(address.strip("[]"), int(port_text))
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve metrics on {self.rules.metrics}: {_cause(exc)}"
+                ) from exc
 
     # -- inputs from the transports --------------------------------------------
 
@@ -539,10 +548,29 @@ def rules_digest(path: Path) -> str:
         return "unreadable"
 
 
+def _cause(exc: OSError) -> str:
+    """An OSError in words, without errno numbers or the loop's own wording
+    (uvloop keeps the system's error as the cause of its own)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno).lower()
+        cause = cause.__cause__
+    return str(exc)
+
+
 async def serve(rules: RuleSet, options: ServerOptions) -> None:
-    """Run a server until SIGINT (at once) or SIGTERM (after draining); reload on SIGHUP."""
+    """Run a server until SIGINT (at once) or SIGTERM (after draining); reload on SIGHUP.
+
+    Raises:
+        StartupError: a listen or metrics address cannot be used.
+    """
     server = Server(rules, options)
-    await server.start()
+    try:
+        await server.start()
+    except StartupError:
+        await server.close()
+        raise
     settle()
     loop = server.loop
     loop.add_signal_handler(signal.SIGTERM, server.drain)
