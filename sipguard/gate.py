@@ -35,6 +35,7 @@ from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
 from sipguard.ratetable import NO_LIMITS, Admission, RateTable
 from sipguard.rules.schema import RuleSet
 from sipguard.sip.message import Request
+from sipguard.sip.serializer import quoted_string
 from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr
 
 __all__ = ["PolicyGate", "build_policy", "call_view", "reason_headers"]
@@ -60,11 +61,14 @@ def build_policy(rules: RuleSet) -> Policy:
 
 
 def reason_headers(status: int, rule: str, text: str) -> tuple[tuple[str, str], ...]:
-    """RFC 3326 Reason naming the rule id, and a Warning 399 explaining it."""
-    clean = text.replace('"', "'").replace("\\", "/")
+    """RFC 3326 Reason naming the rule id, and a Warning 399 explaining it.
+
+    `text` may hold what the request said (a caller number decoded from
+    `%0A`): `quoted_string` makes it safe to send back.
+    """
     return (
-        ("Reason", f'SIP;cause={status};text="{rule}"'),
-        ("Warning", f'399 sipguard "{clean}"'),
+        ("Reason", f"SIP;cause={status};text={quoted_string(rule)}"),
+        ("Warning", f"399 sipguard {quoted_string(text)}"),
     )
 
 
