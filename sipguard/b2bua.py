@@ -37,6 +37,7 @@ from sipguard.dialog import IdFactory, Leg, LocalAddress
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.policy.numbers import number_of_uri
+from sipguard.policy.verdict import RULE_DEFAULTS
 from sipguard.sip.headers import header_key
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import (
@@ -46,7 +47,13 @@ from sipguard.sip.parser import (
     parse_message,
     peek_top_via,
 )
-from sipguard.sip.serializer import build_response, to_bytes
+from sipguard.sip.serializer import (
+    build_response,
+    hostport,
+    reason_value,
+    to_bytes,
+    warning_value,
+)
 from sipguard.sip.uri import NameAddr, SipUri, TelUri, Via, parse_name_addr
 from sipguard.sourcelimit import AnswerBudget
 from sipguard.transaction import (
@@ -172,6 +179,7 @@ class CallRefused:
     caller: str | None = None  # the normalised caller number, when readable
     callee: str | None = None  # the normalised called number, when readable
     request: Request | None = None  # the refused INVITE, for the audit trail
+    detail: str = ""  # why, in full, for the operator (the caller may see less)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +273,12 @@ class CoreConfig:
 
     local: dict[str, LocalAddress]
     ring_timeout: float = DEFAULT_RING_TIMEOUT
-    server_header: str = "sipguard"
+    # The Server header of OPTIONS answers (rule file: answers.server_header);
+    # None: no Server header, an answer does not name the software.
+    server_header: str | None = None
+    # The warn-agent of every Warning (answers.warn_agent); None: the address
+    # advertised on the transport the request came in on (RFC 3261 §20.43).
+    warn_agent: str | None = None
     parse_limits: ParseLimits = DEFAULT_PARSE_LIMITS
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     calls_per_trunk: int = 10_000
@@ -311,11 +324,16 @@ class B2BUA:
         self._tx_trunk: dict[tuple[str, ...], str] = {}
         rate = self.config.unknown_source_rate
         self._unknown_answers = AnswerBudget(rate=rate, burst=max(1, math.ceil(rate)))
+        # The one answer to strangers, per transport (its Warning's warn-agent):
+        # the rule id, never more, whatever the trunks' answers.detail.
         status = self.config.unknown_source_status[0]
-        self._unknown_headers = (
-            ("Reason", f'SIP;cause={status};text="unknown_source"'),
-            ("Warning", '399 sipguard "source address matches no trunk"'),
-        )
+        self._unknown_headers = {
+            transport: (
+                ("Reason", reason_value(status, "unknown_source")),
+                ("Warning", self._warning(transport, "unknown_source")),
+            )
+            for transport in {"udp", "tcp", *self.config.local}
+        }
         self.dropped_unknown = 0
         # Out-of-dialog INVITEs answered statelessly, for their retransmissions.
         self._stateless = AnswerCache()
@@ -564,6 +582,7 @@ class B2BUA:
                     phrase,
                     now,
                     request=request,
+                    detail=RULE_DEFAULTS["unknown_source"][1],
                 )
             )
             return
@@ -587,7 +606,10 @@ class B2BUA:
         identity = _parse_call_headers(request)
         decision = self.gate.decide(request, peer, now=now)
         if isinstance(decision, Refuse):
-            self._reply(request, peer, decision.status, decision.reason, extra=decision.headers)
+            extra = decision.headers
+            if decision.warning is not None:
+                extra += (("Warning", self._warning(peer.transport, decision.warning)),)
+            self._reply(request, peer, decision.status, decision.reason, extra=extra)
             self._events.append(
                 CallRefused(
                     decision.trunk,
@@ -600,6 +622,7 @@ class B2BUA:
                     caller=decision.caller,
                     callee=decision.callee,
                     request=request,
+                    detail=decision.detail,
                 )
             )
             return
@@ -792,8 +815,8 @@ class B2BUA:
                 "Forbidden",
                 now=now,
                 extra=[
-                    ("Reason", 'SIP;cause=403;text="identity_changed"'),
-                    ("Warning", '399 sipguard "caller identity changed within the dialog"'),
+                    ("Reason", reason_value(403, "identity_changed")),
+                    ("Warning", self._warning(leg.local.transport, "identity_changed")),
                 ],
             )
             self._events.append(
@@ -807,6 +830,7 @@ class B2BUA:
                     now,
                     caller=call.caller,
                     request=request,
+                    detail=RULE_DEFAULTS["identity_changed"][1],
                 )
             )
         elif method == "INVITE" and call.invite_relay is not None:
@@ -1195,7 +1219,7 @@ class B2BUA:
         if request.method == "ACK" or not self._may_answer_unknown(peer, now=now):
             return
         status, phrase = self.config.unknown_source_status
-        self._reply(request, peer, status, phrase, extra=self._unknown_headers)
+        self._reply(request, peer, status, phrase, extra=self._unknown_headers[peer.transport])
 
     def _may_answer_unknown(self, peer: Peer, *, now: float) -> bool:
         """Whether an unknown source gets an answer now (mode and budget); counts drops."""
@@ -1257,7 +1281,9 @@ class B2BUA:
             # good one: the uniform 403, within its budget, or nothing.
             if self._may_answer_unknown(peer, now=now):
                 status, phrase = self.config.unknown_source_status
-                response = error_response_for(data, status, phrase, self._unknown_headers)
+                response = error_response_for(
+                    data, status, phrase, self._unknown_headers[peer.transport]
+                )
             else:
                 response = None
             self._events.append(MessageRejected(peer, 403 if response else None, str(exc)))
@@ -1270,12 +1296,23 @@ class B2BUA:
         self._events.append(MessageRejected(peer, exc.status_hint if response else None, str(exc)))
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [
+        capabilities = [
             ("Allow", ALLOWED_METHODS),
             ("Accept", "application/sdp"),
             ("Supported", ", ".join(sorted(_SUPPORTED_EXTENSIONS))),
-            ("Server", self.config.server_header),
         ]
+        if self.config.server_header is not None:
+            capabilities.append(("Server", self.config.server_header))
+        return capabilities
+
+    def _warning(self, transport: str, text: str) -> str:
+        """A Warning value: the configured warn-agent, else this side's address
+        on `transport` (RFC 3261 §20.43), never the software's name."""
+        agent = self.config.warn_agent
+        if agent is None:
+            local = self._local(transport)
+            agent = hostport(local.host, local.port)
+        return warning_value(agent, text)
 
     def _local(self, transport: str) -> LocalAddress:
         local = self.config.local

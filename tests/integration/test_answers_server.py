@@ -1,13 +1,18 @@
 """What a running server answers a trunk: real UDP on 127.0.0.1, in process.
 
-Hostile identity headers (percent-escaped CR, LF and NUL, quotes,
-backslashes, non-ASCII text) get exactly one answer each, which sipguard's
-own parser reads, and never an internal error, retransmissions included.
+- Hostile identity headers (percent-escaped CR, LF and NUL, quotes,
+  backslashes, non-ASCII text) get exactly one answer each, which
+  sipguard's own parser reads, and never an internal error, retransmissions
+  included, whether the trunk's answers are `full` or `rule`.
+- By default a refusal names neither another customer's trunk nor the
+  software; the log and the audit trail have the full explanation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,11 +31,13 @@ RULES = """\
 version: 1
 numbering: {{country_code: "86"}}
 listen: ["udp:127.0.0.1:0"]
+audit_log: "{audit_log}"
 trunks:
   - name: sh
     sources: ["127.0.0.1:{trunk_port}"]
     route: "udp:127.0.0.1:{callee_port}"
     ranges: ["+862131771200-+862131771299"]
+    answers: {{detail: {detail}}}
   - name: bj
     sources: ["127.0.0.2"]
     route: "udp:127.0.0.1:{callee_port}"
@@ -61,8 +68,14 @@ async def trunk() -> AsyncIterator[tuple[asyncio.DatagramTransport, _Socket]]:
 
 
 @pytest.fixture
+def detail() -> str:
+    """The sh trunk's answers.detail (tests parametrize it)."""
+    return "full"
+
+
+@pytest.fixture
 async def server(
-    tmp_path: Path, trunk: tuple[asyncio.DatagramTransport, _Socket]
+    tmp_path: Path, trunk: tuple[asyncio.DatagramTransport, _Socket], detail: str
 ) -> AsyncIterator[Server]:
     callee, _ = await _open()  # takes the relayed INVITEs and never answers
     rules_path = tmp_path / "rules.yaml"
@@ -70,6 +83,8 @@ async def server(
         RULES.format(
             trunk_port=trunk[0].get_extra_info("sockname")[1],
             callee_port=callee.get_extra_info("sockname")[1],
+            detail=detail,
+            audit_log=tmp_path / "decisions.jsonl",
         )
     )
     running = Server(
@@ -136,6 +151,7 @@ async def _answers(protocol: _Socket) -> dict[str, list[bytes]]:
         found[message.call_id].append(data)
 
 
+@pytest.mark.parametrize("detail", ["full", "rule"])
 async def test_hostile_identity_headers_get_one_clean_answer_each(
     server: Server, trunk: tuple[asyncio.DatagramTransport, _Socket]
 ) -> None:
@@ -166,3 +182,65 @@ async def test_hostile_identity_headers_get_one_clean_answer_each(
                 (warning,) = split_list(value)
                 assert warning.isprintable(), warning
     assert server.internal_errors == 0
+
+
+@pytest.mark.parametrize("detail", ["rule"])
+async def test_a_refusal_tells_the_trunk_the_rule_and_the_operator_everything(
+    server: Server,
+    trunk: tuple[asyncio.DatagramTransport, _Socket],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Guards against a pass-through's 403 naming another customer's trunk
+    or the software (`Warning: 399 sipguard ...`), and against the operator
+    losing the explanation when the caller no longer gets it."""
+    transport, protocol = trunk
+    trunk_port = transport.get_extra_info("sockname")[1]
+    caplog.set_level(logging.INFO, logger="sipguard")
+    data = _invite(1, trunk_port, from_="<sip:+861058001234@127.0.0.1>")
+    transport.sendto(data, ("127.0.0.1", _port(server)))
+    answer = await asyncio.wait_for(protocol.received.get(), 5.0)
+    message = parse_message(answer)
+    assert isinstance(message, Response) and message.status == 403
+    assert message.headers.get("warning") == (
+        f'399 127.0.0.1:{_port(server)} "caller_of_other_trunk"'
+    )
+    assert b"bj" not in answer and b"sipguard" not in answer.lower()
+    why = "caller number is allocated to another trunk: +861058001234 belongs to trunk 'bj'"
+    assert any(why in record.getMessage() for record in caplog.records), caplog.text
+    assert server.audit is not None
+    server.audit.close()
+    lines = (tmp_path / "decisions.jsonl").read_text("utf-8").splitlines()
+    (record,) = [json.loads(line) for line in lines]
+    assert (record["rule"], record["reason"]) == ("caller_of_other_trunk", why)
+
+
+@pytest.mark.parametrize("detail", ["rule"])
+async def test_options_name_no_software_and_a_reload_changes_what_a_trunk_is_told(
+    server: Server,
+    trunk: tuple[asyncio.DatagramTransport, _Socket],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    transport, protocol = trunk
+    trunk_port = transport.get_extra_info("sockname")[1]
+    options = _invite(2, trunk_port).replace(b"INVITE", b"OPTIONS")
+    transport.sendto(options, ("127.0.0.1", _port(server)))
+    answer = await asyncio.wait_for(protocol.received.get(), 5.0)
+    message = parse_message(answer)
+    assert isinstance(message, Response) and message.status == 200
+    assert message.headers.get("server") is None and b"sipguard" not in answer.lower()
+
+    rules_path = server.options.rules_path
+    text = rules_path.read_text().replace("detail: rule", "detail: full")
+    rules_path.write_text("answers: {warn_agent: edge1}\n" + text)
+    assert server.reload() is True
+    assert "take effect at the next restart" in caplog.text
+    transport.sendto(
+        _invite(3, trunk_port, from_="<sip:+861058001234@127.0.0.1>"),
+        ("127.0.0.1", _port(server)),
+    )
+    message = parse_message(await asyncio.wait_for(protocol.received.get(), 5.0))
+    assert message.headers.get("warning") == (
+        f'399 127.0.0.1:{_port(server)} "caller number is allocated to another trunk: '
+        "+861058001234 belongs to trunk 'bj'\""
+    ), "detail follows the reload; the warn-agent waits for a restart"

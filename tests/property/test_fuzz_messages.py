@@ -605,11 +605,13 @@ def test_core_survives_a_damaged_datagram(data: bytes, peer: Peer) -> None:
 
 # --- property 5: the core with the caller-ID policy -------------------------------------------
 
-# CALLER is trunk "sh", routed to CALLEE; a second trunk owns other numbers,
-# so a pass-through of its number is refused naming it (to the operator).
+# CALLER is trunk "sh", routed to CALLEE; a second trunk owns other numbers.
+# Full answers: a refusal's Warning repeats what made the rule fire, text
+# from the request included.
 POLICY_RULES = f"""\
 version: 1
 numbering: {{country_code: "86"}}
+answers: {{detail: full}}
 trunks:
   - name: sh
     sources: ["{CALLER.host}:{CALLER.port}"]
