@@ -39,9 +39,10 @@ Benchmarks (one pyperf benchmark each; times are per call):
    call_ended" ends one call per admitted one, so the live count stays
    steady. The times include the loop's own cost (iterating, advancing
    the table's clock).
-4. answers: the stateless 403 (`build_response` with the Reason/Warning
-   headers of the gate's refusal, received/rport and a To-tag, then
-   `to_bytes`), as `B2BUA._reply` builds it; and the outbound INVITE of an
+4. answers: the stateless 403 (`build_response` with the Reason header of
+   the gate's refusal and the Warning the core signs with its address,
+   received/rport and a To-tag, then `to_bytes`), as `B2BUA._reply` builds
+   it; and the outbound INVITE of an
    allowed call, then `to_bytes`. `Leg.build_request` is public but the
    core's composition of the outbound INVITE (`B2BUA._start_call`) and two
    small helpers it uses (the end-to-end header filter and the outbound
@@ -100,7 +101,7 @@ from sipguard.ratetable import (  # noqa: E402
 from sipguard.rules.values import Endpoint, Numbering, RuleSet, SourceMatch, Trunk  # noqa: E402
 from sipguard.sip.message import Request, Response  # noqa: E402
 from sipguard.sip.parser import parse_message  # noqa: E402
-from sipguard.sip.serializer import to_bytes  # noqa: E402
+from sipguard.sip.serializer import hostport, to_bytes, warning_value  # noqa: E402
 from sipguard.sip.uri import parse_name_addr  # noqa: E402
 
 DEFAULT_RANGES = 1_000_000
@@ -287,8 +288,11 @@ def outbound_invite(request: Request, allow: Allow, ids: IdFactory) -> bytes:
 def refusal_bytes(request: Request, peer: Peer, refuse: Refuse, ids: IdFactory) -> bytes:
     """The stateless answer to a refused INVITE (received/rport, To-tag), as bytes."""
     to_tag = ids.tag() if request.to.tag is None else None
+    extra = refuse.headers
+    if refuse.warning is not None:  # as B2BUA._warning signs it
+        extra += (("Warning", warning_value(hostport(LOCAL.host, LOCAL.port), refuse.warning)),)
     response = make_response(
-        request, peer, refuse.status, refuse.reason, to_tag=to_tag, extra=refuse.headers
+        request, peer, refuse.status, refuse.reason, to_tag=to_tag, extra=extra
     )
     return to_bytes(response)
 
@@ -412,6 +416,7 @@ def check_answers(allowed: Request, spoofed: Request, allow: Allow, refuse: Refu
     refusal = parse_message(refusal_bytes(spoofed, CARRIER, refuse, ids))
     assert isinstance(refusal, Response) and refusal.status == 403, refusal
     assert refusal.headers.get("reason") is not None
+    assert refusal.headers.get("warning") == f'399 192.0.2.10:5060 "{refuse.rule}"'
     assert refusal.top_via.has_param("rport") and refusal.to.tag is not None
     invite = parse_message(outbound_invite(allowed, allow, ids))
     assert isinstance(invite, Request) and invite.method == "INVITE", invite

@@ -20,7 +20,9 @@ The record of a decision carries: `ts` (UTC, ISO 8601 with ms), `event`
 in monitor mode although a rule fired), `rule`, `code`, `trunk`, `source`
 (`transport:host:port`), `call_id` (inbound) and `out_call_id` (outbound,
 allowed calls), `from` and `pai` (the headers as received), `caller` and
-`callee` (normalised to E.164 when readable), `warnings`. The record of a
+`callee` (normalised to E.164 when readable), `warnings`, and for a
+refusal `reason`: the rule's explanation with what made it fire, in full,
+whatever the caller was told (rule file `answers.detail`). The record of a
 call end carries `event` (`end`), `trunk`, `call_id`, `out_call_id`,
 `caller`, `status` (the final status the caller got), `ended_by` (`caller`,
 `callee`, `timeout`, `error`, `shutdown`), `answered`, `duration` (seconds
@@ -301,6 +303,7 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
             "code": event.status,
             "call_id": event.call_id,
             "out_call_id": None,
+            "reason": event.detail or None,
         }
     headers = request.headers if request is not None else None
     record |= {

@@ -39,6 +39,7 @@ from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
 from sipguard.peer import speaks_for
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.policy.numbers import number_of_uri
+from sipguard.policy.verdict import RULE_DEFAULTS
 from sipguard.sip.headers import header_key
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import (
@@ -48,7 +49,13 @@ from sipguard.sip.parser import (
     parse_message,
     peek_top_via,
 )
-from sipguard.sip.serializer import build_response, to_bytes
+from sipguard.sip.serializer import (
+    build_response,
+    hostport,
+    reason_value,
+    to_bytes,
+    warning_value,
+)
 from sipguard.sip.uri import NameAddr, SipUri, TelUri, Via, parse_name_addr
 from sipguard.sourcelimit import AnswerBudget
 from sipguard.transaction import (
@@ -174,6 +181,7 @@ class CallRefused:
     caller: str | None = None  # the normalised caller number, when readable
     callee: str | None = None  # the normalised called number, when readable
     request: Request | None = None  # the refused INVITE, for the audit trail
+    detail: str = ""  # why, in full, for the operator (the caller may see less)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +275,12 @@ class CoreConfig:
 
     local: dict[str, LocalAddress]
     ring_timeout: float = DEFAULT_RING_TIMEOUT
-    server_header: str = "sipguard"
+    # The Server header of OPTIONS answers (rule file: answers.server_header);
+    # None: no Server header, an answer does not name the software.
+    server_header: str | None = None
+    # The warn-agent of every Warning (answers.warn_agent); None: the address
+    # advertised on the transport the request came in on (RFC 3261 §20.43).
+    warn_agent: str | None = None
     parse_limits: ParseLimits = DEFAULT_PARSE_LIMITS
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     calls_per_trunk: int = 10_000
@@ -313,11 +326,16 @@ class B2BUA:
         self._tx_trunk: dict[tuple[str, ...], str] = {}
         rate = self.config.unknown_source_rate
         self._unknown_answers = AnswerBudget(rate=rate, burst=max(1, math.ceil(rate)))
+        # The one answer to strangers, per transport (its Warning's warn-agent):
+        # the rule id, never more, whatever the trunks' answers.detail.
         status = self.config.unknown_source_status[0]
-        self._unknown_headers = (
-            ("Reason", f'SIP;cause={status};text="unknown_source"'),
-            ("Warning", '399 sipguard "source address matches no trunk"'),
-        )
+        self._unknown_headers = {
+            transport: (
+                ("Reason", reason_value(status, "unknown_source")),
+                ("Warning", self._warning(transport, "unknown_source")),
+            )
+            for transport in {"udp", "tcp", *self.config.local}
+        }
         self.dropped_unknown = 0
         self._own_sent_by = tuple({f"{a.host}:{a.port}" for a in config.local.values()})
         # Responses dropped because they came from another address than the
@@ -586,6 +604,7 @@ class B2BUA:
                     phrase,
                     now,
                     request=request,
+                    detail=RULE_DEFAULTS["unknown_source"][1],
                 )
             )
             return
@@ -613,7 +632,10 @@ class B2BUA:
         identity = _parse_call_headers(request)
         decision = self.gate.decide(request, peer, now=now)
         if isinstance(decision, Refuse):
-            self._reply(request, peer, decision.status, decision.reason, extra=decision.headers)
+            extra = decision.headers
+            if decision.warning is not None:
+                extra += (("Warning", self._warning(peer.transport, decision.warning)),)
+            self._reply(request, peer, decision.status, decision.reason, extra=extra)
             self._events.append(
                 CallRefused(
                     decision.trunk,
@@ -626,6 +648,7 @@ class B2BUA:
                     caller=decision.caller,
                     callee=decision.callee,
                     request=request,
+                    detail=decision.detail,
                 )
             )
             return
@@ -811,8 +834,8 @@ class B2BUA:
                 "Forbidden",
                 now=now,
                 extra=[
-                    ("Reason", 'SIP;cause=403;text="identity_changed"'),
-                    ("Warning", '399 sipguard "caller identity changed within the dialog"'),
+                    ("Reason", reason_value(403, "identity_changed")),
+                    ("Warning", self._warning(leg.local.transport, "identity_changed")),
                 ],
             )
             self._events.append(
@@ -826,6 +849,7 @@ class B2BUA:
                     now,
                     caller=call.caller,
                     request=request,
+                    detail=RULE_DEFAULTS["identity_changed"][1],
                 )
             )
         elif method == "INVITE" and call.invite_relay is not None:
@@ -1289,7 +1313,14 @@ class B2BUA:
         status, phrase = self.config.unknown_source_status
         # The top Via alone: what a stranger can make sipguard send stays
         # within the size of what it sent, whatever Via chain it carried.
-        self._reply(request, peer, status, phrase, extra=self._unknown_headers, top_via_only=True)
+        self._reply(
+            request,
+            peer,
+            status,
+            phrase,
+            extra=self._unknown_headers[peer.transport],
+            top_via_only=True,
+        )
         return True
 
     def _may_answer_unknown(self, peer: Peer, *, now: float) -> bool:
@@ -1356,7 +1387,7 @@ class B2BUA:
             if self._may_answer_unknown(peer, now=now):
                 status, phrase = self.config.unknown_source_status
                 response = error_response_for(
-                    data, status, phrase, self._unknown_headers, first_via_only=True
+                    data, status, phrase, self._unknown_headers[peer.transport], first_via_only=True
                 )
             else:
                 response = None
@@ -1370,12 +1401,23 @@ class B2BUA:
         self._events.append(MessageRejected(peer, exc.status_hint if response else None, str(exc)))
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [
+        capabilities = [
             ("Allow", ALLOWED_METHODS),
             ("Accept", "application/sdp"),
             ("Supported", ", ".join(sorted(_SUPPORTED_EXTENSIONS))),
-            ("Server", self.config.server_header),
         ]
+        if self.config.server_header is not None:
+            capabilities.append(("Server", self.config.server_header))
+        return capabilities
+
+    def _warning(self, transport: str, text: str) -> str:
+        """A Warning value: the configured warn-agent, else this side's address
+        on `transport` (RFC 3261 §20.43), never the software's name."""
+        agent = self.config.warn_agent
+        if agent is None:
+            local = self._local(transport)
+            agent = hostport(local.host, local.port)
+        return warning_value(agent, text)
 
     def _local(self, transport: str) -> LocalAddress:
         local = self.config.local

@@ -4,7 +4,8 @@ The B2BUA core asks the gate about every dialog-creating INVITE. The gate
 finds the trunk by source address, reads the identity headers into a
 `CallView`, asks the pure policy engine, and turns the `Verdict` into the
 core's `Allow` (with the outbound identity rewritten to the validated E.164
-number) or `Refuse` (with Reason and Warning headers naming the rule).
+number) or `Refuse` (with a Reason header naming the rule, the text of the
+Warning the trunk may see, and the full explanation for the operator).
 
 It reads the wall clock through an injected function, for calling hours and
 suspension expiry; everything else it does is pure.
@@ -35,9 +36,10 @@ from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
 from sipguard.ratetable import NO_LIMITS, Admission, RateTable
 from sipguard.rules.schema import RuleSet
 from sipguard.sip.message import Request
+from sipguard.sip.serializer import reason_value
 from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr
 
-__all__ = ["PolicyGate", "build_policy", "call_view", "reason_headers"]
+__all__ = ["PolicyGate", "build_policy", "call_view"]
 
 # Identity headers from the caller are never copied to the outbound leg: the
 # gate asserts the validated identity itself (RFC 3325 §5: strip untrusted).
@@ -57,15 +59,6 @@ def build_policy(rules: RuleSet) -> Policy:
         if trunk.calling_hours is not None
     }
     return compile_policy(rules, zones=zones)
-
-
-def reason_headers(status: int, rule: str, text: str) -> tuple[tuple[str, str], ...]:
-    """RFC 3326 Reason naming the rule id, and a Warning 399 explaining it."""
-    clean = text.replace('"', "'").replace("\\", "/")
-    return (
-        ("Reason", f'SIP;cause={status};text="{rule}"'),
-        ("Warning", f'399 sipguard "{clean}"'),
-    )
 
 
 def call_view(request: Request) -> CallView:
@@ -147,7 +140,7 @@ class PolicyGate:
     def _decide(self, request: Request, peer: Peer, now: float) -> Allow | Refuse:
         verdict, trunk = self.verdict(request, peer)
         if not verdict.allowed or trunk is None:
-            return _refuse(verdict)
+            return _refuse(verdict, trunk)
         table = self.ratetable
         if table is None or verdict.emergency or trunk.limits is NO_LIMITS:
             return _allow(request, trunk, verdict)
@@ -162,7 +155,7 @@ class PolicyGate:
             return _allow(request, trunk, verdict, admission)
         if trunk.monitor:
             return _allow(request, trunk, replace(verdict, rule=admission.rule, monitored=True))
-        return _refuse(_rate_verdict(trunk, verdict, admission))
+        return _refuse(_rate_verdict(trunk, verdict, admission), trunk)
 
     def is_known(self, peer: Peer) -> bool:
         if (peer.host, peer.port) in self._routes:
@@ -174,10 +167,14 @@ class PolicyGate:
         return None if trunk is None else trunk.name
 
 
-def _refuse(verdict: Verdict) -> Refuse:
+def _refuse(verdict: Verdict, trunk: CompiledTrunk | None) -> Refuse:
+    """The refusal of `verdict`: Reason (RFC 3326) names the rule; the Warning
+    text is the rule id, or on a trunk with full answers the explanation
+    (which may name another trunk, a suspension's reason, what the request
+    said). The explanation always goes to the operator, as `detail`."""
     rule = verdict.rule or "unknown_source"
     code = verdict.code or 403
-    headers = reason_headers(code, rule, verdict.reason)
+    headers: tuple[tuple[str, str], ...] = (("Reason", reason_value(code, rule)),)
     if verdict.retry_after is not None:
         headers += (("Retry-After", str(int(verdict.retry_after))),)
     return build(
@@ -190,6 +187,8 @@ def _refuse(verdict: Verdict) -> Refuse:
             "headers": headers,
             "caller": verdict.caller,
             "callee": verdict.callee,
+            "warning": verdict.reason if trunk is not None and trunk.full_answers else rule,
+            "detail": verdict.reason,
         },
     )
 

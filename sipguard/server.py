@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import json
 import logging
 import os
 import random
@@ -241,6 +242,13 @@ class Server:
             log.warning(
                 "protection settings changed in %s; they take effect at the next restart", path
             )
+        answers, old = rules.answers, self.rules.answers
+        if (answers.warn_agent, answers.server_header) != (old.warn_agent, old.server_header):
+            log.warning(
+                "answers.warn_agent or answers.server_header changed in %s; they take effect "
+                "at the next restart (answers.detail takes effect now)",
+                path,
+            )
         if rules.ratetable != self.rules.ratetable:
             log.warning(
                 "ratetable settings changed in %s; they take effect at the next restart "
@@ -438,6 +446,8 @@ def _core_config(rules: RuleSet, local: dict[str, LocalAddress]) -> CoreConfig:
         unknown_source_answer=protection.unknown_source_answer,
         unknown_source_rate=protection.unknown_source_rate,
         unknown_source_status=unknown_status,
+        server_header=rules.answers.server_header,
+        warn_agent=rules.answers.warn_agent,
     )
 
 
@@ -472,14 +482,17 @@ def _log_event(event: Event) -> None:
             note,
         )
     elif isinstance(event, CallRefused):
+        # The full explanation, which the caller may not see; JSON-quoted,
+        # since it can hold what the request said (a decoded line break).
         log.info(
-            "reject  %d %s trunk=%s source=%s:%d call-id=%s",
+            "reject  %d %s trunk=%s source=%s:%d call-id=%s reason=%s",
             event.status,
             event.rule,
             event.trunk or "-",
             event.peer.host,
             event.peer.port,
             event.call_id,
+            json.dumps(event.detail, ensure_ascii=False),
         )
     elif isinstance(event, CallEnded):
         log.debug(

@@ -62,6 +62,7 @@ class CompiledTrunk:
     monitor: bool
     responses: Mapping[str, ResponseCode]  # every rule's: the rule file's, else built in
     limits: TrunkLimits = NO_LIMITS
+    full_answers: bool = False  # answers.detail full: refusals tell the trunk why
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,7 @@ def _compile_trunk(
         monitor=rules.mode_of(trunk) == "monitor",
         responses={**_DEFAULT_RESPONSES, **global_responses, **_responses(rules, trunk)},
         limits=_limits(trunk.limits),
+        full_answers=rules.answer_detail_of(trunk) == "full",
     )
 
 

@@ -37,8 +37,11 @@ class Allow:
 class Refuse:
     """Refuse a new call with `status`, statelessly (RFC 3261 §8.2.7).
 
-    `rule` is the stable rule id; `headers` (Reason, Warning, Retry-After) are
-    added to the response.
+    `rule` is the stable rule id; `headers` (Reason, Retry-After) are added
+    to the response. `warning` is the text of the `Warning: 399` the front
+    end adds with its own warn-agent (None: no Warning): the rule id, or the
+    explanation where the trunk's answers are `full`. `detail` is the full
+    explanation, for the operator's log and audit trail only.
     """
 
     status: int
@@ -48,3 +51,5 @@ class Refuse:
     headers: tuple[tuple[str, str], ...] = ()
     caller: str | None = None  # the normalised caller number, when readable
     callee: str | None = None  # the normalised called number, when readable
+    warning: str | None = None  # what the Warning tells the caller
+    detail: str = ""  # why, in full: for the operator

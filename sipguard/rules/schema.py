@@ -56,6 +56,7 @@ from sipguard.errors import RuleFileError, RuleFileErrors, RuleFileWarning
 from sipguard.rules.allocations import CoverIndex, covers, first_overlaps, interval_of
 from sipguard.rules.loops import is_wildcard, listen_reached
 from sipguard.rules.values import (
+    ANSWER_DETAILS,
     BACKEND_FAILURE_POLICIES,
     DEFAULT_INTERNATIONAL_PREFIX,
     DEFAULT_LISTEN,
@@ -77,6 +78,8 @@ from sipguard.rules.values import (
     RULES_VERSION,
     TRUNK_KINDS,
     UNKNOWN_SOURCE_ANSWERS,
+    AnswerDetail,
+    Answers,
     BackendFailurePolicy,
     CallingHours,
     DisplayNamePolicy,
@@ -110,8 +113,10 @@ from sipguard.rules.values import (
     parse_number,
     parse_reason_phrase,
     parse_redis_url,
+    parse_server_header,
     parse_source,
     parse_time_window,
+    parse_warn_agent,
 )
 
 __all__ = [
@@ -125,6 +130,8 @@ __all__ = [
     "MAX_RATETABLE_TIMEOUT",
     "RULES_VERSION",
     "RULE_IDS",
+    "AnswerDetail",
+    "Answers",
     "BackendFailurePolicy",
     "CallingHours",
     "DisplayNamePolicy",
@@ -163,8 +170,10 @@ __all__ = [
     "parse_number",
     "parse_reason_phrase",
     "parse_redis_url",
+    "parse_server_header",
     "parse_source",
     "parse_time_window",
+    "parse_warn_agent",
     "referenced_files",
     "validate",
 ]
@@ -285,6 +294,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "responses",
         "ratetable",
         "protection",
+        "answers",
     ),
     "numbering": ("country_code", "national_prefix", "international_prefix"),
     "trunk": (
@@ -301,6 +311,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "home_cli",
         "home_cli_exempt",
         "responses",
+        "answers",
     ),
     "identity": ("require_pai", "from_must_match_pai", "display_name", "trusted"),
     "limits": ("cps", "burst", "concurrent", "per_caller", "per_callee", "one_ring"),
@@ -310,6 +321,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "suspended": ("number", "until", "reason"),
     "exemption": ("type", "ranges", "note"),
     "response": ("code", "reason", "retry_after"),
+    "answers": ("detail", "warn_agent", "server_header"),
     "ratetable": ("backend", "url", "max_keys", "on_backend_failure", "timeout", "sync_interval"),
     "protection": (
         "max_message_size",
@@ -335,6 +347,7 @@ _PARENT = {
     "one_ring": "limits",
     "ratetable": "top",
     "protection": "top",
+    "answers": "top",
 }
 _UNDER = {
     "numbering": "'numbering'",
@@ -345,6 +358,7 @@ _UNDER = {
     "one_ring": "'one_ring'",
     "ratetable": "'ratetable'",
     "protection": "'protection'",
+    "answers": "'answers'",
 }
 _HOME = {
     "top": "at the top level of the file",
@@ -360,6 +374,7 @@ _HOME = {
     "response": "in a rule's entry under 'responses'",
     "ratetable": "under the top-level 'ratetable'",
     "protection": "under the top-level 'protection'",
+    "answers": "under 'answers' (at the top level, or detail in a trunk's)",
 }
 _TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TZ_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
@@ -728,6 +743,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
     responses = _read_responses(top, on_trunk=False)
     ratetable = _read_ratetable(top)
     protection = _read_protection(top)
+    answers = _read_answers(top)
     trunks, claims = _read_trunks(top, numbering)
     _lint_do_not_originate(ck, do_not_originate, claims.allocations)
     _lint_overlaps(ck, claims.allocations)
@@ -750,6 +766,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
         ratetable=ratetable,
         protection=protection,
         warnings=ck.sorted_warnings(),
+        answers=answers,
     )
 
 
@@ -1056,6 +1073,7 @@ def _read_trunk(
     mode = _choice(section, "mode", MODES, None)
     home_cli, exemptions = _read_home_cli(section, numbering)
     responses = _read_responses(section, on_trunk=True)
+    answer_detail = _read_trunk_answers(section)
     if name is None or route is None or not sources:
         return None
     return Trunk(
@@ -1073,6 +1091,7 @@ def _read_trunk(
         home_cli=home_cli,
         home_cli_exempt=exemptions,
         responses=responses,
+        answer_detail=answer_detail,
     )
 
 
@@ -1294,6 +1313,37 @@ def _read_protection(top: _Section) -> Protection:
         section, "unknown_source_answer", UNKNOWN_SOURCE_ANSWERS, "reject"
     )
     return Protection(**values)
+
+
+def _read_answers(top: _Section) -> Answers:
+    """The top-level `answers`: what every trunk is told, and who tells it."""
+    section = top.sub("answers", "answers")
+    if section is None:
+        return Answers()
+    detail: AnswerDetail = _choice(section, "detail", ANSWER_DETAILS, "rule")
+    warn_agent = server_header = None
+    node = section.get("warn_agent")
+    if node is not None:
+        warn_agent = _parsed(section, node, section.label("warn_agent"), parse_warn_agent)
+    node = section.get("server_header")
+    if node is not None:
+        server_header = _parsed(section, node, section.label("server_header"), parse_server_header)
+    return Answers(detail=detail, warn_agent=warn_agent, server_header=server_header)
+
+
+def _read_trunk_answers(trunk: _Section) -> AnswerDetail | None:
+    """A trunk's `answers`: only `detail`, overriding the top-level one."""
+    section = trunk.sub("answers", "answers")
+    if section is None:
+        return None
+    for key in ("warn_agent", "server_header"):
+        if key in section.keys:
+            section.fail(
+                section.keys[key],
+                f"answers.{key} cannot be set on a trunk: it names this gateway in every "
+                "answer; set it in the top-level answers",
+            )
+    return _choice(section, "detail", ANSWER_DETAILS, None)
 
 
 def _read_redis_url(section: _Section, backend: RateTableBackend | None) -> str | None:

@@ -5,14 +5,15 @@ This module owns:
 - the immutable values a rule file turns into: `RuleSet`, `Trunk`,
   `Endpoint`, `SourceMatch`, `Numbering`, `IdentitySettings`, `Limits`,
   `Window`, `OneRing`, `CallingHours`, `Suspension`, `Exemption`,
-  `ResponseSpec`, `RateTableSettings`;
+  `ResponseSpec`, `RateTableSettings`, `Answers`;
 - the rule ids (`RULE_IDS`), in the order docs/rules.md lists them;
 - the text parsers for values written as strings: endpoints
   (`parse_endpoint`), trunk sources (`parse_source`), `HOST:PORT`
   (`parse_host_port`), durations (`parse_duration`), E.164 numbers
   (`parse_number`), ranges and prefixes (`parse_allocation`), time-of-day
   windows (`parse_time_window`), SIP reason phrases
-  (`parse_reason_phrase`) and the rate table's Redis URL
+  (`parse_reason_phrase`), warn-agents (`parse_warn_agent`), Server
+  header values (`parse_server_header`) and the rate table's Redis URL
   (`parse_redis_url`).
 
 Invariants:
@@ -40,6 +41,9 @@ from typing import Literal, TypeAlias
 from sipguard.errors import RuleFileWarning
 
 __all__ = [
+    "ANSWER_DETAILS",
+    "AnswerDetail",
+    "Answers",
     "BACKEND_FAILURE_POLICIES",
     "DEFAULT_INTERNATIONAL_PREFIX",
     "DEFAULT_LISTEN",
@@ -96,6 +100,8 @@ __all__ = [
     "parse_host_port",
     "parse_number",
     "parse_reason_phrase",
+    "parse_server_header",
+    "parse_warn_agent",
     "masked_url",
     "parse_redis_url",
     "parse_source",
@@ -110,6 +116,7 @@ HomeCliPolicy: TypeAlias = Literal["reject", "anonymize"]
 ExemptionType: TypeAlias = Literal["mobile_roaming", "bilateral"]
 RateTableBackend: TypeAlias = Literal["memory", "redis"]
 BackendFailurePolicy: TypeAlias = Literal["open", "closed"]
+AnswerDetail: TypeAlias = Literal["rule", "full"]
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -162,6 +169,7 @@ RATETABLE_BACKENDS: Mapping[str, RateTableBackend] = MappingProxyType(
 BACKEND_FAILURE_POLICIES: Mapping[str, BackendFailurePolicy] = MappingProxyType(
     {"open": "open", "closed": "closed"}
 )
+ANSWER_DETAILS: Mapping[str, AnswerDetail] = MappingProxyType({"rule": "rule", "full": "full"})
 # URL schemes of a Redis (or Valkey) server: TCP, TCP with TLS, a Unix socket.
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 
@@ -478,6 +486,8 @@ class Trunk:
             present all the same; empty on a national trunk.
         responses: (rule id, response) pairs sorted by rule id, overriding
             the rule set's `responses` for this trunk's calls.
+        answer_detail: what this trunk's refusals tell it (`answers.detail`);
+            None when the trunk follows the rule set's.
     """
 
     name: str
@@ -494,6 +504,7 @@ class Trunk:
     home_cli: HomeCliPolicy = "reject"
     home_cli_exempt: tuple[Exemption, ...] = ()
     responses: Responses = ()
+    answer_detail: AnswerDetail | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TRUNK_KINDS:
@@ -507,6 +518,8 @@ class Trunk:
         _check_responses(self.responses)
         if any(rule == "unknown_source" for rule, _ in self.responses):
             raise ValueError("a call of a known trunk is never unknown_source")
+        if self.answer_detail is not None and self.answer_detail not in ANSWER_DETAILS:
+            raise ValueError(f"unknown answer detail {self.answer_detail!r}")
 
     def response_for(self, rule: str) -> ResponseSpec | None:
         """This trunk's own response for `rule`, or None."""
@@ -638,6 +651,38 @@ class RateTableSettings:
             raise ValueError(f"sync_interval {self.sync_interval!r} is not in [{low}, {high}]")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answers:
+    """What sipguard's answers tell a calling trunk (`answers:`).
+
+    The operator's log and audit trail always have the full explanation;
+    these settings choose what goes on the wire.
+
+    Attributes:
+        detail: the text of a refusal's `Warning: 399`: `rule`, the rule id
+            alone; `full`, the rule's explanation with what made it fire
+            (numbers, another trunk's name, a suspension's reason). A trunk's
+            own `answers.detail` overrides it for that trunk's calls.
+        warn_agent: the Warning's warn-agent (RFC 3261 §20.43), a pseudonym
+            or `HOST:PORT`; None for sipguard's own address on the transport
+            the request came in on.
+        server_header: the `Server` header of answers to OPTIONS; None for
+            none (an answer does not name the software).
+    """
+
+    detail: AnswerDetail = "rule"
+    warn_agent: str | None = None
+    server_header: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.detail not in ANSWER_DETAILS:
+            raise ValueError(f"unknown answer detail {self.detail!r}")
+        if self.warn_agent is not None and parse_warn_agent(self.warn_agent) != self.warn_agent:
+            raise ValueError(f"warn_agent {self.warn_agent!r} is not in canonical form")
+        if self.server_header is not None:
+            parse_server_header(self.server_header)
+
+
 DEFAULT_LISTEN: tuple[Endpoint, ...] = (
     Endpoint(transport="udp", host="127.0.0.1", port=DEFAULT_SIP_PORT),
     Endpoint(transport="tcp", host="127.0.0.1", port=DEFAULT_SIP_PORT),
@@ -667,6 +712,7 @@ class RuleSet:
         warnings: what checking the file found likely wrong but not wrong
             enough to refuse it, in file order. Not part of the rules'
             value: two rule sets that differ only here are equal.
+        answers: what refusals and OPTIONS answers tell a calling trunk.
     """
 
     version: int = RULES_VERSION
@@ -684,6 +730,7 @@ class RuleSet:
     ratetable: RateTableSettings = field(default_factory=RateTableSettings)
     protection: Protection = field(default_factory=Protection)
     warnings: tuple[RuleFileWarning, ...] = field(default=(), compare=False)
+    answers: Answers = field(default_factory=Answers)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -697,6 +744,10 @@ class RuleSet:
     def mode_of(self, trunk: Trunk) -> Mode:
         """The mode a trunk runs in: its own, else the rule set's."""
         return self.mode if trunk.mode is None else trunk.mode
+
+    def answer_detail_of(self, trunk: Trunk) -> AnswerDetail:
+        """What a trunk's refusals tell it: its own `answers.detail`, else the rule set's."""
+        return self.answers.detail if trunk.answer_detail is None else trunk.answer_detail
 
     def response_for(self, rule: str, trunk: Trunk | None = None) -> ResponseSpec | None:
         """The configured response for `rule`: the trunk's, else the rule set's.
@@ -1011,6 +1062,50 @@ def parse_reason_phrase(text: str) -> str:
     match = _CONTROL.search(text)
     if match is not None:
         raise ValueError(f"control character {match.group()!r} is not allowed in a reason phrase")
+    return text
+
+
+# RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" /
+# "+" / "`" / "'" / "~").
+_TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+
+
+def parse_warn_agent(text: str) -> str:
+    """Check a Warning's warn-agent and return it in canonical form.
+
+    RFC 3261 §20.43: warn-agent = hostport / pseudonym. A pseudonym is a
+    token (`edge1`, `sbc.example.net`); an address is `IP:PORT`, an IPv6
+    address in brackets (`[2001:db8::1]:5060`).
+
+    Raises:
+        ValueError: neither a token nor an IP address with a port.
+    """
+    text = text.strip()
+    if _TOKEN.fullmatch(text):
+        return text
+    try:
+        host, port = parse_host_port(text, require_brackets=True)
+    except ValueError:
+        raise ValueError(
+            "expected a name of letters, digits and -.!%*_+`'~ (such as 'edge1'), "
+            "or IP:PORT (such as '203.0.113.5:5060')"
+        ) from None
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def parse_server_header(text: str) -> str:
+    """Check a Server header value (RFC 3261 §20.35: `edge/2.1 (lab)`) and return it stripped.
+
+    Raises:
+        ValueError: an empty value, or a control character.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("a Server header needs some text, such as 'edge/2.1'")
+    match = _CONTROL.search(text)
+    if match is not None:
+        raise ValueError(f"control character {match.group()!r} is not allowed in a header")
     return text
 
 

@@ -4,6 +4,13 @@
 Content-Length computed from the body; `build_response` copies the headers a
 response must echo (§8.2.6.2: Via, From, To, Call-ID, CSeq) and adds the
 To-tag when one is given.
+
+Free text in an answer (the text of a Warning or a Reason) is written by
+`quoted_string` only, whatever its origin: a rule file, or a number decoded
+from a request's `%0A`. It cannot end a line, smuggle a NUL or close the
+quotes early, so no input can make `to_bytes` refuse an answer.
+`reason_value` and `warning_value` build the two headers that carry such
+text.
 """
 
 from __future__ import annotations
@@ -14,7 +21,17 @@ from sipguard.sip.headers import key_and_name
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.uri import format_params
 
-__all__ = ["build_response", "to_bytes", "REASON_PHRASES"]
+__all__ = [
+    "MAX_QUOTED_TEXT",
+    "REASON_PHRASES",
+    "WARN_MISCELLANEOUS",
+    "build_response",
+    "hostport",
+    "quoted_string",
+    "reason_value",
+    "to_bytes",
+    "warning_value",
+]
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
@@ -45,6 +62,51 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 _ECHOED = frozenset({"via", "from", "call-id", "cseq"})
+
+# The most characters of free text one quoted-string of an answer carries:
+# room for a rule's explanation and what made it fire, far from the line
+# lengths peers accept.
+MAX_QUOTED_TEXT = 200
+
+
+def quoted_string(text: str, *, limit: int = MAX_QUOTED_TEXT) -> str:
+    """`text` as an RFC 3261 §25.1 quoted-string that any parser reads back.
+
+    `"` and `\\` become quoted-pairs. A character that has no place in a
+    header value is replaced by `?`: controls (CR, LF and NUL among them,
+    which a quoted-pair cannot carry either), DEL, and anything else Python
+    does not call printable. At most `limit` characters of `text` are kept.
+    Never raises.
+    """
+    clean = text[:limit]
+    if not clean.isprintable():
+        clean = "".join(char if char.isprintable() else "?" for char in clean)
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# RFC 3261 §20.43: 399 "Miscellaneous warning", the code for text a human reads.
+WARN_MISCELLANEOUS = 399
+
+
+def warning_value(agent: str, text: str) -> str:
+    """A Warning value (RFC 3261 §20.43): `399 agent "text"`.
+
+    `agent` is the warn-agent, a hostport or a pseudonym, chosen by the
+    answering side (never taken from a request); `text` may be anything.
+    """
+    return f"{WARN_MISCELLANEOUS} {agent} {quoted_string(text)}"
+
+
+def reason_value(status: int, text: str) -> str:
+    """A Reason value naming why a request was refused (RFC 3326 §2):
+    `SIP;cause=403;text="caller_not_allocated"`."""
+    return f"SIP;cause={status};text={quoted_string(text)}"
+
+
+def hostport(host: str, port: int | None) -> str:
+    """RFC 3261 §25.1 hostport: an IPv6 address in brackets, then `:port` if any."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return shown if port is None else f"{shown}:{port}"
 
 
 def to_bytes(message: Request | Response) -> bytes:

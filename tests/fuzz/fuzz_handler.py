@@ -8,6 +8,8 @@ tests/property/test_fuzz_messages.py, whose checks this harness reuses:
 2. `B2BUA.receive_datagram`, on a fresh core, never raises whether the bytes
    come from the trunk or from a stranger; a stranger's bytes reach nobody
    else; once every timer has run no call, dialog or transaction is left.
+   The trunk's bytes go to a core that admits every call and to one whose
+   caller-ID policy decides.
 3. `StreamFramer`, fed the bytes whole and in about 16 chunks, raises only
    `SipParseError` or `MessageTooLarge` and stays within its size bound.
 
@@ -63,6 +65,7 @@ def test_one_input(data: bytes) -> None:
     properties.check_parser(data)
     for peer in (CALLER, STRANGER):
         properties.check_core(data, peer)
+    properties.check_core(data, CALLER, make_pair=properties.policy_pair)
     for sizes in ([len(data) or 1], [max(CHUNK, len(data) // 16)]):
         chunks = properties.chunks_of(data, sizes)
         for frame in properties.feed(StreamFramer(max_size=MAX_SIZE), chunks, MAX_SIZE):

@@ -8,7 +8,7 @@ ID and are routed to the same SIPp UAS, over UDP.
 The callers (uac_limited.xml, uac_one_ring.xml, uac_no_answer.xml) take
 whatever outcome a limit gives them, check the refusal's headers themselves
 (`Reason: SIP;cause=<status>;text="<rule>"` naming the rule the injection
-file expects, `Warning: 399 sipguard`), and log one line per call: answered,
+file expects, a `Warning: 399`), and log one line per call: answered,
 cancelled, timed out, or refused with which status, rule and Retry-After.
 The tests check each call's outcome from that log, the message counts of
 every SIPp process, sipguard's decision log, and the counters sipguard logs

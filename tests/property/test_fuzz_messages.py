@@ -21,36 +21,48 @@ input:
    no callee, and a well-formed BYE still ends an answered call.
 4. `StreamFramer` fed damaged streams in any chunking raises only its
    documented errors and, once drained, never buffers more than `max_size`.
+5. With the caller-ID policy deciding (a real `PolicyGate`), property 2
+   holds too; and an INVITE whose identity headers (From user and display
+   name, P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID, To,
+   Request-URI) hold percent-escaped CR, LF or NUL, quotes, backslashes or
+   non-ASCII text gets exactly one answer, which parses, and whose Warning
+   text is printable: text from the request goes back escaped or replaced.
 
 SIPGUARD_FUZZ_EXAMPLES sets the examples per property (default 300). Inputs
 that broke a property are kept in tests/data/fuzz_regressions/ and replayed
 (see "stored regressions"); the seven found so far (state left behind when
 a lazily parsed header was broken, and 400s copying non-header lines) are
-fixed and must stay fixed.
+fixed and must stay fixed. The explicit examples of property 5 pin the
+caller numbers whose decoded `%0A`, `%0D` or `%00` once reached a 403's
+Warning.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from sipguard.b2bua import CallEnded, CallStarted, Event, MessageRejected
+from sipguard.b2bua import B2BUA, CallEnded, CallStarted, CoreConfig, Event, MessageRejected
+from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.errors import MessageTooLarge, SipParseError
+from sipguard.gate import PolicyGate, build_policy
 from sipguard.peer import Peer
 from sipguard.policy.numbers import number_of_uri
+from sipguard.rules.loader import parse_rules
 from sipguard.sip.headers import COMPACT_FORMS
 from sipguard.sip.message import MAX_CSEQ, Request, Response
 from sipguard.sip.parser import StreamFramer, parse_message
 from sipguard.sip.serializer import to_bytes
-from sipguard.sip.uri import parse_name_addr
+from sipguard.sip.uri import parse_name_addr, split_list
 from sipguard.transaction import Transmit
 from tests.helpers import CALLEE, CALLER, STRANGER, CorePair, in_dialog, invite, response_to
 
@@ -566,9 +578,11 @@ def assert_output_parses(malformed: list[Transmit], events: list[Event], *, stri
         assert not strict or all(HEADER_LINE.match(line) for line in lines), transmit
 
 
-def check_core(data: bytes, peer: Peer, *, strict: bool = True) -> Trace:
+def check_core(
+    data: bytes, peer: Peer, *, strict: bool = True, make_pair: Callable[[], CorePair] = CorePair
+) -> Trace:
     """Property 2 for one input from `peer` (`strict`: error answers are well formed)."""
-    pair = CorePair()
+    pair = make_pair()
     trace = Trace()
     pair.core.receive_datagram(data, peer, now=0.0)
     trace.drain(pair)
@@ -590,6 +604,164 @@ def test_core_survives_a_damaged_datagram(data: bytes, peer: Peer) -> None:
     hostile input, unparseable output, and calls, dialogs or transactions that
     outlive their timers."""
     check_core(data, peer)
+
+
+# --- property 5: the core with the caller-ID policy -------------------------------------------
+
+# CALLER is trunk "sh", routed to CALLEE; a second trunk owns other numbers.
+# Full answers: a refusal's Warning repeats what made the rule fire, text
+# from the request included.
+POLICY_RULES = f"""\
+version: 1
+numbering: {{country_code: "86"}}
+answers: {{detail: full}}
+trunks:
+  - name: sh
+    sources: ["{CALLER.host}:{CALLER.port}"]
+    route: "udp:{CALLEE.host}:{CALLEE.port}"
+    ranges: ["+862131771200-+862131771299"]
+  - name: bj
+    sources: ["10.2.0.5"]
+    route: "udp:{CALLEE.host}:{CALLEE.port}"
+    ranges: ["+861058001000-+861058001999"]
+"""
+POLICY = build_policy(parse_rules(POLICY_RULES, path="fuzz.yaml"))
+
+
+def policy_pair() -> CorePair:
+    """A core whose gate is the caller-ID policy of POLICY_RULES."""
+    return CorePair(
+        core=B2BUA(
+            config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
+            gate=PolicyGate(POLICY, wall_clock=lambda: 0.0),
+            ids=IdFactory(random.Random(7)),
+        )
+    )
+
+
+# Pieces of an identity: the escapes and characters that once reached a
+# 403's Warning raw (a decoded CR, LF or NUL) or could close its quotes.
+IDENTITY_PIECES = [
+    "%0A",
+    "%0D",
+    "%00",
+    "%0D%0A",
+    "%22",
+    "%5C",
+    "%FF",
+    "%E2%80%A8",
+    '"',
+    "\\",
+    "+",
+    "86",
+    "2131771234",
+    "1058001234",
+]
+identity_text = st.lists(
+    st.one_of(
+        st.sampled_from(IDENTITY_PIECES),
+        st.integers(0, 255).map(lambda byte: f"%{byte:02X}"),
+        st.text(st.characters(min_codepoint=0x80, max_codepoint=0x2FFF), max_size=3),
+    ),
+    min_size=1,
+    max_size=8,
+).map("".join)
+IDENTITY_PLACES = ["from-user", "from-display", "pai", "ppi", "rpid", "to", "request-uri"]
+
+
+def _quotable(text: str) -> str:
+    """`text` inside a quoted display name: its quotes and backslashes escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _attack_invite(
+    *,
+    uri: str = "sip:13800138000@10.0.0.1",
+    from_: str = "<sip:+862131771234@10.1.0.5>;tag=a",
+    to: str = A_TO,
+    extra: str = "",
+) -> bytes:
+    """An INVITE from CALLER with the given identity parts."""
+    return (
+        f"INVITE {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {CALLER.host}:{CALLER.port};branch=z9hG4bKid1;rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: {from_}\r\nTo: {to}\r\n"
+        f"Call-ID: id-1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@{CALLER.host}>\r\n"
+        f"{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@st.composite
+def identity_attacks(draw: st.DrawFn) -> bytes:
+    """An INVITE from the trunk with hostile text in one to three identity headers."""
+    places = draw(st.lists(st.sampled_from(IDENTITY_PLACES), min_size=1, max_size=3, unique=True))
+    parts = {"uri": "sip:13800138000@10.0.0.1", "from_": "<sip:+862131771234@h>;tag=a"}
+    extra = ""
+    for place in places:
+        text = draw(identity_text)
+        if place == "from-user":
+            parts["from_"] = f"<sip:{text}@10.1.0.5>;tag=a"
+        elif place == "from-display":
+            parts["from_"] = f'"{_quotable(text)}" <sip:+862131771234@h>;tag=a'
+        elif place == "pai":
+            extra += f"P-Asserted-Identity: <sip:{text}@10.1.0.5>\r\n"
+        elif place == "ppi":
+            extra += f"P-Preferred-Identity: <sip:{text}@10.1.0.5>\r\n"
+        elif place == "rpid":
+            extra += f"Remote-Party-ID: <sip:{text}@h>;party=calling\r\n"
+        elif place == "to":
+            parts["uri"], parts["to"] = "sip:10.0.0.1", f"<sip:{text}@10.0.0.1>"
+        else:
+            parts["uri"] = f"sip:{text}@10.0.0.1"
+    return _attack_invite(**parts, extra=extra)
+
+
+WARNING_VALUE = re.compile(r'399 \S+ "(?:[^"\\]|\\.)*"')
+
+
+def check_identity_attack(data: bytes) -> None:
+    """Property 5 for one INVITE: one clean answer, and property 2 after it."""
+    pair = policy_pair()
+    trace = Trace()
+    pair.core.receive_datagram(data, CALLER, now=0.0)
+    trace.drain(pair)
+    assert trace.malformed == [], trace.malformed
+    answers = [transmit.data for transmit in trace.sent if transmit.peer == CALLER]
+    assert len(answers) == 1, trace.sent
+    answer = parse_message(answers[0])
+    assert isinstance(answer, Response)
+    for value in answer.headers.get_all("warning"):
+        for warning in split_list(value):
+            assert WARNING_VALUE.fullmatch(warning) and warning.isprintable(), warning
+    pair.core.receive_datagram(data, CALLER, now=0.5)  # a retransmission
+    trace.drain(pair)
+    trace.run_timers(pair, until=QUIET)
+    assert trace.malformed == [], trace.malformed
+    assert trace.count(CallStarted) == trace.count(CallEnded)
+    assert_no_state(pair)
+
+
+@FUZZ
+@given(identity_attacks())
+@example(_attack_invite(from_="<sip:%0A@10.1.0.5>;tag=a"))
+@example(_attack_invite(extra="P-Asserted-Identity: <sip:2131%0D%0AX:%201@h>\r\n"))
+@example(_attack_invite(extra="Remote-Party-ID: <sip:%00@h>\r\n"))
+def test_identity_attacks_get_one_clean_answer(data: bytes) -> None:
+    """Guards against text decoded from an identity header (`%0A`, `%0D`,
+    `%00`) or quotes and backslashes in it reaching an answer raw: the
+    serializer's injection guard raised out of receive_datagram, the caller
+    got no answer, and each retransmission failed again."""
+    check_identity_attack(data)
+
+
+@FUZZ
+@given(
+    st.one_of(mutated(), identity_attacks().flatmap(lambda seed: mutated([seed]))),
+    st.sampled_from([CALLER, STRANGER]),
+)
+def test_policy_core_survives_a_damaged_datagram(data: bytes, peer: Peer) -> None:
+    """Property 2 with the caller-ID policy deciding the new calls."""
+    check_core(data, peer, make_pair=policy_pair)
 
 
 # --- property 3: the core, inside a call ------------------------------------------------------

@@ -7,6 +7,9 @@
    the lazy accessors of a parsed message raise nothing but SipParseError.
 4. StreamFramer cuts any chunking of a stream into the same messages, and on
    arbitrary input raises nothing but SipParseError.
+5. Any text, written by quoted_string into an answer's header, survives the
+   wire and reads back as the same text with its unprintable characters
+   replaced.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from sipguard.errors import MessageTooLarge, SipParseError
 from sipguard.sip.headers import COMPACT_FORMS
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import StreamFramer, parse_message
-from sipguard.sip.serializer import to_bytes
+from sipguard.sip.serializer import build_response, quoted_string, to_bytes
+from sipguard.sip.uri import split_list
 
 pytestmark = pytest.mark.property
 
@@ -428,3 +432,40 @@ def test_framer_on_arbitrary_chunks_frames_or_refuses(chunks: list[bytes], max_s
         except (SipParseError, MessageTooLarge):
             return  # the stream is unusable from here; the driver closes it
     assert framer.buffered <= sum(len(chunk) for chunk in chunks)
+
+
+# --- 5. free text in answers ------------------------------------------------------------------
+
+
+def _unquoted(value: str) -> str:
+    """The text of one quoted-string, its quoted-pairs resolved."""
+    assert value[0] == value[-1] == '"', value
+    chars, escaped = [], False
+    for char in value[1:-1]:
+        if escaped or char != "\\":
+            assert escaped or char != '"', value
+            chars.append(char)
+            escaped = False
+        else:
+            escaped = True
+    assert not escaped, value
+    return "".join(chars)
+
+
+@SETTINGS
+@given(st.text(max_size=300))
+@example("From '\r\n'")
+@example('\x00"\\,\u2028\ud800')
+def test_any_text_in_a_warning_survives_the_wire(text: str) -> None:
+    request = parse_message(SEED)
+    assert isinstance(request, Request)
+    warning = f"399 10.0.0.1:5060 {quoted_string(text)}"
+    response = build_response(request, 403, extra=[("Warning", warning)])
+    parsed = parse_message(to_bytes(response))
+    (value,) = split_list(parsed.headers.get("warning") or "")
+    shown = _unquoted(value.split(" ", 2)[2])
+    kept = text[:200]
+    assert len(shown) == len(kept) and shown.isprintable()
+    assert all(
+        a == b or (b == "?" and not a.isprintable()) for a, b in zip(kept, shown, strict=True)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import threading
@@ -59,6 +60,7 @@ def refused() -> CallRefused:
         caller="+869521000000",
         callee="+8613800138000",
         request=request(),
+        detail="caller number is not allocated to this trunk: +869521000000",
     )
 
 
@@ -116,6 +118,13 @@ def test_a_refusal_names_its_rule_and_code() -> None:
     )
     assert record["source"] == "tcp:10.1.0.5:5071" and record["out_call_id"] is None
     assert record["caller"] == "+869521000000"
+
+
+def test_a_refusal_keeps_its_full_reason_whatever_the_caller_was_told() -> None:
+    record = record_of(refused(), WALL)
+    assert record["reason"] == "caller number is not allocated to this trunk: +869521000000"
+    unexplained = dataclasses.replace(refused(), detail="")
+    assert record_of(unexplained, WALL)["reason"] is None
 
 
 def test_a_call_end_has_duration_and_who_hung_up() -> None:

@@ -361,6 +361,7 @@ def test_options_answered_locally_for_known_peers_only() -> None:
         and got.status == 200
         and "INVITE" in (got.headers.get("allow") or "")
     )
+    assert got.headers.get("server") is None, "an answer does not name the software"
     pair.send(options.replace(b"10.9.0.1:5080", b"192.0.2.66:5060"), STRANGER, now=0.0)
     assert pair.to_others[-1][1].status == 403  # type: ignore[union-attr]
 
@@ -530,12 +531,13 @@ def test_identity_change_mid_dialog_is_refused_and_the_call_goes_on() -> None:
     refused = [m for m in pair.take_caller() if isinstance(m, Response) and m.status >= 200]
     assert len(refused) == 1 and refused[0].status == 403
     assert refused[0].headers.get("reason") == 'SIP;cause=403;text="identity_changed"'
+    assert refused[0].headers.get("warning") == '399 10.0.0.1:5060 "identity_changed"'
     assert pair.take_callee() == []  # not relayed
     assert pair.core.calls_active == 1
     # A decision for the trail and the metrics: a modified caller ID intercepted.
     changed = [e for e in pair.events if isinstance(e, CallRefused)]
-    assert [(e.rule, e.status, e.trunk) for e in changed] == [
-        ("identity_changed", 403, "test-trunk")
+    assert [(e.rule, e.status, e.trunk, e.detail) for e in changed] == [
+        ("identity_changed", 403, "test-trunk", "caller identity changed within the dialog")
     ]
     same = in_dialog(
         "INVITE",

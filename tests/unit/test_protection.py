@@ -154,9 +154,9 @@ def test_every_request_of_an_unknown_source_gets_the_same_403() -> None:
             403,
             "Forbidden",
             'SIP;cause=403;text="unknown_source"',
-            '399 sipguard "source address matches no trunk"',
+            '399 10.0.0.1:5060 "unknown_source"',
         )
-    }, "the same answer for every request, naming the rule"
+    }, "the same answer for every request, naming the rule and not the software"
     assert p.take_callee() == [] and p.core.transaction_count == 0
 
 

@@ -354,6 +354,17 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         ],
     ),
     (
+        "bad_answers.yaml",
+        [
+            "4:11: answers.detail must be 'rule' or 'full', got 'verbose'",
+            "5:15: answers.warn_agent 'sipguard 2.0': expected a name of letters, digits and -.!%*_+`'~ (such as 'edge1'), or IP:PORT (such as '203.0.113.5:5060')",
+            "6:18: answers.server_header 'edge\n2.1': control character '\\n' is not allowed in a header",
+            "11:23: trunk 'sh-callcenter': answers.detail must be 'rule' or 'full', got 'ful'; did you mean 'full'?",
+            "11:28: trunk 'sh-callcenter': answers.server_header cannot be set on a trunk: it names this gateway in every answer; set it in the top-level answers",
+            "15:14: trunk 'bj-callcenter': answers must be a mapping of keys, got 'full'",
+        ],
+    ),
+    (
         "bad_warn_levels.yaml",
         [
             "8:50: trunk 'sh-callcenter': limits.per_caller.warn must be less than limits.per_caller.calls (30), got 30; a warn level at or past the block level never warns",
@@ -944,7 +955,7 @@ def test_refused_callee_errors_sort_where_the_rule_file_names_the_file(tmp_path:
     assert lines_of(errors_of(path), path) == [
         "refused.txt:1:1: refused callee '02131770000': not in E.164 form: write '+', the country code and the number; did you mean '+862131770000'?",
         "8:11: trunk 'sh-callcenter': mode must be 'enforce' or 'monitor', got 'shadow'",
-        "9:1: unknown key 'colour'; expected one of: version, mode, numbering, listen, audit_log, metrics, do_not_originate, suspended, emergency_numbers, trunks, responses, ratetable, protection",
+        "9:1: unknown key 'colour'; expected one of: version, mode, numbering, listen, audit_log, metrics, do_not_originate, suspended, emergency_numbers, trunks, responses, ratetable, protection, answers",
     ]
 
 

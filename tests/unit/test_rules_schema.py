@@ -1074,3 +1074,127 @@ def test_overlap_lint_reports_the_later_allocation_naming_the_earlier() -> None:
         "10:14: trunk 'bj': ranges entry '+8695210001' overlaps '+869521' of trunk "
         "'sh-callcenter' (line 6, column 14); allocate each number to one trunk"
     ]
+
+
+# -- answers: what a calling trunk is told ---------------------------------------
+
+
+def test_answers_default_to_the_rule_id_the_host_and_no_server_header() -> None:
+    rules = check(MINIMAL)
+    assert rules.answers == values.Answers(detail="rule", warn_agent=None, server_header=None)
+    assert rules.trunks[0].answer_detail is None
+    assert rules.answer_detail_of(rules.trunks[0]) == "rule"
+
+
+def test_answers_are_read_and_a_trunk_overrides_the_detail() -> None:
+    rules = check(
+        "answers: {detail: full, warn_agent: edge1.example.net, server_header: 'edge/2.1'}\n"
+        + MINIMAL
+        + "    answers: {detail: rule}\n"
+        + "  - name: bj\n    sources: ['10.2.0.0/24']\n    route: 'udp:127.0.0.1:5080'\n"
+    )
+    assert rules.answers == values.Answers(
+        detail="full", warn_agent="edge1.example.net", server_header="edge/2.1"
+    )
+    sh, bj = rules.trunks
+    assert (sh.answer_detail, bj.answer_detail) == ("rule", None)
+    assert (rules.answer_detail_of(sh), rules.answer_detail_of(bj)) == ("rule", "full")
+
+
+def test_empty_answers_mean_the_defaults() -> None:
+    rules = check("answers:\n" + MINIMAL + "    answers: {detail: }\n")
+    assert rules.answers == values.Answers()
+    assert rules.trunks[0].answer_detail is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("edge1", "edge1"),
+        (" sbc.example.net ", "sbc.example.net"),
+        ("gw-1_a.b!%*+`'~", "gw-1_a.b!%*+`'~"),
+        ("203.0.113.5:5060", "203.0.113.5:5060"),
+        ("[2001:db8::1]:5060", "[2001:db8::1]:5060"),
+        ("[2001:DB8::1]", "[2001:db8::1]"),
+    ],
+)
+def test_parse_warn_agent(text: str, expected: str) -> None:
+    assert values.parse_warn_agent(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "edge 1", 'a"b', "sip:edge", "2001:db8::1", "a\nb", "中"])
+def test_parse_warn_agent_refuses_what_is_no_token_or_address(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a name of letters, digits"):
+        values.parse_warn_agent(text)
+
+
+def test_answers_refuse_impossible_values() -> None:
+    for arguments in (
+        {"detail": "verbose"},
+        {"warn_agent": "edge 1"},
+        {"warn_agent": " edge1"},
+        {"server_header": "a\r\nb"},
+        {"server_header": ""},
+    ):
+        with pytest.raises(ValueError):
+            values.Answers(**arguments)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="answer detail"):
+        Trunk(
+            name="t",
+            sources=(parse_source("10.0.0.1"),),
+            route=parse_endpoint("udp:10.0.0.2"),
+            answer_detail="all",  # type: ignore[arg-type]
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "answers: {detail: verbose}\n" + MINIMAL,
+            "1:19: answers.detail must be 'rule' or 'full', got 'verbose'",
+        ),
+        (
+            "answers: {detail: ful}\n" + MINIMAL,
+            "1:19: answers.detail must be 'rule' or 'full', got 'ful'; did you mean 'full'?",
+        ),
+        (
+            "answers: {warn_agent: 'edge 1'}\n" + MINIMAL,
+            "1:23: answers.warn_agent 'edge 1': expected a name of letters, digits and "
+            "-.!%*_+`'~ (such as 'edge1'), or IP:PORT (such as '203.0.113.5:5060')",
+        ),
+        (
+            'answers: {server_header: "edge\\r\\n2"}\n' + MINIMAL,
+            "1:26: answers.server_header 'edge\r\n2': control character '\\r' is not allowed "
+            "in a header",
+        ),
+        (
+            "answers: full\n" + MINIMAL,
+            "1:10: answers must be a mapping of keys, got 'full'",
+        ),
+        (
+            "answers: {details: full}\n" + MINIMAL,
+            "1:11: unknown key 'details' in answers; did you mean 'detail'?",
+        ),
+        (
+            MINIMAL + "    answers: {detail: all}\n",
+            "6:23: trunk 'sh-callcenter': answers.detail must be 'rule' or 'full', got 'all'",
+        ),
+        (
+            MINIMAL + "    answers: {warn_agent: edge1}\n",
+            "6:15: trunk 'sh-callcenter': answers.warn_agent cannot be set on a trunk: it "
+            "names this gateway in every answer; set it in the top-level answers",
+        ),
+        (
+            "detail: full\n" + MINIMAL,
+            "1:1: unknown key 'detail'; put it under 'answers'",
+        ),
+        (
+            MINIMAL + "    detail: full\n",
+            "6:5: trunk 'sh-callcenter': unknown key 'detail'; it belongs under 'answers' "
+            "(at the top level, or detail in a trunk's)",
+        ),
+    ],
+)
+def test_answers_errors_carry_their_position(text: str, message: str) -> None:
+    assert problems(text) == [message]

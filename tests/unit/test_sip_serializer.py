@@ -6,7 +6,7 @@ import pytest
 
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import parse_message
-from sipguard.sip.serializer import REASON_PHRASES, build_response, to_bytes
+from sipguard.sip.serializer import REASON_PHRASES, build_response, quoted_string, to_bytes
 
 pytestmark = pytest.mark.unit
 
@@ -203,6 +203,41 @@ def test_extra_headers_and_body_come_after_the_echoed_ones() -> None:
     assert [name for name, _ in reply.headers.fields][-2:] == ["Contact", "Content-Type"]
     assert reply.body == b"v=0\r\n"
     assert parse_message(to_bytes(reply)) == reply
+
+
+# --- free text in answers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted"),
+    [
+        ("caller number is suspended", '"caller number is suspended"'),
+        ('say "hi" \\o/', '"say \\"hi\\" \\\\o/"'),
+        ("From '\n'", "\"From '?'\""),
+        ("a\r\nX-Injected: 1", '"a??X-Injected: 1"'),
+        ("nul\x00 del\x7f tab\t nel\x85 ls\u2028", '"nul? del? tab? nel? ls?"'),
+        ("\ud800 lone surrogate", '"? lone surrogate"'),
+        ("中文 ok", '"中文 ok"'),
+        ("", '""'),
+    ],
+)
+def test_quoted_string_escapes_quotes_and_replaces_what_no_header_may_carry(
+    text: str, quoted: str
+) -> None:
+    assert quoted_string(text) == quoted
+
+
+def test_quoted_string_keeps_at_most_its_limit() -> None:
+    assert quoted_string("x" * 500) == '"' + "x" * 200 + '"'
+    assert quoted_string("abcdef", limit=3) == '"abc"'
+
+
+def test_an_answer_with_hostile_warning_text_survives_the_wire() -> None:
+    request = parse_request(INVITE)
+    text = "From '\r\n\x00\"\\'"
+    response = build_response(request, 403, extra=[("Warning", f"399 h {quoted_string(text)}")])
+    parsed = parse_message(to_bytes(response))
+    assert parsed.headers.get("warning") == '399 h "From \'???\\"\\\\\'"'
 
 
 # --- received / rport on the top Via ----------------------------------------------------------
