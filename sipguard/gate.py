@@ -46,6 +46,9 @@ __all__ = ["PolicyGate", "build_policy", "call_view"]
 IDENTITY_HEADERS = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id"})
 ANONYMOUS_FROM = '"Anonymous" <sip:anonymous@anonymous.invalid>'
 VERSTAT_PASSED = "TN-Validation-Passed"
+# A call relayed although a rule fired (monitored, or to an emergency number):
+# sipguard never vouches for it downstream (3GPP TS 24.229 verstat).
+VERSTAT_FAILED = "TN-Validation-Failed"
 ANONYMIZED_STRIP = IDENTITY_HEADERS | {"privacy"}
 # Privacy values that withhold the caller's identity (RFC 3323 §4.2, RFC 3325).
 PRIVACY_ID = frozenset({"id", "user", "header"})
@@ -153,8 +156,9 @@ class PolicyGate:
         )
         if admission.allowed:
             return _allow(request, trunk, verdict, admission)
-        if trunk.monitor:
-            return _allow(request, trunk, replace(verdict, rule=admission.rule, monitored=True))
+        if admission.rule in trunk.monitored:
+            noted = verdict.rule or admission.rule  # the first rule that would have refused
+            return _allow(request, trunk, replace(verdict, rule=noted, monitored=True))
         return _refuse(_rate_verdict(trunk, verdict, admission), trunk)
 
     def is_known(self, peer: Peer) -> bool:
@@ -217,6 +221,22 @@ def _allow(
     """Relay with the validated identity asserted (RFC 3325, 3GPP verstat)."""
     counted = admission is not None
     warnings = () if admission is None else admission.warnings
+    from_ = request.from_
+    if verdict.emergency and verdict.caller is None:
+        # An emergency call with no usable caller ID goes as it came: the
+        # emergency service sees what the caller sent, and nothing asserted.
+        return build(
+            Allow,
+            {
+                "trunk": trunk.name,
+                "route": trunk.route,
+                "from_value": str(from_.with_params(_without_tag(from_))),
+                "strip": IDENTITY_HEADERS,
+                "note": verdict.rule,
+                "callee": verdict.callee,
+                "emergency": True,
+            },
+        )
     if verdict.anonymize or verdict.caller is None:
         return build(
             Allow,
@@ -231,9 +251,9 @@ def _allow(
                 "callee": verdict.callee,
                 "rate_counted": counted,
                 "warnings": warnings,
+                "emergency": verdict.emergency,
             },
         )
-    from_ = request.from_
     host = from_.uri.host if isinstance(from_.uri, SipUri) else trunk.route.host
     presented = verdict.presentation
     if presented is None:  # anonymous From with an asserted identity: keep From as is
@@ -241,7 +261,8 @@ def _allow(
     else:
         display = None if verdict.strip_display_name else from_.display_name
         from_value = _phone_name_addr(presented, host, display)
-    asserted = f"<sip:{verdict.caller};verstat={VERSTAT_PASSED}@{host};user=phone>"
+    verstat = VERSTAT_PASSED if verdict.rule is None else VERSTAT_FAILED
+    asserted = f"<sip:{verdict.caller};verstat={verstat}@{host};user=phone>"
     return build(
         Allow,
         {
@@ -255,6 +276,7 @@ def _allow(
             "callee": verdict.callee,
             "rate_counted": counted,
             "warnings": warnings,
+            "emergency": verdict.emergency,
         },
     )
 

@@ -59,7 +59,7 @@ class CompiledTrunk:
     refused_callees: frozenset[str]
     calling_tz: tzinfo | None
     calling_windows: tuple[tuple[int, int], ...]
-    monitor: bool
+    monitored: frozenset[str]  # rule ids only reported (all of them in monitor mode)
     responses: Mapping[str, ResponseCode]  # every rule's: the rule file's, else built in
     limits: TrunkLimits = NO_LIMITS
     full_answers: bool = False  # answers.detail full: refusals tell the trunk why
@@ -151,7 +151,7 @@ def _compile_trunk(
         refused_callees=trunk.refused_callee_numbers,
         calling_tz=None if hours is None else zones[hours.tz],
         calling_windows=() if hours is None else hours.allow,
-        monitor=rules.mode_of(trunk) == "monitor",
+        monitored=rules.monitored_rules_of(trunk),
         responses={**_DEFAULT_RESPONSES, **global_responses, **_responses(rules, trunk)},
         limits=_limits(trunk.limits),
         full_answers=rules.answer_detail_of(trunk) == "full",

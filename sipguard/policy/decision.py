@@ -18,7 +18,8 @@ class Allow:
     `from_value` replaces the From value (without tag) on the outbound leg;
     `headers` are added to the outbound INVITE; header keys (lower-case) in
     `strip` are not copied from the inbound INVITE. `note` names the rule
-    that fired on a trunk in monitor mode (the call is relayed anyway).
+    that fired although the call is relayed: a rule the trunk only monitors,
+    or any rule on a call to an emergency number (`emergency`).
     """
 
     trunk: str
@@ -31,6 +32,7 @@ class Allow:
     callee: str | None = None  # the normalised called number, for logs
     rate_counted: bool = False  # the rate table counted this call: release it at its end
     warnings: tuple[str, ...] = ()  # rule ids whose warn level this call passed
+    emergency: bool = False  # a call to an emergency number: no rule of sipguard's refuses it
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from sipguard.policy.compiled import CompiledTrunk, Policy, default_response
 from sipguard.policy.frozen import build
 from sipguard.policy.numbers import NumberPlan, numbers_in_display_name
 from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
+from sipguard.rules.values import MONITORABLE_RULES
 
 __all__ = ["CallView", "evaluate"]
 
@@ -60,6 +61,10 @@ class CallView:
 
 # Not frozen: a frozen __init__ costs a call per field, and this private value
 # is never changed.
+# Every rule is noted, none refuses: a call to an emergency number.
+_PASS_ALL = MONITORABLE_RULES
+
+
 @dataclass(slots=True)
 class _Fired:
     """A rule that fired, with what made it fire (for the reason text)."""
@@ -71,45 +76,60 @@ class _Fired:
 def evaluate(
     policy: Policy, trunk: CompiledTrunk | None, call: CallView, *, wall_time: float
 ) -> Verdict:
-    """Decide one new call. Pure: same inputs, same verdict."""
+    """Decide one new call. Pure: same inputs, same verdict.
+
+    The first rule that fires and is enforced refuses the call. A rule the
+    trunk only monitors (`monitor_rules`, `mode: monitor`), and every rule on
+    a call to an emergency number, is noted instead and the evaluation goes
+    on; the call is then allowed with the first noted rule as its `rule`.
+    """
+    raw = call.callee
+    callee = policy.plan.normalise(raw) if raw else None
+    shown = callee or raw or None  # the callee for the trail: E.164, else as written
     if trunk is None:
-        return _outcome(policy, None, call, _Fired("unknown_source"), None, None)
+        return _outcome(trunk, _Fired("unknown_source"), None, None, shown, False)
+    emergency = raw in policy.emergency or callee in policy.emergency
+    passing = _PASS_ALL if emergency else trunk.monitored
     identified = _identify(policy.plan, trunk, call)
-    if isinstance(identified, _Fired):
-        return _outcome(policy, trunk, call, identified, None, None)
+    if isinstance(identified, _Fired):  # no number to check any further
+        return _outcome(trunk, identified, None, None, shown, emergency)
     presentation, network, asserted_disagree = identified
     if presentation is None or presentation == network:
         numbers: tuple[str, ...] = (network,)
     else:
         numbers = (network, presentation)
+    noted: list[_Fired] = []
+    refused: _Fired | None = None
     if policy.screens_numbers:
-        fired = _number_rules(policy, numbers, wall_time)
-        if fired is not None:
-            return _outcome(policy, trunk, call, fired, network, presentation)
+        refused = _number_rules(policy, numbers, wall_time, passing, noted)
     anonymize = False
-    if trunk.international:
+    if not refused and trunk.international:
         home = _home_cli(policy, trunk, numbers)
         if isinstance(home, _Fired):
-            return _outcome(policy, trunk, call, home, network, presentation)
-        anonymize = home
-    if asserted_disagree:
+            refused = _enforced(home, passing, noted)
+        else:
+            anonymize = home
+    if not refused and asserted_disagree:
         fired = _Fired("identity_mismatch", "P-Asserted-Identity values disagree")
-        return _outcome(policy, trunk, call, fired, network, presentation)
-    consistency = _consistency(policy, trunk, call, network, presentation)
-    if isinstance(consistency, _Fired):
-        return _outcome(policy, trunk, call, consistency, network, presentation)
-    if not anonymize:
+        refused = _enforced(fired, passing, noted)
+    strip = False
+    if not refused:
+        consistency = _consistency(policy, trunk, call, network, presentation, passing, noted)
+        if isinstance(consistency, _Fired):
+            refused = consistency
+        else:
+            strip = consistency
+    if not refused and not anonymize and not trunk.any_number:
         for number in numbers:
-            fired = _allocation(policy, trunk, number)
-            if fired is not None:
-                return _outcome(policy, trunk, call, fired, network, presentation)
-    raw = call.callee
-    callee = policy.plan.normalise(raw) if raw else None
-    emergency = raw in policy.emergency or callee in policy.emergency
-    if not emergency and (trunk.refused_callees or trunk.calling_tz is not None):
-        fired = _callee_and_time(trunk, callee, wall_time)
-        if fired is not None:
-            return _outcome(policy, trunk, call, fired, network, presentation)
+            refused = _enforced(_allocation(policy, trunk, number), passing, noted)
+            if refused:
+                break
+    if not refused and not emergency and (trunk.refused_callees or trunk.calling_tz is not None):
+        refused = _enforced(_callee_and_time(trunk, callee, wall_time), passing, noted)
+    if refused:
+        return _outcome(trunk, refused, network, presentation, shown, emergency)
+    if noted:
+        return _outcome(trunk, noted[0], network, presentation, shown, emergency)
     return build(
         Verdict,
         {
@@ -118,11 +138,20 @@ def evaluate(
             "caller": network,
             "presentation": presentation,
             "anonymize": anonymize,
-            "strip_display_name": consistency,
-            "callee": callee or raw,
+            "strip_display_name": strip,
+            "callee": shown,
             "emergency": emergency,
         },
     )
+
+
+def _enforced(fired: _Fired | None, passing: frozenset[str], noted: list[_Fired]) -> _Fired | None:
+    """`fired` if it refuses the call; None if nothing fired or the rule only
+    reports (then it is noted)."""
+    if fired is None or fired.rule not in passing:
+        return fired
+    noted.append(fired)
+    return None
 
 
 def _identify(
@@ -161,15 +190,26 @@ def _identify(
     return presentation, network, disagree
 
 
-def _number_rules(policy: Policy, numbers: tuple[str, ...], wall_time: float) -> _Fired | None:
+def _number_rules(
+    policy: Policy,
+    numbers: tuple[str, ...],
+    wall_time: float,
+    passing: frozenset[str],
+    noted: list[_Fired],
+) -> _Fired | None:
     """Rule group 3: numbers that may never, or not now, be a caller ID."""
     for number in numbers:
         if policy.do_not_originate.owners_e164(number):
-            return _Fired("do_not_originate", number)
+            fired = _enforced(_Fired("do_not_originate", number), passing, noted)
+            if fired is not None:
+                return fired
         lifts = policy.suspended.get(number)
         if lifts is not None and wall_time < lifts:
             why = policy.suspended_why.get(number)
-            return _Fired("suspended_number", f"{number} ({why})" if why else number)
+            detail = f"{number} ({why})" if why else number
+            fired = _enforced(_Fired("suspended_number", detail), passing, noted)
+            if fired is not None:
+                return fired
     return None
 
 
@@ -196,10 +236,14 @@ def _consistency(
     call: CallView,
     network: str,
     presentation: str | None,
+    passing: frozenset[str],
+    noted: list[_Fired],
 ) -> bool | _Fired:
     """Rule group 5; returns whether to strip the display name."""
     if trunk.from_must_match_pai and presentation is not None and presentation != network:
-        return _Fired("identity_mismatch", f"From {presentation}, asserted {network}")
+        fired = _Fired("identity_mismatch", f"From {presentation}, asserted {network}")
+        if _enforced(fired, passing, noted) is not None:
+            return fired
     if trunk.display_name == "ignore" or call.display_name is None:
         return False
     for digits in numbers_in_display_name(call.display_name):
@@ -207,14 +251,14 @@ def _consistency(
             continue
         if trunk.display_name == "strip":
             return True
-        return _Fired("display_name_spoof", f"display name '{call.display_name[:32]}'")
+        fired = _Fired("display_name_spoof", f"display name '{call.display_name[:32]}'")
+        return _enforced(fired, passing, noted) or False
     return False
 
 
 def _allocation(policy: Policy, trunk: CompiledTrunk, number: str) -> _Fired | None:
-    """Rule group 6: the number must be allocated to this trunk."""
-    if trunk.any_number:
-        return None
+    """Rule group 6: the number must be allocated to this trunk (unless its
+    ranges include "*", which the caller checks first)."""
     owners = policy.allocations.owners_e164(number)
     if trunk.index in owners:
         return None
@@ -240,23 +284,23 @@ def _callee_and_time(trunk: CompiledTrunk, callee: str | None, wall_time: float)
 
 
 def _outcome(
-    policy: Policy,
     trunk: CompiledTrunk | None,
-    call: CallView,
     fired: _Fired,
     network: str | None,
     presentation: str | None,
+    callee: str | None,
+    emergency: bool,
 ) -> Verdict:
-    """A fired rule: a rejection, or in monitor mode an allow that names it.
+    """A fired rule: a rejection; or, for a rule the trunk only monitors and
+    for a call to an emergency number, an allow that names the rule (the call
+    is relayed, never asserted as validated).
 
     Either way the verdict names the callee, for the trail.
     """
     rule = fired.rule
     text = RULE_DEFAULTS[rule][1]
     reason = text if fired.detail is None else f"{text}: {fired.detail}"
-    raw = call.callee
-    callee = (policy.plan.normalise(raw) or raw) if raw else None
-    if trunk is not None and trunk.monitor:
+    if trunk is not None and (emergency or rule in trunk.monitored):
         return build(
             Verdict,
             {
@@ -266,8 +310,9 @@ def _outcome(
                 "trunk": trunk.name,
                 "caller": network,
                 "presentation": presentation,
-                "monitored": True,
+                "monitored": not emergency,
                 "callee": callee,
+                "emergency": emergency,
             },
         )
     response = default_response(rule) if trunk is None else trunk.responses[rule]

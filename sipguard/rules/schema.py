@@ -295,6 +295,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "ratetable",
         "protection",
         "answers",
+        "monitor_rules",
     ),
     "numbering": ("country_code", "national_prefix", "international_prefix"),
     "trunk": (
@@ -312,6 +313,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "home_cli_exempt",
         "responses",
         "answers",
+        "monitor_rules",
     ),
     "identity": ("require_pai", "from_must_match_pai", "display_name", "trusted"),
     "limits": ("cps", "burst", "concurrent", "per_caller", "per_callee", "one_ring"),
@@ -741,6 +743,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
     suspended = _read_suspended(top, numbering)
     emergency = _read_emergency(top)
     responses = _read_responses(top, on_trunk=False)
+    monitor_rules = _read_monitor_rules(top) or ()
     ratetable = _read_ratetable(top)
     protection = _read_protection(top)
     answers = _read_answers(top)
@@ -763,6 +766,7 @@ def _read_ruleset(ck: _Checker, tree: Located) -> RuleSet | None:
         trunks=trunks,
         path=ck.path,
         responses=responses,
+        monitor_rules=monitor_rules,
         ratetable=ratetable,
         protection=protection,
         warnings=ck.sorted_warnings(),
@@ -1074,6 +1078,7 @@ def _read_trunk(
     home_cli, exemptions = _read_home_cli(section, numbering)
     responses = _read_responses(section, on_trunk=True)
     answer_detail = _read_trunk_answers(section)
+    monitor_rules = _read_monitor_rules(section)
     if name is None or route is None or not sources:
         return None
     return Trunk(
@@ -1092,6 +1097,7 @@ def _read_trunk(
         home_cli_exempt=exemptions,
         responses=responses,
         answer_detail=answer_detail,
+        monitor_rules=monitor_rules,
     )
 
 
@@ -1598,8 +1604,35 @@ def _read_responses(section: _Section, *, on_trunk: bool) -> Responses:
     return tuple(sorted(found.items()))
 
 
-def _unknown_rule(rule: str) -> str:
-    message = f"unknown rule id '{rule}' in responses"
+def _read_monitor_rules(section: _Section) -> tuple[str, ...] | None:
+    """`monitor_rules`: rule ids only reported, not enforced; None when absent."""
+    if section.get("monitor_rules") is None:
+        return None
+    found: dict[str, Located] = {}
+    for item in _items(section, "monitor_rules"):
+        rule = _text(section, item, "monitor_rules entry")
+        if rule is None:
+            continue
+        if rule in found:
+            section.fail(
+                item,
+                f"duplicate rule id '{rule}' in monitor_rules (first at line {found[rule].line})",
+            )
+        elif rule == "unknown_source":
+            section.fail(
+                item,
+                "unknown_source cannot be monitored: a call from no trunk's source is never "
+                "relayed",
+            )
+        elif rule not in RULE_IDS:
+            section.fail(item, _unknown_rule(rule, "monitor_rules"))
+        else:
+            found[rule] = item
+    return tuple(found)
+
+
+def _unknown_rule(rule: str, where: str = "responses") -> str:
+    message = f"unknown rule id '{rule}' in {where}"
     close = difflib.get_close_matches(rule, RULE_IDS, n=1)
     if close:
         return f"{message}; did you mean '{close[0]}'?"

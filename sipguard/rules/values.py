@@ -63,6 +63,7 @@ __all__ = [
     "RATETABLE_SYNC_INTERVALS",
     "REDIS_URL_SCHEMES",
     "RULES_VERSION",
+    "MONITORABLE_RULES",
     "RULE_IDS",
     "TRANSPORTS",
     "TRUNK_KINDS",
@@ -196,6 +197,9 @@ RULE_IDS: tuple[str, ...] = (
     "one_ring",
     "ratetable_unavailable",
 )
+# The rules a trunk can run in report-only mode: all but unknown_source (a
+# call of no trunk has no trunk to monitor it; it is never relayed).
+MONITORABLE_RULES: frozenset[str] = frozenset(RULE_IDS) - {"unknown_source"}
 # SIP final failure responses (RFC 3261 §21.4-§21.6): 4xx, 5xx and 6xx.
 _RESPONSE_CODES = range(400, 700)
 
@@ -450,6 +454,15 @@ class ResponseSpec:
 Responses: TypeAlias = tuple[tuple[str, ResponseSpec], ...]
 
 
+def _check_monitor_rules(rules: tuple[str, ...]) -> None:
+    """Rule ids that can be monitored, each once."""
+    unknown = [rule for rule in rules if rule not in MONITORABLE_RULES]
+    if unknown:
+        raise ValueError(f"rule id {unknown[0]!r} cannot be monitored")
+    if len(set(rules)) != len(rules):
+        raise ValueError("monitor_rules names a rule id twice")
+
+
 def _check_responses(responses: Responses) -> None:
     """Rule ids known, each once, sorted."""
     ids = [rule for rule, _ in responses]
@@ -488,6 +501,9 @@ class Trunk:
             the rule set's `responses` for this trunk's calls.
         answer_detail: what this trunk's refusals tell it (`answers.detail`);
             None when the trunk follows the rule set's.
+        monitor_rules: rule ids this trunk only reports (a call they would
+            refuse is relayed, marked as not validated); None when the trunk
+            follows the rule set's `monitor_rules`.
     """
 
     name: str
@@ -505,6 +521,7 @@ class Trunk:
     home_cli_exempt: tuple[Exemption, ...] = ()
     responses: Responses = ()
     answer_detail: AnswerDetail | None = None
+    monitor_rules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TRUNK_KINDS:
@@ -520,6 +537,7 @@ class Trunk:
             raise ValueError("a call of a known trunk is never unknown_source")
         if self.answer_detail is not None and self.answer_detail not in ANSWER_DETAILS:
             raise ValueError(f"unknown answer detail {self.answer_detail!r}")
+        _check_monitor_rules(self.monitor_rules or ())
 
     def response_for(self, rule: str) -> ResponseSpec | None:
         """This trunk's own response for `rule`, or None."""
@@ -713,6 +731,9 @@ class RuleSet:
             enough to refuse it, in file order. Not part of the rules'
             value: two rule sets that differ only here are equal.
         answers: what refusals and OPTIONS answers tell a calling trunk.
+        monitor_rules: rule ids every trunk only reports while the others
+            enforce (a trunk may set its own list); `mode: monitor` reports
+            them all.
     """
 
     version: int = RULES_VERSION
@@ -731,11 +752,13 @@ class RuleSet:
     protection: Protection = field(default_factory=Protection)
     warnings: tuple[RuleFileWarning, ...] = field(default=(), compare=False)
     answers: Answers = field(default_factory=Answers)
+    monitor_rules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}")
         _check_responses(self.responses)
+        _check_monitor_rules(self.monitor_rules)
 
     def trunk_named(self, name: str) -> Trunk | None:
         """The trunk called `name`, or None."""
@@ -744,6 +767,14 @@ class RuleSet:
     def mode_of(self, trunk: Trunk) -> Mode:
         """The mode a trunk runs in: its own, else the rule set's."""
         return self.mode if trunk.mode is None else trunk.mode
+
+    def monitored_rules_of(self, trunk: Trunk) -> frozenset[str]:
+        """The rule ids a trunk only reports: every one in monitor mode, else
+        its own `monitor_rules`, else the rule set's."""
+        if self.mode_of(trunk) == "monitor":
+            return MONITORABLE_RULES
+        own = trunk.monitor_rules
+        return frozenset(self.monitor_rules if own is None else own)
 
     def answer_detail_of(self, trunk: Trunk) -> AnswerDetail:
         """What a trunk's refusals tell it: its own `answers.detail`, else the rule set's."""

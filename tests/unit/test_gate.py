@@ -180,3 +180,60 @@ def test_a_configured_reason_phrase_is_the_one_sent() -> None:
     assert suspended.warning == "suspended_number", "the caller is not"
     default = gate().decide(invite("<sip:+869999000000@10.1.0.5>"), SH, now=0.0)
     assert isinstance(default, Refuse) and (default.status, default.reason) == (403, "Forbidden")
+
+
+def _gate(text: str) -> PolicyGate:
+    return PolicyGate(build_policy(parse_rules(text, path="t.yaml")), wall_clock=lambda: 0.0)
+
+
+def _asserted(decision: Allow) -> str:
+    return dict(decision.headers)["P-Asserted-Identity"]
+
+
+def test_a_monitored_forged_caller_is_relayed_but_never_asserted_as_validated() -> None:
+    forged = invite("<sip:+862131779999@10.1.0.5>")  # not in sh's ranges
+    for text in (
+        RULES.replace("version: 1\n", "version: 1\nmode: monitor\n"),
+        RULES.replace("version: 1\n", "version: 1\nmonitor_rules: [caller_not_allocated]\n"),
+    ):
+        decision = _gate(text).decide(forged, SH, now=0.0)
+        assert isinstance(decision, Allow) and decision.note == "caller_not_allocated"
+        assert "verstat=TN-Validation-Failed" in _asserted(decision)
+        assert "Passed" not in _asserted(decision)
+    # a genuine caller on the same monitored trunk is still vouched for
+    genuine = _gate(RULES.replace("version: 1\n", "version: 1\nmode: monitor\n")).decide(
+        invite("<sip:+862131771234@10.1.0.5>"), SH, now=0.0
+    )
+    assert isinstance(genuine, Allow) and genuine.note is None
+    assert "verstat=TN-Validation-Passed" in _asserted(genuine)
+
+
+EMERGENCY_RULES = RULES.replace("version: 1\n", 'version: 1\nemergency_numbers: ["110", "112"]\n')
+
+
+def test_an_emergency_call_from_a_forged_caller_is_relayed_unvouched() -> None:
+    decision = _gate(EMERGENCY_RULES).decide(
+        invite("<sip:+862131779999@10.1.0.5>", to="sip:110@10.0.0.1"), SH, now=0.0
+    )
+    assert isinstance(decision, Allow) and decision.emergency
+    assert decision.note == "caller_not_allocated"
+    assert "verstat=TN-Validation-Failed" in _asserted(decision)
+
+
+def test_an_emergency_call_without_a_caller_id_goes_as_it_came() -> None:
+    decision = _gate(EMERGENCY_RULES).decide(
+        invite('"Anonymous" <sip:anonymous@anonymous.invalid>', to="sip:112@10.0.0.1"), SH, now=0.0
+    )
+    assert isinstance(decision, Allow) and decision.emergency
+    assert decision.note == "missing_caller_id"
+    assert decision.from_value == '"Anonymous" <sip:anonymous@anonymous.invalid>'
+    assert decision.headers == ()  # nothing asserted
+    assert "p-asserted-identity" in decision.strip
+
+
+def test_an_emergency_call_from_no_trunk_is_still_refused() -> None:
+    stranger = Peer("udp", "192.0.2.66", 5060)
+    decision = _gate(EMERGENCY_RULES).decide(
+        invite("<sip:+862131771234@10.1.0.5>", to="sip:110@10.0.0.1"), stranger, now=0.0
+    )
+    assert isinstance(decision, Refuse) and decision.rule == "unknown_source"

@@ -304,3 +304,72 @@ def test_number_rules_are_skipped_only_when_the_rule_file_has_none() -> None:
     bare = bare.replace("suspended:\n" + suspension, "")
     assert not policy(bare).screens_numbers
     assert decide("sh", from_number="+862131771250", rules=policy(bare)).allowed
+
+
+# -- monitoring one rule while the others enforce ------------------------------------
+
+
+def test_a_monitored_rule_is_noted_and_the_enforced_ones_still_decide() -> None:
+    text = BASE.replace("version: 1\n", "version: 1\nmonitor_rules: [display_name_spoof]\n")
+    rules = policy(text)
+
+    noted = decide("sh", display_name="95555", rules=rules)
+    assert noted.allowed and noted.rule == "display_name_spoof" and noted.monitored
+
+    # the display name is only reported; the pass-through behind it is still refused
+    refused = decide("sh", from_number="+862131779999", display_name="95555", rules=rules)
+    assert not refused.allowed and refused.rule == "caller_not_allocated"
+
+
+def test_a_trunk_can_monitor_its_own_rules() -> None:
+    text = BASE.replace(
+        "    identity: {from_must_match_pai: true, display_name: reject}\n",
+        "    identity: {from_must_match_pai: true, display_name: reject}\n"
+        "    monitor_rules: [caller_not_allocated, outside_calling_hours]\n",
+    )
+    rules = policy(text)
+    relayed = decide("sh", from_number="+862131779999", wall_time=CLOSED, rules=rules)
+    assert relayed.allowed and relayed.monitored and relayed.rule == "caller_not_allocated"
+    # other rules and other trunks still enforce
+    assert decide("sh", display_name="95555", rules=rules).rule == "display_name_spoof"
+    assert not decide("sh", display_name="95555", rules=rules).allowed
+    assert not decide("bj", from_number="+862131771234", rules=rules).allowed
+
+
+# -- emergency calls are never refused by sipguard's own rules ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "rule"),
+    [
+        ("pass-through", {"from_number": "+862131779999"}, "caller_not_allocated"),
+        ("other trunk's number", {"from_number": "+861065550001"}, "caller_of_other_trunk"),
+        ("anonymous, no Privacy", {"from_number": None, "anonymous": True}, "missing_caller_id"),
+        ("no caller at all", {"from_number": None}, "missing_caller_id"),
+        ("undialable", {"from_number": "abc"}, "invalid_caller_id"),
+        ("do not originate", {"from_number": "+8640012345678"}, "do_not_originate"),
+        ("suspended", {"from_number": "+862131771250"}, "suspended_number"),
+        ("display name", {"display_name": "95555"}, "display_name_spoof"),
+        ("modified", {"asserted": ("+862131771299",), "from_number": "+862131771298"}, None),
+        ("outside hours", {"wall_time": CLOSED}, None),
+    ],
+)
+def test_a_call_to_an_emergency_number_passes_every_caller_id_rule(
+    case: str, kwargs: dict[str, object], rule: str | None
+) -> None:
+    for callee in ("110", "120", "+86110"):
+        verdict = decide("sh", callee=callee, **kwargs)  # type: ignore[arg-type]
+        assert verdict.allowed and verdict.emergency, (case, callee, verdict)
+        assert not verdict.monitored
+        if rule is not None:
+            assert verdict.rule == rule, (case, verdict)
+
+
+def test_a_home_caller_id_from_abroad_still_reaches_the_emergency_service() -> None:
+    verdict = decide("intl", from_number="+862131771234", callee="110")
+    assert verdict.allowed and verdict.emergency and verdict.rule == "home_cli_from_abroad"
+
+
+def test_an_unknown_source_is_refused_even_to_an_emergency_number() -> None:
+    verdict = decide(None, callee="110")
+    assert not verdict.allowed and verdict.rule == "unknown_source"

@@ -955,7 +955,7 @@ def test_refused_callee_errors_sort_where_the_rule_file_names_the_file(tmp_path:
     assert lines_of(errors_of(path), path) == [
         "refused.txt:1:1: refused callee '02131770000': not in E.164 form: write '+', the country code and the number; did you mean '+862131770000'?",
         "8:11: trunk 'sh-callcenter': mode must be 'enforce' or 'monitor', got 'shadow'",
-        "9:1: unknown key 'colour'; expected one of: version, mode, numbering, listen, audit_log, metrics, do_not_originate, suspended, emergency_numbers, trunks, responses, ratetable, protection, answers",
+        "9:1: unknown key 'colour'; expected one of: version, mode, numbering, listen, audit_log, metrics, do_not_originate, suspended, emergency_numbers, trunks, responses, ratetable, protection, answers, monitor_rules",
     ]
 
 
