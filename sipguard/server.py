@@ -12,8 +12,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
-import random
-import secrets
+import os
 import signal
 import threading
 import time
@@ -115,11 +114,11 @@ class Server:
                 host, port = await self.transports.listen_tcp(endpoint.host, endpoint.port)
             local.setdefault(endpoint.transport, LocalAddress(endpoint.transport, host, port))
             self.listening.append(f"{endpoint.transport}:{host}:{port}")
-        rng = random.Random(secrets.randbits(128))
         self.core = B2BUA(
             config=_core_config(self.rules, local),
             gate=self._gate(self.rules),
-            ids=IdFactory(rng),
+            # The kernel's CSPRNG: a stranger sees tags and must not predict them.
+            ids=IdFactory(os.urandom),
         )
         self._schedule_housekeeping()
         if self.ratesync is not None:
