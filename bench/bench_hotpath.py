@@ -70,6 +70,7 @@ import argparse
 import functools
 import ipaddress
 import itertools
+import os
 import pickle
 import random
 import shutil
@@ -412,7 +413,7 @@ def decisions(config: Config) -> Decisions:
 
 def check_answers(allowed: Request, spoofed: Request, allow: Allow, refuse: Refuse) -> None:
     """The answers the benchmarks build are what the core would send."""
-    ids = IdFactory(random.Random(0))
+    ids = IdFactory(os.urandom)
     refusal = parse_message(refusal_bytes(spoofed, CARRIER, refuse, ids))
     assert isinstance(refusal, Response) and refusal.status == 403, refusal
     assert refusal.headers.get("reason") is not None
@@ -587,7 +588,7 @@ def bench_rate_admit_end(loops: int, config: Config) -> float:
 
 @functools.cache
 def answer_ids() -> IdFactory:
-    return IdFactory(random.Random(5060))
+    return IdFactory(os.urandom)
 
 
 def bench_build_403(loops: int, config: Config) -> float:

@@ -1,19 +1,27 @@
 """The audit trail: one JSON line per decision and per call end, for traceback.
 
-Regulators require the call records of every decision to be kept. The call
-path must not wait for a disk, so `AuditLog.submit` only appends the event
-(and the wall-clock time) to a bounded in-memory queue; a writer thread turns
-queued events into JSON lines, writes them, rotates the file by size or age
-(the rotated file is gzipped), and fsyncs on a schedule and on `close`.
+Regulators require the call records of every decision to be kept, and a
+call that was answered must have its record. The driver therefore hands
+each event-loop tick's records to the operating system before that tick's
+datagrams leave: `add` formats a record (no I/O), `flush` writes the tick's
+records with a single `os.write` on the live file's descriptor (flush
+required before the tick's sends). Once `flush` returns, the records are
+in the kernel's page cache: a crash of the process (SIGKILL, a segfault,
+the OOM killer) loses none of them. A thread fsyncs the live file every
+`fsync_every` seconds and at `close`, so a crash of the machine (power,
+kernel) loses at most that much.
 
-What never blocks and what is counted:
+What the call path pays, and what is counted:
 
-- `submit` is an append to a deque: no I/O, no formatting. Past
-  `queue_limit` waiting events it drops the event and counts it in
-  `dropped` (the shutdown line and the metrics report it): the trail says
-  what it lost rather than stalling calls.
-- A write error (disk full, permissions) is logged once and counted in
-  `write_errors`; the writer keeps trying with the next batch.
+- One `write(2)` per tick that produced records: a copy into the page
+  cache, microseconds. The kernel may hold a writer back when dirty pages
+  pile up faster than the disk takes them; then calls wait with the trail
+  rather than go unrecorded. There is no queue to overflow.
+- Rotation by size or age is a rename and an open on the loop; the old
+  file's fsync, its gzip and the pruning of old files run on the thread.
+  A rotated file a crash left uncompressed is compressed at the next start.
+- A failed write (disk full, I/O error) is logged once, counted in
+  `write_errors`, and its records in `dropped`; the next tick tries again.
 
 The record of a decision carries: `ts` (UTC, ISO 8601 with ms), `event`
 (`decision`), `verdict` (`allow`, `reject`, or `monitor` for a call relayed
@@ -28,7 +36,7 @@ call end carries `event` (`end`), `trunk`, `call_id`, `out_call_id`,
 `callee`, `timeout`, `error`, `shutdown`), `answered`, `duration` (seconds
 since the INVITE) and, for unanswered calls that rang, `ringing_for`.
 
-Ring 3: a driver module (threads, files).
+Ring 3: a driver module (files, a thread).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -46,7 +55,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sipguard.b2bua import CallEnded, CallRefused, CallStarted
 
@@ -55,6 +63,19 @@ __all__ = ["AuditLog", "AuditSettings", "AuditStats", "record_of"]
 log = logging.getLogger("sipguard")
 
 AuditEvent = CallStarted | CallRefused | CallEnded
+
+# The live file is opened for appending only: each write lands at the end of
+# the file, whatever else has it open.
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+# The UTC time in a rotated file's name: `<name>.20261118T110640250000Z`.
+_STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_STAMP = re.compile(r"\d{8}T\d{12}Z")
+# One encoder for every record: json.dumps with `separators` builds a new one
+# per call (measured: 5.3 us a record, 4.2 us with this one).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# After a failed rotation, keep writing to the live file this long (seconds)
+# before trying again, rather than retrying (and logging) every tick.
+_ROTATION_RETRY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +90,6 @@ class AuditSettings:
             (None: by size only).
         keep: rotated files kept; older ones are deleted.
         fsync_every: seconds between fsyncs of the live file.
-        queue_limit: events waiting to be written, at most; past it new
-            events are dropped and counted.
-        flush_every: seconds the writer sleeps between batches at most.
     """
 
     path: Path
@@ -79,23 +97,31 @@ class AuditSettings:
     rotate_every: float | None = 86_400.0
     keep: int = 90
     fsync_every: float = 1.0
-    queue_limit: int = 100_000
-    flush_every: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class AuditStats:
-    """How the trail is doing: records written, events dropped, write errors, rotations."""
+    """How the trail is doing.
+
+    Attributes:
+        written: records handed to the operating system.
+        dropped: records lost to a failed write, or added after `close`.
+        write_errors: failed writes, fsyncs and rotations.
+        rotations: files rotated.
+        pending: records added and not yet flushed (0 between ticks).
+    """
 
     written: int
     dropped: int
     write_errors: int
     rotations: int
-    queued: int
+    pending: int
 
 
 class AuditLog:
-    """A bounded queue in front of a writer thread that owns the file.
+    """The live file, written one tick at a time; fsync and gzip on a thread.
+
+    `add` and `flush` are called from one thread, the event loop's.
 
     Args:
         settings: where and how to write.
@@ -107,17 +133,21 @@ class AuditLog:
     ) -> None:
         self.settings = settings
         self._clock = wall_clock
-        self._queue: deque[tuple[float, AuditEvent]] = deque()
-        self._wake = threading.Event()
-        self._stopping = False
+        self._pending: list[str] = []
+        self._fd: int | None = None
+        self._size = 0
+        self._opened_at = 0.0
+        self._retry_rotation_at = 0.0
         self._written = 0
         self._dropped = 0
         self._write_errors = 0
         self._rotations = 0
-        self._file: Any = None
-        self._opened_at = 0.0
-        self._last_fsync = 0.0
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        # Rotated files for the thread: (descriptor to fsync and close, or
+        # None; the plain file to compress).
+        self._rotated: deque[tuple[int | None, Path]] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="audit-sync", daemon=True)
 
     @property
     def stats(self) -> AuditStats:
@@ -126,122 +156,211 @@ class AuditLog:
             dropped=self._dropped,
             write_errors=self._write_errors,
             rotations=self._rotations,
-            queued=len(self._queue),
+            pending=len(self._pending),
         )
 
     def start(self) -> None:
-        """Open the live file (creating its directory) and start the writer."""
-        self.settings.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open the live file (creating its directory) and start the fsync thread.
+
+        Raises:
+            OSError: the directory or the file cannot be created or opened.
+        """
+        path = self.settings.path
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._open()
+        # Rotated files a crash left uncompressed (and half-written archives).
+        for leftover in sorted(path.parent.glob(f"{path.name}.*")):
+            stamp = leftover.name[len(path.name) + 1 :]
+            if _STAMP.fullmatch(stamp):
+                self._rotated.append((None, leftover))
+            elif stamp.endswith(".gz.part") and _STAMP.fullmatch(stamp[: -len(".gz.part")]):
+                leftover.unlink(missing_ok=True)
         self._thread.start()
 
-    def submit(self, event: AuditEvent) -> None:
-        """Queue `event` for the trail; never blocks. Dropped (and counted) when full."""
-        queue = self._queue
-        if len(queue) >= self.settings.queue_limit:
-            self._dropped += 1
+    def add(self, event: AuditEvent) -> None:
+        """Format `event`'s record for this tick's write; no I/O (flush required)."""
+        self._pending.append(_ENCODER.encode(record_of(event, self._clock())))
+
+    def flush(self) -> None:
+        """Hand the records added since the last flush to the operating system.
+
+        One `os.write` (more only if the kernel takes part of it), after a
+        rotation if one is due. A failure is logged once and counted; the
+        records are counted as dropped. Never raises.
+        """
+        pending = self._pending
+        if not pending:
             return
-        queue.append((self._clock(), event))
+        self._pending = []
+        data = ("\n".join(pending) + "\n").encode()
+        if self._fd is None:
+            self._dropped += len(pending)
+            return
+        self._rotate_if_due(len(data))
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            if not self._write_errors:
+                log.error("audit log %s: cannot write: %s", self.settings.path, exc)
+            self._write_errors += 1
+            self._dropped += len(pending)
+            return
+        self._size += len(data)
+        self._written += len(pending)
 
     def close(self, *, timeout: float = 10.0) -> None:
-        """Write everything queued, fsync, and stop the writer."""
+        """Write what is pending, finish rotations, fsync and close the live file."""
+        self.flush()
         self._stopping = True
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
             log.error(
-                "audit writer did not finish within %.0fs; %d records left",
+                "audit log %s: %d rotated file(s) not compressed within %.0fs",
+                self.settings.path,
+                len(self._rotated),
                 timeout,
-                len(self._queue),
             )
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._sync(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                self._write_errors += 1
 
-    # -- the writer thread ---------------------------------------------------------
+    # -- the fsync thread ----------------------------------------------------------
 
     def _run(self) -> None:
-        settings = self.settings
+        every = self.settings.fsync_every
+        last_sync = time.monotonic()
         while True:
-            self._wake.wait(settings.flush_every)
+            self._wake.wait(every)
             self._wake.clear()
-            self._write_batch()
             stopping = self._stopping
+            self._finish_rotations()
             now = time.monotonic()
-            if stopping or now - self._last_fsync >= settings.fsync_every:
-                self._sync(now)
-            if stopping and not self._queue:
-                self._close_file()
+            if now - last_sync >= every:
+                last_sync = now
+                fd = self._fd
+                if fd is not None:
+                    self._sync(fd)
+            if stopping:
+                self._finish_rotations()
                 return
 
-    def _write_batch(self) -> None:
-        queue = self._queue
-        if not queue:
-            return
-        lines = []
-        while queue:
-            wall, event = queue.popleft()
-            lines.append(json.dumps(record_of(event, wall), separators=(",", ":")))
-        text = "\n".join(lines) + "\n"
+    def _sync(self, fd: int) -> None:
         try:
-            self._rotate_if_due(len(text))
-            self._file.write(text)
-            self._file.flush()
-        except (OSError, ValueError) as exc:
-            if not self._write_errors:
-                log.error("audit log %s: cannot write: %s", self.settings.path, exc)
-            self._write_errors += 1
-            return
-        self._written += len(lines)
-
-    def _sync(self, now: float) -> None:
-        self._last_fsync = now
-        if self._file is None:
-            return
-        try:
-            os.fsync(self._file.fileno())
-        except (OSError, ValueError) as exc:
+            os.fsync(fd)
+        except OSError as exc:
             self._write_errors += 1
             log.error("audit log %s: fsync failed: %s", self.settings.path, exc)
 
-    # -- files ---------------------------------------------------------------------------
+    def _finish_rotations(self) -> None:
+        """Fsync and close each rotated file, gzip it, then prune (on the thread)."""
+        rotated = self._rotated
+        if not rotated:
+            return
+        while rotated:
+            fd, plain = rotated.popleft()
+            if fd is not None:
+                self._sync(fd)
+                try:
+                    os.close(fd)
+                except OSError:
+                    self._write_errors += 1
+            try:
+                _compress(plain)
+            except OSError as exc:
+                self._write_errors += 1
+                log.error("audit log %s: cannot compress %s: %s", self.settings.path, plain, exc)
+        self._prune()
+
+    # -- files (on the loop) -------------------------------------------------------
 
     def _open(self) -> None:
-        self._file = open(self.settings.path, "a", encoding="utf-8")  # noqa: SIM115
+        fd = os.open(self.settings.path, _OPEN_FLAGS, 0o666)
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
         self._opened_at = self._clock()
 
-    def _close_file(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
     def _rotate_if_due(self, incoming: int) -> None:
+        """Rename the live file and open a new one if it is too big or too old.
+
+        The rename and the open are quick metadata operations; everything
+        slow is left to the thread. If the new file cannot be opened, the
+        old name is restored and writing goes on in the old file.
+        """
         settings = self.settings
-        size = self._file.tell()
+        size = self._size
         too_big = size > 0 and size + incoming > settings.max_bytes
         too_old = (
             settings.rotate_every is not None
             and size > 0
             and self._clock() - self._opened_at >= settings.rotate_every
         )
-        if not (too_big or too_old):
+        if not (too_big or too_old) or self._clock() < self._retry_rotation_at:
             return
-        os.fsync(self._file.fileno())
-        self._close_file()
-        stamp = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = settings.path
+        stamp = datetime.fromtimestamp(self._clock(), UTC).strftime(_STAMP_FORMAT)
         rotated = path.with_name(f"{path.name}.{stamp}")
-        path.rename(rotated)
-        self._open()
-        with open(rotated, "rb") as plain, gzip.open(f"{rotated}.gz", "wb") as packed:
-            shutil.copyfileobj(plain, packed)
-        rotated.unlink()
+        old = self._fd
+        try:
+            path.rename(rotated)
+        except OSError as exc:
+            self._rotation_failed(exc)
+            return
+        try:
+            self._open()
+        except OSError as exc:
+            self._rotation_failed(exc)
+            self._fd = old
+            try:
+                rotated.rename(path)
+            except OSError as again:
+                # The old descriptor still writes, under the rotated name; the
+                # next start compresses that file.
+                log.error("audit log %s: cannot rename %s back: %s", path, rotated, again)
+            return
         self._rotations += 1
-        self._prune()
+        self._rotated.append((old, rotated))
+        self._wake.set()
+
+    def _rotation_failed(self, exc: OSError) -> None:
+        """Count and log a failed rotation; keep writing, try again in a while."""
+        self._write_errors += 1
+        self._retry_rotation_at = self._clock() + _ROTATION_RETRY
+        log.error(
+            "audit log %s: cannot rotate (next try in %.0fs): %s",
+            self.settings.path,
+            _ROTATION_RETRY,
+            exc,
+        )
 
     def _prune(self) -> None:
         path = self.settings.path
         rotated = sorted(path.parent.glob(f"{path.name}.*.gz"))
         for old in rotated[: max(0, len(rotated) - self.settings.keep)]:
             old.unlink(missing_ok=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data`: a regular file takes it whole unless a limit hits."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)
+        while written < len(data):
+            written += os.write(fd, view[written:])
+
+
+def _compress(plain: Path) -> None:
+    """`plain` -> `plain.gz`, through a `.part` file that `sipguard trace` ignores."""
+    part = plain.with_name(f"{plain.name}.gz.part")
+    with open(plain, "rb") as source, gzip.open(part, "wb") as packed:
+        shutil.copyfileobj(source, packed)
+    part.rename(plain.with_name(f"{plain.name}.gz"))
+    plain.unlink()
 
 
 def _timestamp(wall: float) -> str:

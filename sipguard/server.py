@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import random
-import secrets
 import signal
 import threading
 import time
@@ -121,11 +119,11 @@ class Server:
                 raise StartupError(f"cannot listen on {endpoint}: {_cause(exc)}") from exc
             local.setdefault(endpoint.transport, LocalAddress(endpoint.transport, host, port))
             self.listening.append(f"{endpoint.transport}:{host}:{port}")
-        rng = random.Random(secrets.randbits(128))
         self.core = B2BUA(
             config=_core_config(self.rules, local),
             gate=self._gate(self.rules),
-            ids=IdFactory(rng),
+            # The kernel's CSPRNG: a stranger sees tags and must not predict them.
+            ids=IdFactory(os.urandom),
         )
         self._schedule_housekeeping()
         if self.ratesync is not None:
@@ -178,22 +176,36 @@ class Server:
     # -- outputs ---------------------------------------------------------------------
 
     def _flush(self) -> None:
+        """End a tick: record its decisions, then send its datagrams, then the rest.
+
+        The audit records go to the operating system (one write) before any
+        of the tick's datagrams leave, so a call that got its answer has its
+        record even if the process is killed the next instant. Metrics, logs
+        and the rate table's call ends come after the sends: the caller's
+        answer does not wait for them.
+        """
         core = self.core
         assert core is not None
+        audit = self.audit
+        events: list[Event] = []
+        event = core.next_event()
+        while event is not None:
+            events.append(event)
+            if audit is not None and not isinstance(event, MessageRejected):
+                audit.add(event)
+            event = core.next_event()
+        if audit is not None:
+            audit.flush()
         send = self.transports.send
         for transmit in core.datagrams_to_send():
             send(transmit.peer, transmit.data)
-        audit, metrics = self.audit, self.metrics
-        event = core.next_event()
-        while event is not None:
+        metrics = self.metrics
+        for event in events:
             if isinstance(event, CallEnded):
                 self._call_ended(event)
-            if audit is not None and not isinstance(event, MessageRejected):
-                audit.submit(event)
             if metrics is not None:
                 metrics.observe(event)
             _log_event(event)
-            event = core.next_event()
         self._arm_timer(core.next_deadline())
 
     def _arm_timer(self, deadline: float | None) -> None:
@@ -423,7 +435,7 @@ class Server:
         if self.metrics is not None:
             await self.loop.run_in_executor(None, self.metrics.close)
         if self.audit is not None:
-            # Everything decided is written and fsynced before the process exits.
+            # Every record is written already; this fsyncs and closes the file.
             await self.loop.run_in_executor(None, self.audit.close)
 
 

@@ -130,7 +130,7 @@ class CorePair:
         default_factory=lambda: B2BUA(
             config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
             gate=FixedGate(),
-            ids=IdFactory(random.Random(7)),
+            ids=IdFactory(random.Random(7).randbytes),
         )
     )
     to_caller: list[Request | Response] = field(default_factory=list)

@@ -634,7 +634,7 @@ def policy_pair() -> CorePair:
         core=B2BUA(
             config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
             gate=PolicyGate(POLICY, wall_clock=lambda: 0.0),
-            ids=IdFactory(random.Random(7)),
+            ids=IdFactory(random.Random(7).randbytes),
         )
     )
 

@@ -69,7 +69,7 @@ class Core:
         self.core = B2BUA(
             config=self.config,
             gate=PolicyGate(policy, wall_clock=lambda: 0.0),
-            ids=IdFactory(random.Random(3)),
+            ids=IdFactory(random.Random(3).randbytes),
         )
 
     def send(self, data: bytes, peer: Peer = SH, *, now: float = 0.0) -> list[bytes]:

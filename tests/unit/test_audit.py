@@ -1,12 +1,12 @@
-"""The audit trail: records, a writer that loses nothing, rotation, bounded queue."""
+"""The audit trail: records, one write per tick, rotation, failures counted."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
 import json
-import threading
-import time
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -134,84 +134,166 @@ def test_a_call_end_has_duration_and_who_hung_up() -> None:
     assert "ringing_for" not in record
 
 
-def test_the_writer_loses_nothing_under_load(tmp_path: Path) -> None:
-    """Two threads submit 30,000 events each while the writer writes."""
-    audit = AuditLog(AuditSettings(tmp_path / "decisions.jsonl", flush_every=0.01))
+def test_every_tick_is_written_in_order(tmp_path: Path) -> None:
+    """60,000 records in ticks of 1 to 50 records each."""
+    audit = AuditLog(AuditSettings(tmp_path / "decisions.jsonl"))
     audit.start()
-
-    def flood(prefix: str) -> None:
-        for index in range(30_000):
-            audit.submit(started(f"{prefix}-{index}"))
-
-    threads = [threading.Thread(target=flood, args=(name,)) for name in ("x", "y")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    expected = []
+    for tick in range(2400):
+        for index in range(tick % 50 + 1):
+            expected.append(f"t{tick}-{index}")
+            audit.add(started(expected[-1]))
+        audit.flush()
+        if len(expected) >= 60_000:
+            break
     audit.close()
     records = lines_of(tmp_path / "decisions.jsonl")
-    assert len(records) == 60_000
-    assert {record["call_id"] for record in records} == {
-        f"{prefix}-{index}" for prefix in ("x", "y") for index in range(30_000)
-    }
-    assert audit.stats.written == 60_000 and audit.stats.dropped == 0
+    assert [record["call_id"] for record in records] == expected
+    assert audit.stats.written == len(expected) and audit.stats.dropped == 0
 
 
-def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
-    audit = AuditLog(AuditSettings(tmp_path / "decisions.jsonl", queue_limit=10))
-    for index in range(15):
-        audit.submit(started(f"c-{index}"))  # the writer is not running yet
-    assert audit.stats.dropped == 5 and audit.stats.queued == 10
+def test_a_flushed_tick_is_in_the_file_at_once_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a crash of the process cannot lose: flush hands the records to the
+    kernel itself, no thread, no fsync, no close needed to read them back."""
+    path = tmp_path / "decisions.jsonl"
+    audit = AuditLog(AuditSettings(path, fsync_every=3600.0))
     audit.start()
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr("sipguard.audit.os.write", counting_write)
+    for name in ("a", "b", "c"):
+        audit.add(started(name))
+    assert path.read_bytes() == b"" and audit.stats.pending == 3, "add does no I/O"
+    audit.flush()
+    assert len(writes) == 1, "one write per tick"
+    assert [record["call_id"] for record in lines_of(path)] == ["a", "b", "c"]
+    assert audit.stats.pending == 0 and audit.stats.written == 3
+    audit.flush()
+    assert len(writes) == 1, "a tick without records writes nothing"
     audit.close()
-    assert [r["call_id"] for r in lines_of(tmp_path / "decisions.jsonl")] == [
-        f"c-{index}" for index in range(10)
-    ]
+
+
+def test_a_short_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "decisions.jsonl"
+    audit = AuditLog(AuditSettings(path))
+    audit.start()
+    real_write = os.write
+    monkeypatch.setattr(
+        "sipguard.audit.os.write", lambda fd, data: real_write(fd, bytes(data[:100]))
+    )
+    audit.add(started("long-1"))
+    audit.add(started("long-2"))
+    audit.flush()
+    monkeypatch.undo()
+    audit.close()
+    assert [record["call_id"] for record in lines_of(path)] == ["long-1", "long-2"]
 
 
 def test_rotation_by_size_gzips_and_keeps_every_record(tmp_path: Path) -> None:
     path = tmp_path / "decisions.jsonl"
-    audit = AuditLog(AuditSettings(path, max_bytes=4000, flush_every=0.01, keep=1000))
+    audit = AuditLog(AuditSettings(path, max_bytes=4000, keep=1000))
     audit.start()
     for index in range(200):
-        audit.submit(started(f"c-{index}"))
+        audit.add(started(f"c-{index}"))
         if index % 10 == 9:
-            audit._wake.set()  # write in small batches, as live traffic would
-            while audit.stats.written < index + 1:
-                time.sleep(0.001)
+            audit.flush()  # ticks of ten records
     audit.close()
     rotated = sorted(tmp_path.glob("decisions.jsonl.*.gz"))
     assert len(rotated) >= 3 and audit.stats.rotations == len(rotated)
     assert [r["call_id"] for r in lines_of(path)] == [f"c-{index}" for index in range(200)]
     assert all(p.stat().st_size > 0 for p in rotated)
+    assert not list(tmp_path.glob("*.part")), "no half-written archive is left"
 
 
 def test_rotation_by_age_and_pruning(tmp_path: Path) -> None:
     clock = [WALL]
     path = tmp_path / "decisions.jsonl"
-    audit = AuditLog(
-        AuditSettings(path, rotate_every=3600.0, keep=2, flush_every=0.01),
-        wall_clock=lambda: clock[0],
-    )
+    audit = AuditLog(AuditSettings(path, rotate_every=3600.0, keep=2), wall_clock=lambda: clock[0])
     audit.start()
     for hour in range(5):
         clock[0] = WALL + hour * 3600.0 + hour  # distinct rotation stamps
-        audit.submit(ended(f"h-{hour}"))
-        audit._wake.set()
-        while audit.stats.written < hour + 1:  # written (and rotated) at this hour
-            time.sleep(0.001)
+        audit.add(ended(f"h-{hour}"))
+        audit.flush()  # written (and rotated) at this hour
     audit.close()
     assert len(list(tmp_path.glob("decisions.jsonl.*.gz"))) == 2, "only `keep` rotated files"
     assert [r["call_id"] for r in lines_of(path)] == ["h-2", "h-3", "h-4"]
 
 
-def test_an_unwritable_file_is_counted_not_raised(tmp_path: Path) -> None:
+def test_a_rotated_file_a_crash_left_uncompressed_is_compressed_at_start(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "decisions.jsonl"
+    left = tmp_path / "decisions.jsonl.20261118T110640250000Z"
+    left.write_text(json.dumps(record_of(started("before-crash"), WALL)) + "\n")
+    (tmp_path / "decisions.jsonl.20261118T110640250000Z.gz.part").write_bytes(b"\x1f\x8b")
+    (tmp_path / "decisions.jsonl.notes").write_text("not ours")
+    audit = AuditLog(AuditSettings(path))
+    audit.start()
+    audit.add(started("after-restart"))
+    audit.flush()
+    audit.close()
+    assert [r["call_id"] for r in lines_of(path)] == ["before-crash", "after-restart"]
+    assert not left.exists() and not list(tmp_path.glob("*.part"))
+    assert (tmp_path / "decisions.jsonl.notes").exists(), "other files are left alone"
+
+
+def test_a_failed_write_is_counted_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "decisions.jsonl"
+    audit = AuditLog(AuditSettings(path))
+    audit.start()
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("sipguard.audit.os.write", full)
+    audit.add(started("lost-1"))
+    audit.add(started("lost-2"))
+    audit.flush()
+    assert audit.stats.write_errors == 1 and audit.stats.dropped == 2
+    monkeypatch.undo()  # the disk has room again: the next tick is written
+    audit.add(started("kept"))
+    audit.flush()
+    audit.close()
+    assert [r["call_id"] for r in lines_of(path)] == ["kept"]
+    assert audit.stats.written == 1
+
+
+def test_a_failed_rotation_keeps_writing_the_live_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "decisions.jsonl"
+    audit = AuditLog(AuditSettings(path, max_bytes=100))
+    audit.start()
+
+    def refuse(self: Path, target: Path) -> Path:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(Path, "rename", refuse)
+    for index in range(3):
+        audit.add(started(f"r-{index}"))
+        audit.flush()
+    monkeypatch.undo()
+    audit.close()
+    assert [r["call_id"] for r in lines_of(path)] == ["r-0", "r-1", "r-2"]
+    assert audit.stats.rotations == 0 and audit.stats.write_errors == 1, "retried later"
+
+
+def test_records_added_after_close_are_counted_as_dropped(tmp_path: Path) -> None:
     audit = AuditLog(AuditSettings(tmp_path / "decisions.jsonl"))
     audit.start()
-    audit._file.close()  # as if the disk went away
-    audit.submit(started())
     audit.close()
-    assert audit.stats.write_errors >= 1 and audit.stats.written == 0
+    audit.add(started("late"))
+    audit.flush()
+    assert audit.stats.dropped == 1 and audit.stats.written == 0
 
 
 @given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))

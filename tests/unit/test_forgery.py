@@ -41,7 +41,7 @@ def _pair(gate: object | None = None, **config: object) -> CorePair:
     core = B2BUA(
         config=CoreConfig(local={"udp": SIPGUARD}, **config),  # type: ignore[arg-type]
         gate=gate or FixedGate(),  # type: ignore[arg-type]
-        ids=IdFactory(random.Random(7)),
+        ids=IdFactory(random.Random(7).randbytes),
     )
     return CorePair(core=core)
 
@@ -380,7 +380,7 @@ def test_a_route_back_to_sipguard_ends_at_one_hop_with_482() -> None:
     core = B2BUA(
         config=CoreConfig(local={"udp": SIPGUARD}),
         gate=_LoopGate(),
-        ids=IdFactory(random.Random(7)),
+        ids=IdFactory(random.Random(7).randbytes),
     )
     core.receive_datagram(invite(), CALLER, now=0.0)
     to_caller: list[int] = []

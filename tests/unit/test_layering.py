@@ -2,7 +2,8 @@
 
 Ring 1 (pure values and functions) and ring 2 (sans-IO state machines) may
 not import the event loop, sockets, the clock, the file system, logging,
-threads, processes or YAML. Neither may import a ring-3 driver module, and
+threads, processes, YAML or a source of randomness (the driver injects one,
+as it injects the time). Neither may import a ring-3 driver module, and
 ring 1 may not import ring 2. Only the drivers touch the outside world.
 """
 
@@ -20,7 +21,19 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "sipguard"
 
 FORBIDDEN = frozenset(
-    {"asyncio", "socket", "time", "os", "logging", "yaml", "threading", "subprocess", "selectors"}
+    {
+        "asyncio",
+        "socket",
+        "time",
+        "os",
+        "logging",
+        "yaml",
+        "threading",
+        "subprocess",
+        "selectors",
+        "random",
+        "secrets",
+    }
 )
 RING_2 = frozenset({"sipguard.transaction", "sipguard.dialog", "sipguard.b2bua"})
 RING_3 = frozenset(

@@ -42,7 +42,7 @@ def pair(**config: object) -> CorePair:
     core = B2BUA(
         config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}, **config),  # type: ignore[arg-type]
         gate=FixedGate(),
-        ids=IdFactory(random.Random(7)),
+        ids=IdFactory(random.Random(7).randbytes),
     )
     return CorePair(core=core)
 
@@ -385,7 +385,7 @@ def test_a_refused_invites_retransmissions_are_answered_by_lookup() -> None:
     core = B2BUA(
         config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
         gate=RefuseAll(),
-        ids=IdFactory(random.Random(7)),
+        ids=IdFactory(random.Random(7).randbytes),
     )
     data = invite()
     answers = []
@@ -408,7 +408,7 @@ def test_the_ack_of_a_stateless_refusal_is_absorbed_without_a_parse() -> None:
     core = B2BUA(
         config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
         gate=RefuseAll(),
-        ids=IdFactory(random.Random(7)),
+        ids=IdFactory(random.Random(7).randbytes),
     )
     core.receive_datagram(invite(branch="z9hG4bKrefused"), CALLER, now=0.0)
     core.datagrams_to_send()
