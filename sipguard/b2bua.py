@@ -855,12 +855,14 @@ class B2BUA:
                 self._cancel_b(call, now=now)
             self._end_call(call, ended_by, now=now)
             return
+        # §13.2.2.4: the callee's 2xx is ACKed before anything else reaches
+        # it; a BYE that overtook the ACK would hit a dialog not yet confirmed.
+        self._ack_b_if_needed(call, now=now)
         self._relay_request(call, side, request, server_tx, now=now)
         # Answer the hang-up at once: the call is over whatever the other side
         # says, and a dead other side would otherwise hold the answer until
         # our BYE times out (64*T1), just when the caller's own BYE gives up.
         self._respond(server_tx, 200, "OK", now=now)
-        self._ack_b_if_needed(call, now=now)
         self._end_call(call, ended_by, now=now)
 
     def _on_ack(self, call: Call, side: Side, request: Request, *, now: float) -> None:

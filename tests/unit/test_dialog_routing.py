@@ -216,6 +216,30 @@ def test_the_callee_record_route_is_used_reversed_on_the_outbound_leg() -> None:
     assert b_bye.headers.get_all("route") == list(reversed(callee_rr))
 
 
+def test_a_bye_before_the_ack_acks_the_callee_first() -> None:
+    # The caller's ACK was lost (or went around a proxy); its BYE comes
+    # first. The callee's 2xx is ACKed before the BYE reaches it.
+    pair = CorePair()
+    b_invite, _, ok = _call_through(pair)
+    bye = in_dialog(
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKbye1",
+        sender=CALLER,
+    )
+    pair.send(bye, CALLER, now=1.0)
+    to_callee = pair.take_callee()
+    assert statuses(to_callee) == ["ACK", "BYE"]
+    ack = to_callee[0]
+    assert isinstance(ack, Request)
+    assert ack.call_id == b_invite.call_id and ack.cseq.seq == b_invite.cseq.seq
+    assert statuses(pair.take_caller()) == [200]
+
+
 def test_a_broken_record_route_is_refused_before_any_state() -> None:
     pair = CorePair()
     pair.send(invite(extra="Record-Route: <sip:edge.example.net;lr\r\n"), CALLER, now=0.0)
