@@ -512,8 +512,14 @@ class B2BUA:
                 self._not_for_this_peer(request, peer, now=now)
             elif method == "ACK":
                 if isinstance(existing, ServerInviteTransaction):
-                    existing.receive_ack(now=now)
+                    to_call = existing.receive_ack(now=now)
                     self._watch(existing)
+                    # The ACK of our 2xx is end to end: it belongs to the
+                    # dialog even when its key matches the INVITE's (RFC 6026
+                    # §7.1), or the caller's ACK would never reach the callee.
+                    to_tag = request.to.tag
+                    if to_call and to_tag is not None:
+                        self._on_in_dialog(request, to_tag, peer, now=now)
             else:
                 existing.receive_retransmission()
             return

@@ -240,6 +240,33 @@ def test_a_bye_before_the_ack_acks_the_callee_first() -> None:
     assert statuses(pair.take_caller()) == [200]
 
 
+@pytest.mark.parametrize(
+    ("invite_branch", "ack_branch"),
+    [
+        # a UA that reuses the INVITE's branch for the ACK of its 2xx
+        ("z9hG4bKa1", "z9hG4bKa1"),
+        # an RFC 2543 UA: matched by Call-ID, From-tag, CSeq and sent-by
+        ("rfc2543-invite", "rfc2543-ack"),
+    ],
+)
+def test_an_ack_that_matches_the_accepted_invite_reaches_the_call(
+    invite_branch: str, ack_branch: str
+) -> None:
+    pair = CorePair()
+    b_invite, _, ok = _call_through(pair, branch=invite_branch)
+    pair.send(_ack_from_caller(ok, branch=ack_branch), CALLER, now=0.3)
+
+    b_ack = _only(pair.take_callee())
+    assert isinstance(b_ack, Request) and b_ack.method == "ACK"
+    assert b_ack.call_id == b_invite.call_id
+    # Confirmed: the 2xx is no longer retransmitted, and Timer L passes
+    # without hanging up (§13.3.1.4 applies only when no ACK came).
+    pair.run_until(40.0)
+    assert pair.take_caller() == [] and pair.take_callee() == []
+    assert not [e for e in pair.events if isinstance(e, CallEnded)]
+    assert pair.core.calls_active == 1
+
+
 def test_a_broken_record_route_is_refused_before_any_state() -> None:
     pair = CorePair()
     pair.send(invite(extra="Record-Route: <sip:edge.example.net;lr\r\n"), CALLER, now=0.0)
