@@ -1,17 +1,18 @@
 # sipguard: `make run` starts the demo, `make test` runs every check.
 # Both set up what they need: a virtualenv with the package and its test
-# extras, SIPp (Debian package sip-tester) and redis-server (for the shared
-# rate-table tests) when they are missing.
+# extras, SIPp (Debian package sip-tester), redis-server (for the shared
+# rate-table tests) and Kamailio (for the edge-proxy tests) when they are
+# missing.
 
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test lint unit integration clean sipp-installed redis-installed bench bench-peers \
-	bench-micro
+.PHONY: setup run test lint unit integration clean sipp-installed redis-installed \
+	kamailio-installed bench bench-peers bench-micro
 
-setup: $(VENV)/.installed sipp-installed redis-installed
+setup: $(VENV)/.installed sipp-installed redis-installed kamailio-installed
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "sipguard needs Python 3.11+"'
@@ -29,6 +30,17 @@ redis-installed:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		$(SUDO) apt-get install -y redis-server || \
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }; }
+
+# The edge-proxy tests and the benchmark start their own Kamailio with their
+# own configuration. The package's service, which Debian starts on install,
+# would hold port 5060 on every address (the demo's port): a fresh install
+# turns it off again.
+kamailio-installed:
+	@command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || { \
+		{ $(SUDO) apt-get install -y kamailio || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y kamailio; }; } && \
+		{ ! command -v systemctl >/dev/null 2>&1 || \
+		$(SUDO) systemctl disable --now kamailio.service >/dev/null 2>&1 || true; }; }
 
 run: setup
 	VENV=$(VENV) bash sipp_scenarios/demo.sh
@@ -60,11 +72,9 @@ bench-micro: setup
 	@$(BIN)/python -c 'import pyperf' 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/bench_hotpath.py $(BENCH_MICRO_ARGS)
 
-# The optional peers: Kamailio (Debian), Sippy B2BUA and matplotlib (for the plot).
+# The optional peers: Kamailio (Debian, installed by setup), Sippy B2BUA and
+# matplotlib (for the plot).
 bench-peers: setup
-	@command -v kamailio >/dev/null 2>&1 || { \
-		$(SUDO) apt-get install -y kamailio || \
-		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y kamailio; }; }
 	$(BIN)/pip install -q matplotlib sippy
 
 clean:

@@ -530,8 +530,14 @@ class B2BUA:
                 self._not_for_this_peer(request, peer, now=now)
             elif method == "ACK":
                 if isinstance(existing, ServerInviteTransaction):
-                    existing.receive_ack(now=now)
+                    to_call = existing.receive_ack(now=now)
                     self._watch(existing)
+                    # The ACK of our 2xx is end to end: it belongs to the
+                    # dialog even when its key matches the INVITE's (RFC 6026
+                    # §7.1), or the caller's ACK would never reach the callee.
+                    to_tag = request.to.tag
+                    if to_call and to_tag is not None:
+                        self._on_in_dialog(request, to_tag, peer, now=now)
             else:
                 existing.receive_retransmission()
             return
@@ -698,6 +704,7 @@ class B2BUA:
             local=a_local,
             local_cseq=0,
             remote_cseq=request.cseq.seq,
+            # §12.1.1: the UAS's route set is the Record-Route, in order.
             route_set=request.record_routes,
         )
         b_from = request.from_ if decision.from_value is None else _parse_from(decision.from_value)
@@ -878,12 +885,14 @@ class B2BUA:
                 self._cancel_b(call, now=now)
             self._end_call(call, ended_by, now=now)
             return
+        # §13.2.2.4: the callee's 2xx is ACKed before anything else reaches
+        # it; a BYE that overtook the ACK would hit a dialog not yet confirmed.
+        self._ack_b_if_needed(call, now=now)
         self._relay_request(call, side, request, server_tx, now=now)
         # Answer the hang-up at once: the call is over whatever the other side
         # says, and a dead other side would otherwise hold the answer until
         # our BYE times out (64*T1), just when the caller's own BYE gives up.
         self._respond(server_tx, 200, "OK", now=now)
-        self._ack_b_if_needed(call, now=now)
         self._end_call(call, ended_by, now=now)
 
     def _on_ack(self, call: Call, side: Side, request: Request, *, now: float) -> None:
@@ -1007,16 +1016,19 @@ class B2BUA:
                 return
             call.b_answered = True
             if not self._adopt_b_dialog(call, response):
-                # No usable target for the callee's dialog: nothing could
-                # reach it later (ACK, BYE). Confirm and end it at once, and
-                # give the caller a clean failure instead of a broken call.
+                # No usable target or route set for the callee's dialog:
+                # nothing could reach it later (ACK, BYE). Confirm and end it
+                # at once, and give the caller a clean failure instead of a
+                # broken call.
                 call.invite_relay = None
                 self._ack_b(call, now=now)
                 self._bye(call, Side.B, now=now)
                 self._final_to_a(call, 502, "Bad Gateway", now=now)
                 self._end_call(call, "error", now=now)
                 self._events.append(
-                    MessageRejected(call.b.peer, None, "callee's 2xx has an unusable Contact")
+                    MessageRejected(
+                        call.b.peer, None, "callee's 2xx has an unusable Contact or Record-Route"
+                    )
                 )
                 return
             call.state = CallState.ANSWERED
@@ -1047,8 +1059,19 @@ class B2BUA:
         origin_leg = relay.call.leg(relay.origin)
         request = relay.server_tx.request
         extra: list[tuple[str, str]] = []
-        if request.method in ("INVITE", "UPDATE") and response.status < 300 and response.to.tag:
+        # Our answers to the caller's INVITE carry our To-tag, so every one
+        # above 100 and below 300 creates the dialog (early or confirmed).
+        creates_dialog = relay.server_tx is relay.call.a_invite and response.status < 300
+        if creates_dialog or (
+            request.method in ("INVITE", "UPDATE") and response.status < 300 and response.to.tag
+        ):
             extra.append(("Contact", origin_leg.local.contact()))
+        if creates_dialog:
+            # RFC 3261 §12.1.1: "the UAS MUST copy all Record-Route header
+            # field values from the request into the response ... and MUST
+            # maintain the order": the caller's in-dialog requests then go
+            # through the proxies that asked to stay on the path.
+            extra.extend(("Record-Route", value) for value in request.record_routes)
         extra.extend(end_to_end_headers(response.headers, frozenset()))
         reply = make_response(
             request,
@@ -1078,7 +1101,8 @@ class B2BUA:
         b.remote_tag = tag
         try:
             target = str(response.contacts[0].uri) if response.contacts else None
-            route_set = tuple(reversed(response.record_routes))
+            # §12.1.2: the UAC's route set is the Record-Route, reversed.
+            route_set = _checked_routes(tuple(reversed(response.record_routes)))
         except SipParseError:
             return False
         if target is not None:
@@ -1528,8 +1552,20 @@ def _parse_call_headers(request: Request) -> tuple[str | None, tuple[str | None,
         SipParseError: Contact, Record-Route, the Request-URI or an identity
             header is malformed.
     """
-    _ = request.contacts, request.record_routes, request.request_uri
+    _ = request.contacts, _checked_routes(request.record_routes), request.request_uri
     return _identity_numbers(request)
+
+
+def _checked_routes(values: tuple[str, ...]) -> tuple[str, ...]:
+    """`values` (Record-Route values, to become a route set), each parsed once
+    so that a broken one is refused before a dialog keeps it.
+
+    Raises:
+        SipParseError: a value is not a name-addr.
+    """
+    for value in values:
+        parse_name_addr(value)
+    return values
 
 
 def _identity_numbers(request: Request) -> tuple[str | None, tuple[str | None, ...]]:

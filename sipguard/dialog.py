@@ -15,13 +15,20 @@ what keeps a caller from steering sipguard's traffic elsewhere.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sipguard.sip.message import Headers, Request
-from sipguard.sip.uri import NameAddr
+from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr
 from sipguard.transaction import Peer
 
-__all__ = ["DEFAULT_ID_BATCH", "IdFactory", "Leg", "LocalAddress", "name_addr_with_tag"]
+__all__ = [
+    "DEFAULT_ID_BATCH",
+    "IdFactory",
+    "Leg",
+    "LocalAddress",
+    "name_addr_with_tag",
+    "request_target",
+]
 
 # RFC 3261 §8.1.1.7: branch IDs of RFC 3261 transactions start with this.
 BRANCH_COOKIE = "z9hG4bK"
@@ -185,9 +192,14 @@ class Leg:
         body: bytes = b"",
         with_contact: bool = False,
     ) -> Request:
-        """An in-dialog request (§12.2.1.1), loose routing only (`lr`)."""
+        """An in-dialog request (§12.2.1.1) through the dialog's route set.
+
+        The request still goes to the leg's `peer` (Rule 1): the route set
+        shapes only its Request-URI and Route headers.
+        """
+        uri, routes = request_target(self.route_set, self.remote_target)
         fields: list[tuple[str, str]] = [("Via", self.local.via(branch))]
-        fields.extend(("Route", route) for route in self.route_set)
+        fields.extend(("Route", route) for route in routes)
         fields += [
             ("Max-Forwards", str(max_forwards)),
             ("From", name_addr_with_tag(self.local_uri, self.local_tag)),
@@ -198,4 +210,38 @@ class Leg:
         if with_contact:
             fields.append(("Contact", self.local.contact()))
         fields.extend(extra)
-        return Request(method, self.remote_target, Headers(fields), body)
+        return Request(method, uri, Headers(fields), body)
+
+
+def request_target(route_set: tuple[str, ...], remote_target: str) -> tuple[str, tuple[str, ...]]:
+    """The Request-URI and Route values of an in-dialog request (§12.2.1.1).
+
+    With an empty route set, or a first route that carries `lr` (a loose
+    router, RFC 3261's kind), the Request-URI is the remote target and the
+    Route header lists the route set as it is. A first route without `lr`
+    is a strict router (RFC 2543), which routes on the Request-URI: "the
+    UAC MUST place the first URI from the route set into the Request-URI,
+    stripping any parameters that are not allowed in a Request-URI", the
+    rest of the route set goes into Route, and the remote target last.
+
+    Args:
+        route_set: Route values as written, first hop first; each parsed
+            when the dialog learnt it (a broken one never gets here).
+        remote_target: the far end's Contact URI.
+    """
+    if not route_set:
+        return remote_target, ()
+    route = parse_name_addr(route_set[0])
+    first = route.uri
+    # A value written without angle brackets (not RFC 3261's form, seen in
+    # the wild) parses `;lr` as a header parameter: still a loose router.
+    if (
+        not isinstance(first, SipUri)
+        or first.has_param("lr")
+        or any(name == "lr" for name, _ in route.params)
+    ):
+        return remote_target, route_set
+    # §19.1.1 Table 1: no `method` parameter and no headers in a Request-URI.
+    params = tuple((name, value) for name, value in first.params if name != "method")
+    uri = replace(first, params=params, headers=None)
+    return str(uri), (*route_set[1:], f"<{remote_target}>")

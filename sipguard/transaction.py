@@ -464,11 +464,19 @@ class ServerInviteTransaction(Transaction):
             self._start_retransmit(data, now=now)
             self._timeout_at = now + TIMER_H
 
-    def receive_ack(self, *, now: float) -> None:
-        """The ACK for a non-2xx final response (same transaction, §17.2.1)."""
+    def receive_ack(self, *, now: float) -> bool:
+        """An ACK that matches this transaction; whether the TU must see it.
+
+        The ACK for a non-2xx final response belongs to the transaction
+        (§17.2.1) and is absorbed here. An ACK matched in the Accepted state
+        acknowledges the 2xx: it is end to end, and RFC 6026 §7.1 passes it
+        to the TU, which owns the dialog (a peer that reuses the INVITE's
+        branch, or an RFC 2543 peer matched by its CSeq, sends one).
+        """
         if self.state is TxState.COMPLETED:
             self._fire(TxEvent.ACK)
             self._linger(TIMER_I, now=now)
+        return self.state is TxState.ACCEPTED
 
     def confirm_2xx(self) -> None:
         """The TU matched an ACK to our 2xx: stop retransmitting it."""

@@ -80,10 +80,13 @@ def response_to(
     to_tag: str | None = "callee-tag",
     contact: str | None = "<sip:callee@10.9.0.1:5080>",
     body: bytes = b"",
+    record_route: tuple[str, ...] = (),
 ) -> bytes:
-    """What a UA answers to `request` (echoing Via, From, To, Call-ID, CSeq)."""
+    """What a UA answers to `request` (echoing Via, From, To, Call-ID, CSeq),
+    with `record_route` as the Record-Route values the proxies on its path added."""
     lines = [f"SIP/2.0 {status} {reason}"]
     lines += [f"Via: {via}" for via in request.headers.get_all("via")]
+    lines += [f"Record-Route: {value}" for value in record_route]
     lines.append(f"From: {request.headers.get('from')}")
     to = request.headers.get("to") or ""
     if to_tag is not None and request.to.tag is None:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.edge_proxy import EdgePath, Kamailio, start_kamailio
 from tests.integration.sipp import (
+    HOST,
     CallPath,
     PolicyPath,
     StartCallPath,
@@ -132,6 +134,74 @@ def start_policy_path(tmp_path: Path) -> Iterator[Callable[..., PolicyPath]]:
             trunk_ports=tuple(trunk_ports),
             other_trunk_port=other_port,
             uas_port=uas_port,
+        )
+        started.append(path)
+        stack.callback(path.close)
+        return path
+
+    with stack:
+        yield start
+
+
+@pytest.fixture
+def start_edge_path(tmp_path: Path) -> Iterator[Callable[..., EdgePath]]:
+    """A factory for call paths through a real Kamailio edge proxy.
+
+    ``start_edge_path(transport=..., layout=..., uas=...)``: ``layout`` is
+    ``"front"`` (SIPp UAC -> Kamailio -> sipguard -> SIPp UAS; Kamailio is
+    trunk ``sh-callcenter``) or ``"behind"`` (SIPp UAC -> sipguard ->
+    Kamailio -> SIPp UAS; the UAC is the trunk and Kamailio its route);
+    ``uas`` a UAS scenario (default ``uas.xml``). sipguard runs the two-trunk
+    policy rule file (`policy_rules_text`), so the injection files of the
+    policy tests apply. The transport is the same on every hop. Everything
+    is stopped at teardown, Kamailio last.
+    """
+    if not sipp_available():
+        pytest.fail("SIPp is not on PATH: install it (Debian package sip-tester; `make setup`)")
+    started: list[EdgePath] = []
+    stack = contextlib.ExitStack()
+
+    def start(*, transport: str, layout: str, uas: str = "uas.xml") -> EdgePath:
+        if layout not in ("front", "behind"):
+            raise ValueError(f"layout must be front or behind, not {layout!r}")
+        workdir = tmp_path / f"edge-{len(started) + 1}-{layout}-{transport}"
+        listen_port, proxy_port, caller_port, other_port, uas_port = free_ports(5)
+        server = start_uas(uas, port=uas_port, transport=transport, workdir=workdir / "uas")
+        kamailio: Kamailio | None = None
+        try:
+            suffix = ";transport=tcp" if transport == "tcp" else ""
+            front = layout == "front"
+            next_hop = f"sip:{HOST}:{listen_port if front else uas_port}{suffix}"
+            kamailio = start_kamailio(
+                port=proxy_port, next_hop=next_hop, workdir=workdir / "kamailio"
+            )
+            workdir.mkdir(parents=True, exist_ok=True)
+            rules = workdir / "rules.yaml"
+            rules.write_text(
+                policy_rules_text(
+                    listen_port=listen_port,
+                    trunk_ports=[proxy_port if front else caller_port],
+                    other_trunk_port=other_port,
+                    uas_port=uas_port if front else proxy_port,
+                    transport=transport,
+                ),
+                encoding="utf-8",
+            )
+            guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
+        except BaseException:
+            server.stop(timeout=2.0)
+            if kamailio is not None:
+                kamailio.stop()
+            raise
+        path = EdgePath(
+            transport,
+            guard,
+            server,
+            caller_port,
+            workdir,
+            kamailio=kamailio,
+            layout=layout,
+            entry_port=proxy_port if front else listen_port,
         )
         started.append(path)
         stack.callback(path.close)

@@ -440,11 +440,11 @@ def test_server_invite_non_2xx_timer_g_until_ack_then_timer_i() -> None:
     tx.receive_retransmission()
     assert sent(outbox)[-1] == data
     count = len(outbox)
-    tx.receive_ack(now=13.0)
+    assert not tx.receive_ack(now=13.0)  # the transaction's own: not for the TU
     assert tx.state is TxState.CONFIRMED
     assert tx.deadline == 18.0  # Timer I = T4
     tx.receive_retransmission()  # absorbed in Confirmed
-    tx.receive_ack(now=14.0)  # ACK retransmission absorbed
+    assert not tx.receive_ack(now=14.0)  # ACK retransmission absorbed
     tx.handle_timer(now=16.5)
     assert len(outbox) == count
     assert tx.state is TxState.CONFIRMED
@@ -493,11 +493,19 @@ def test_server_invite_only_the_first_final_response_counts() -> None:
 
 def test_server_invite_ack_before_a_final_response_is_ignored() -> None:
     tx, _, invite = server_invite()
-    tx.receive_ack(now=0.5)
+    assert not tx.receive_ack(now=0.5)
     assert tx.state is TxState.PROCEEDING
+
+
+def test_server_invite_ack_in_accepted_goes_to_the_tu() -> None:
+    # RFC 6026 §7.1: an ACK matched in Accepted acknowledges the 2xx; it is
+    # the dialog's business (the TU confirms), not the transaction's.
+    tx, outbox, invite = server_invite()
     tx.send_response(reply(invite, 200), now=1.0)
-    tx.receive_ack(now=1.5)  # not our business after a 2xx: the TU confirms
-    assert tx.state is TxState.ACCEPTED
+    assert tx.receive_ack(now=1.5)
+    assert tx.state is TxState.ACCEPTED and not tx.ack_received
+    assert tx.deadline == 1.5  # the 2xx is still retransmitted until the TU confirms
+    assert len(outbox) == 1
 
 
 def test_server_invite_2xx_is_retransmitted_until_confirmed_then_timer_l() -> None:
