@@ -25,10 +25,12 @@ What the call path pays, and what is counted:
 
 The record of a decision carries: `ts` (UTC, ISO 8601 with ms), `event`
 (`decision`), `verdict` (`allow`, `reject`, or `monitor` for a call relayed
-in monitor mode although a rule fired), `rule`, `code`, `trunk`, `source`
+although a rule it only monitors fired), `rule`, `code`, `trunk`, `source`
 (`transport:host:port`), `call_id` (inbound) and `out_call_id` (outbound,
 allowed calls), `from` and `pai` (the headers as received), `caller` and
-`callee` (normalised to E.164 when readable), `warnings`, and for a
+`callee` (normalised to E.164 when readable), `warnings`, `emergency`
+(true for a call to an emergency number; `rule` then names a rule that
+would have refused it), and for a
 refusal `reason`: the rule's explanation with what made it fire, in full,
 whatever the caller was told (rule file `answers.detail`). The record of a
 call end carries `event` (`end`), `trunk`, `call_id`, `out_call_id`,
@@ -409,12 +411,14 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
     }
     if isinstance(event, CallStarted):
         record |= {
-            "verdict": "monitor" if event.monitor_rule else "allow",
+            "verdict": "monitor" if event.monitor_rule and not event.emergency else "allow",
             "rule": event.monitor_rule,
             "code": None,
             "call_id": event.a_call_id,
             "out_call_id": event.b_call_id,
         }
+        if event.emergency:
+            record["emergency"] = True  # an emergency bypass: `rule` would have refused it
     else:
         record |= {
             "verdict": "reject",

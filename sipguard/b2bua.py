@@ -136,6 +136,11 @@ class Gate(Protocol):
         """The name of the trunk `peer` is a source of, or None."""
         ...
 
+    def is_emergency(self, request: Request) -> bool:
+        """Whether `request` calls an emergency number (never refused by sipguard's
+        own rules, a drain included); False when its callee is unreadable."""
+        ...
+
 
 # The uniform answer to a source of no trunk, whatever it sent (as the gate's
 # `unknown_source` refusal of an INVITE).
@@ -161,7 +166,8 @@ class CallStarted:
     caller: str
     callee: str
     time: float
-    monitor_rule: str | None = None  # monitor mode: the rule that would have refused
+    monitor_rule: str | None = None  # relayed although this rule fired (monitored, or emergency)
+    emergency: bool = False  # a call to an emergency number: no rule of sipguard's refused it
     warnings: tuple[str, ...] = ()  # rate rules whose warn level the call passed
     request: Request | None = None  # the caller's INVITE, for the audit trail
 
@@ -614,7 +620,7 @@ class B2BUA:
                 )
             )
             return
-        if self.draining:
+        if self.draining and not self.gate.is_emergency(request):
             self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
             self._events.append(MessageRejected(peer, 503, "draining: no new calls"))
             return
@@ -676,6 +682,7 @@ class B2BUA:
                 monitor_rule=decision.note,
                 warnings=decision.warnings,
                 request=request,
+                emergency=decision.emergency,
             )
         )
 

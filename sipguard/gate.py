@@ -39,7 +39,7 @@ from sipguard.sip.message import Request
 from sipguard.sip.serializer import reason_value
 from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr
 
-__all__ = ["PolicyGate", "build_policy", "call_view"]
+__all__ = ["PolicyGate", "build_policy", "call_view", "callee_of"]
 
 # Identity headers from the caller are never copied to the outbound leg: the
 # gate asserts the validated identity itself (RFC 3325 §5: strip untrusted).
@@ -64,15 +64,22 @@ def build_policy(rules: RuleSet) -> Policy:
     return compile_policy(rules, zones=zones)
 
 
+def callee_of(request: Request) -> str | None:
+    """The called number as written: the Request-URI's, else the To URI's.
+
+    Raises:
+        SipParseError: the Request-URI or To is malformed.
+    """
+    callee = number_of_uri(request.request_uri)
+    return number_of_uri(request.to.uri) if callee is None else callee
+
+
 def call_view(request: Request) -> CallView:
     """Read the identity-related parts of an INVITE (RFC 3261, 3323, 3325)."""
     from_ = request.from_
     asserted = _asserted(request)
     privacy_id = _privacy_id(request.headers.get_all("privacy"))
-    uri = request.request_uri
-    callee = number_of_uri(uri)
-    if callee is None:
-        callee = number_of_uri(request.to.uri)
+    callee = callee_of(request)
     return build(
         CallView,
         {
@@ -169,6 +176,18 @@ class PolicyGate:
     def trunk_of(self, peer: Peer) -> str | None:
         trunk = self.policy.trunk_for(peer.host, peer.port)
         return None if trunk is None else trunk.name
+
+    def is_emergency(self, request: Request) -> bool:
+        emergency = self.policy.emergency
+        if not emergency:
+            return False
+        try:
+            raw = callee_of(request)
+        except SipParseError:
+            return False
+        return raw is not None and (
+            raw in emergency or self.policy.plan.normalise(raw) in emergency
+        )
 
 
 def _refuse(verdict: Verdict, trunk: CompiledTrunk | None) -> Refuse:

@@ -482,7 +482,13 @@ def _rate_table(
 
 def _log_event(event: Event) -> None:
     if isinstance(event, CallStarted):
-        note = f" monitor-would-reject={event.monitor_rule}" if event.monitor_rule else ""
+        note = ""
+        if event.emergency:
+            note = " emergency" + (
+                f" would-reject={event.monitor_rule}" if event.monitor_rule else ""
+            )
+        elif event.monitor_rule:
+            note = f" monitor-would-reject={event.monitor_rule}"
         if event.warnings:
             note += f" warn={','.join(event.warnings)}"
         log.info(

@@ -46,6 +46,9 @@ class FixedGate:
     def trunk_of(self, peer: Peer) -> str | None:
         return "test-trunk" if peer == self.caller else None
 
+    def is_emergency(self, request: Request) -> bool:
+        return request.uri.startswith("sip:110@")
+
 
 def invite(
     *,

@@ -109,6 +109,20 @@ def test_a_decision_to_allow_names_both_calls_and_both_identities() -> None:
     }
 
 
+def test_an_emergency_bypass_is_marked_and_names_the_rule_it_passed() -> None:
+    record = record_of(
+        dataclasses.replace(started(), monitor_rule="caller_not_allocated", emergency=True), WALL
+    )
+    assert (record["verdict"], record["rule"], record["emergency"]) == (
+        "allow",
+        "caller_not_allocated",
+        True,
+    )
+    assert "emergency" not in record_of(started(), WALL)
+    monitored = record_of(dataclasses.replace(started(), monitor_rule="one_ring"), WALL)
+    assert (monitored["verdict"], monitored["rule"]) == ("monitor", "one_ring")
+
+
 def test_a_refusal_names_its_rule_and_code() -> None:
     record = record_of(refused(), WALL)
     assert (record["verdict"], record["rule"], record["code"]) == (

@@ -231,6 +231,14 @@ def test_an_emergency_call_without_a_caller_id_goes_as_it_came() -> None:
     assert "p-asserted-identity" in decision.strip
 
 
+def test_the_gate_knows_an_emergency_call_by_its_callee_in_any_written_form() -> None:
+    g = _gate(EMERGENCY_RULES)
+    for uri in ("sip:110@10.0.0.1", "sip:+86110@10.0.0.1", "tel:112"):
+        assert g.is_emergency(invite("<sip:+862131771234@10.1.0.5>", to=uri)), uri
+    assert not g.is_emergency(invite("<sip:+862131771234@10.1.0.5>", to="sip:13800138000@x"))
+    assert not gate().is_emergency(invite("<sip:+862131771234@10.1.0.5>", to="sip:110@x"))
+
+
 def test_an_emergency_call_from_no_trunk_is_still_refused() -> None:
     stranger = Peer("udp", "192.0.2.66", 5060)
     decision = _gate(EMERGENCY_RULES).decide(

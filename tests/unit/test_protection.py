@@ -16,7 +16,14 @@ import random
 import pytest
 
 from sipguard.answercache import AnswerCache
-from sipguard.b2bua import B2BUA, CallEnded, CallRefused, CoreConfig, MessageRejected
+from sipguard.b2bua import (
+    B2BUA,
+    CallEnded,
+    CallRefused,
+    CallStarted,
+    CoreConfig,
+    MessageRejected,
+)
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.peer import Peer
 from sipguard.policy.decision import Allow, Refuse
@@ -348,6 +355,23 @@ def test_a_draining_core_refuses_new_calls_and_health_checks_with_503() -> None:
     # Strangers still get the stranger's answer, not a hint that we drain.
     p.send(invite(caller=STRANGER, call_id="s", branch="z9hG4bKs"), STRANGER, now=1.2)
     assert [m.status for _, m in p.to_others if isinstance(m, Response)] == [403]
+
+
+def test_a_draining_core_still_takes_a_call_to_an_emergency_number() -> None:
+    p = pair()
+    p.core.draining = True
+    to_110 = invite(call_id="sos", branch="z9hG4bKsos").replace(
+        b"INVITE sip:13800138000@", b"INVITE sip:110@", 1
+    )
+    p.send(to_110, CALLER, now=1.0)
+    assert [m.status for m in p.take_caller() if isinstance(m, Response)] == [100]
+    (relayed,) = p.take_callee()
+    assert isinstance(relayed, Request) and relayed.uri.startswith("sip:110@")
+    started = [e for e in p.events if isinstance(e, CallStarted)]
+    assert len(started) == 1
+    # and an ordinary call still gets the drain's 503
+    p.send(invite(call_id="new", branch="z9hG4bKnew"), CALLER, now=1.1)
+    assert only_response(p.take_caller()).status == 503
 
 
 def test_hang_up_all_ends_answered_and_ringing_calls() -> None:
