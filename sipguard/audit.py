@@ -36,7 +36,10 @@ whatever the caller was told (rule file `answers.detail`). The record of a
 call end carries `event` (`end`), `trunk`, `call_id`, `out_call_id`,
 `caller`, `status` (the final status the caller got), `ended_by` (`caller`,
 `callee`, `timeout`, `error`, `shutdown`), `answered`, `duration` (seconds
-since the INVITE) and, for unanswered calls that rang, `ringing_for`.
+since the INVITE) and, for unanswered calls that rang, `ringing_for`. A
+mid-call request relayed although a rule the trunk only monitors fired
+(`identity_changed`) is an `in_dialog` record: `trunk`, `source`,
+`verdict` (`monitor`), `rule`, `call_id`, `caller`.
 
 Ring 3: a driver module (files, a thread).
 """
@@ -58,13 +61,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sipguard.b2bua import CallEnded, CallRefused, CallStarted
+from sipguard.b2bua import CallEnded, CallRefused, CallStarted, InDialogMonitored
 
 __all__ = ["AuditLog", "AuditSettings", "AuditStats", "record_of"]
 
 log = logging.getLogger("sipguard")
 
-AuditEvent = CallStarted | CallRefused | CallEnded
+AuditEvent = CallStarted | CallRefused | CallEnded | InDialogMonitored
 
 # The live file is opened for appending only: each write lands at the end of
 # the file, whatever else has it open.
@@ -401,6 +404,18 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
         if event.ringing_for is not None:
             record["ringing_for"] = round(event.ringing_for, 3)
         return record
+    if isinstance(event, InDialogMonitored):
+        peer = event.peer
+        return {
+            "ts": ts,
+            "event": "in_dialog",
+            "trunk": event.trunk,
+            "source": f"{peer.transport}:{peer.host}:{peer.port}",
+            "verdict": "monitor",
+            "rule": event.rule,
+            "call_id": event.call_id,
+            "caller": event.caller,
+        }
     request = event.request
     peer = event.peer
     record = {

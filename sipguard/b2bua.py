@@ -37,7 +37,8 @@ from sipguard.answercache import AnswerCache
 from sipguard.dialog import IdFactory, Leg, LocalAddress
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
 from sipguard.peer import speaks_for
-from sipguard.policy.decision import Allow, Refuse
+from sipguard.policy.decision import Allow, Refuse, Relay
+from sipguard.policy.engine import IdentityNumbers
 from sipguard.policy.numbers import number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS
 from sipguard.sip.headers import header_key
@@ -78,7 +79,9 @@ __all__ = [
     "CallStarted",
     "Event",
     "Gate",
+    "InDialogMonitored",
     "MessageRejected",
+    "Relay",
     "Refuse",
     "end_to_end_headers",
     "make_response",
@@ -141,6 +144,14 @@ class Gate(Protocol):
         own rules, a drain included); False when its callee is unreadable."""
         ...
 
+    def decide_in_dialog(
+        self, trunk: str, initial: IdentityNumbers, current: IdentityNumbers
+    ) -> Relay | Refuse:
+        """Relay or refuse the caller's re-INVITE or UPDATE of a call on `trunk`
+        set up with identity `initial`, that presents `current` (rule
+        `identity_changed`)."""
+        ...
+
 
 # The uniform answer to a source of no trunk, whatever it sent (as the gate's
 # `unknown_source` refusal of an INVITE).
@@ -191,6 +202,19 @@ class CallRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class InDialogMonitored:
+    """A rule fired on the caller's mid-call request (`identity_changed`) but
+    the trunk only monitors it: the request was relayed all the same."""
+
+    trunk: str
+    peer: Peer
+    call_id: str
+    rule: str
+    time: float
+    caller: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded:
     """A call that was started has ended; emitted exactly once per call."""
 
@@ -216,7 +240,7 @@ class MessageRejected:
     reason: str
 
 
-Event = CallStarted | CallRefused | CallEnded | MessageRejected
+Event = CallStarted | CallRefused | CallEnded | MessageRejected | InDialogMonitored
 
 
 # --- per-call state -----------------------------------------------------------
@@ -258,7 +282,7 @@ class Call:
     cancelled: bool = False
     b_answered: bool = False
     invite_relay: _Relay | None = None  # the INVITE (initial or re-) in progress
-    identity: tuple[str | None, tuple[str | None, ...]] = (None, ())
+    identity: IdentityNumbers = (None, ())
     ended_by: str = ""
     caller: str = ""
     rang_at: float | None = None  # when the first provisional (not 100) was relayed
@@ -692,7 +716,7 @@ class B2BUA:
         peer: Peer,
         decision: Allow,
         server_tx: ServerInviteTransaction,
-        identity: tuple[str | None, tuple[str | None, ...]],
+        identity: IdentityNumbers,
         *,
         now: float,
     ) -> Call:
@@ -839,33 +863,12 @@ class B2BUA:
         elif call.state is not CallState.CONFIRMED and method in ("INVITE", "UPDATE"):
             # Early-dialog offers are not relayed; 491 asks to try again later.
             self._respond(server_tx, 491, "Request Pending", now=now)
-        elif side is Side.A and method in ("INVITE", "UPDATE") and _identity_changed(call, request):
-            # The caller's identity was checked when the call was set up; a
-            # different one mid-dialog is a modified caller ID.
-            self._respond(
-                server_tx,
-                403,
-                "Forbidden",
-                now=now,
-                extra=[
-                    ("Reason", reason_value(403, "identity_changed")),
-                    ("Warning", self._warning(leg.local.transport, "identity_changed")),
-                ],
-            )
-            self._events.append(
-                CallRefused(
-                    call.trunk,
-                    leg.peer,
-                    request.call_id,
-                    403,
-                    "identity_changed",
-                    "Forbidden",
-                    now,
-                    caller=call.caller,
-                    request=request,
-                    detail=RULE_DEFAULTS["identity_changed"][1],
-                )
-            )
+        elif (
+            side is Side.A
+            and method in ("INVITE", "UPDATE")
+            and self._identity_refused(call, request, server_tx, now=now)
+        ):
+            return
         elif method == "INVITE" and call.invite_relay is not None:
             # RFC 3261 §14.2: an INVITE while another is in progress -> 491.
             self._respond(server_tx, 491, "Request Pending", now=now)
@@ -873,6 +876,46 @@ class B2BUA:
             relay = self._relay_request(call, side, request, server_tx, now=now)
             if method == "INVITE":
                 call.invite_relay = relay
+
+    def _identity_refused(
+        self,
+        call: Call,
+        request: Request,
+        server_tx: ServerInviteTransaction | ServerNonInviteTransaction,
+        *,
+        now: float,
+    ) -> bool:
+        """The caller's identity was checked when the call was set up; the gate
+        decides a re-INVITE or UPDATE that presents another one (a modified
+        caller ID). Returns whether it was refused (and answered)."""
+        decision = self.gate.decide_in_dialog(call.trunk, call.identity, _identity_numbers(request))
+        if isinstance(decision, Relay):
+            if decision.note is not None:
+                self._events.append(
+                    InDialogMonitored(
+                        call.trunk, call.a.peer, request.call_id, decision.note, now, call.caller
+                    )
+                )
+            return False
+        extra = decision.headers
+        if decision.warning is not None:
+            extra += (("Warning", self._warning(call.a.local.transport, decision.warning)),)
+        self._respond(server_tx, decision.status, decision.reason, now=now, extra=extra)
+        self._events.append(
+            CallRefused(
+                call.trunk,
+                call.a.peer,
+                request.call_id,
+                decision.status,
+                decision.rule,
+                decision.reason,
+                now,
+                caller=call.caller,
+                request=request,
+                detail=decision.detail,
+            )
+        )
+        return True
 
     def _on_bye(
         self,
@@ -1552,7 +1595,7 @@ def end_to_end_headers(headers: Headers, strip: frozenset[str]) -> Iterable[tupl
         yield name, value
 
 
-def _parse_call_headers(request: Request) -> tuple[str | None, tuple[str | None, ...]]:
+def _parse_call_headers(request: Request) -> IdentityNumbers:
     """Parse what `_start_call` reads from a new INVITE; its identity numbers.
 
     Raises:
@@ -1575,23 +1618,13 @@ def _checked_routes(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
-def _identity_numbers(request: Request) -> tuple[str | None, tuple[str | None, ...]]:
+def _identity_numbers(request: Request) -> IdentityNumbers:
     """The From number and the asserted numbers of a request, as written."""
     asserted = tuple(
         number_of_uri(parse_name_addr(value).uri)
         for value in request.headers.get_all("p-asserted-identity")
     )
     return number_of_uri(request.from_.uri), asserted
-
-
-def _identity_changed(call: Call, request: Request) -> bool:
-    """RFC 3325 identity of an in-dialog request differs from the dialog's."""
-    from_number, asserted = _identity_numbers(request)
-    initial_from, initial_asserted = call.identity
-    if from_number != initial_from:
-        return True
-    known = set(initial_asserted) or {initial_from}
-    return any(number not in known for number in asserted)
 
 
 def _tokens(value: str) -> list[str]:

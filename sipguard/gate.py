@@ -28,8 +28,13 @@ from sipguard.policy.compiled import (
     default_response,
     phrase_for,
 )
-from sipguard.policy.decision import Allow, Refuse
-from sipguard.policy.engine import CallView, evaluate
+from sipguard.policy.decision import Allow, Refuse, Relay
+from sipguard.policy.engine import (
+    CallView,
+    IdentityNumbers,
+    evaluate,
+    evaluate_identity_change,
+)
 from sipguard.policy.frozen import build
 from sipguard.policy.numbers import is_anonymous, number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
@@ -176,6 +181,17 @@ class PolicyGate:
     def trunk_of(self, peer: Peer) -> str | None:
         trunk = self.policy.trunk_for(peer.host, peer.port)
         return None if trunk is None else trunk.name
+
+    def decide_in_dialog(
+        self, trunk: str, initial: IdentityNumbers, current: IdentityNumbers
+    ) -> Relay | Refuse:
+        compiled = self.policy.by_name.get(trunk)
+        if compiled is None:
+            return Relay()  # the trunk left the rules on a reload: its calls finish as they are
+        verdict = evaluate_identity_change(self.policy, compiled, initial, current)
+        if verdict.allowed:
+            return Relay(verdict.rule)
+        return _refuse(verdict, compiled)
 
     def is_emergency(self, request: Request) -> bool:
         emergency = self.policy.emergency

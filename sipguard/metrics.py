@@ -39,7 +39,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sipguard.b2bua import CallEnded, CallRefused, CallStarted, Event, MessageRejected
+from sipguard.b2bua import (
+    CallEnded,
+    CallRefused,
+    CallStarted,
+    Event,
+    InDialogMonitored,
+    MessageRejected,
+)
 
 __all__ = ["Metrics", "StateReading"]
 
@@ -187,6 +194,8 @@ class Metrics:
                 self.from_abroad.labels(trunk).inc()
             elif rule in _MODIFIED:
                 self.modified.labels(trunk).inc()
+        elif isinstance(event, InDialogMonitored):
+            self.decisions.labels(event.trunk, "monitor", event.rule).inc()
         elif isinstance(event, CallEnded):
             self.ended.labels(event.trunk, event.ended_by).inc()
         elif isinstance(event, MessageRejected):

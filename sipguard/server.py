@@ -29,6 +29,7 @@ from sipguard.b2bua import (
     CallStarted,
     CoreConfig,
     Event,
+    InDialogMonitored,
     MessageRejected,
 )
 from sipguard.dialog import IdFactory, LocalAddress
@@ -511,6 +512,13 @@ def _log_event(event: Event) -> None:
             event.peer.port,
             event.call_id,
             json.dumps(event.detail, ensure_ascii=False),
+        )
+    elif isinstance(event, InDialogMonitored):
+        log.info(
+            "monitor %s trunk=%s call-id=%s: relayed, the trunk only monitors this rule",
+            event.rule,
+            event.trunk,
+            event.call_id,
         )
     elif isinstance(event, CallEnded):
         log.debug(

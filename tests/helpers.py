@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from sipguard.b2bua import B2BUA, CoreConfig, Event
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.peer import Peer
-from sipguard.policy.decision import Allow, Refuse
+from sipguard.policy.decision import Allow, Refuse, Relay
+from sipguard.policy.engine import IdentityNumbers
 from sipguard.sip.message import Request, Response
 from sipguard.sip.parser import parse_message
 
@@ -48,6 +49,25 @@ class FixedGate:
 
     def is_emergency(self, request: Request) -> bool:
         return request.uri.startswith("sip:110@")
+
+    def decide_in_dialog(
+        self, trunk: str, initial: IdentityNumbers, current: IdentityNumbers
+    ) -> Relay | Refuse:
+        """identity_changed as the built-in policy has it: 403, enforced."""
+        initial_from, initial_asserted = initial
+        from_now, asserted_now = current
+        known = set(initial_asserted) or {initial_from}
+        if from_now == initial_from and all(number in known for number in asserted_now):
+            return Relay()
+        return Refuse(
+            403,
+            "Forbidden",
+            "identity_changed",
+            trunk=trunk,
+            headers=(("Reason", 'SIP;cause=403;text="identity_changed"'),),
+            warning="identity_changed",
+            detail="caller identity changed within the dialog",
+        )
 
 
 def invite(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sipguard.peer import Peer
 
-__all__ = ["Allow", "Refuse"]
+__all__ = ["Allow", "Refuse", "Relay"]
 
 
 # No __slots__ on either: the gate builds them with `frozen.build()`, which
@@ -55,3 +55,11 @@ class Refuse:
     callee: str | None = None  # the normalised called number, when readable
     warning: str | None = None  # what the Warning tells the caller
     detail: str = ""  # why, in full: for the operator
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Relay a mid-dialog request; `note` names a rule that fired but that the
+    trunk only monitors (the request goes on, the rule is reported)."""
+
+    note: str | None = None

@@ -31,7 +31,7 @@ from sipguard.policy.numbers import NumberPlan, numbers_in_display_name
 from sipguard.policy.verdict import RULE_DEFAULTS, Verdict
 from sipguard.rules.values import MONITORABLE_RULES
 
-__all__ = ["CallView", "evaluate"]
+__all__ = ["CallView", "IdentityNumbers", "evaluate", "evaluate_identity_change"]
 
 
 # No __slots__: the gate builds views with `frozen.build()`, as the engine
@@ -143,6 +143,41 @@ def evaluate(
             "emergency": emergency,
         },
     )
+
+
+# The identity a request presents: its From number and its asserted numbers,
+# as written (`number_of_uri` of each); None where a header holds no number.
+IdentityNumbers = tuple[str | None, tuple[str | None, ...]]
+
+
+def evaluate_identity_change(
+    policy: Policy, trunk: CompiledTrunk, initial: IdentityNumbers, current: IdentityNumbers
+) -> Verdict:
+    """Decide a mid-dialog request (re-INVITE, UPDATE) of the caller: rule
+    `identity_changed` fires when its From number, or one of its asserted
+    numbers, is not one the dialog was set up with (compared in E.164, so a
+    number written another way is the same number). The rule honours the
+    trunk's `responses` and monitoring like every other rule."""
+    normalise = policy.plan.normalise
+
+    def e164(number: str | None) -> str | None:
+        return None if number is None else normalise(number) or number
+
+    initial_from, initial_asserted = initial
+    from_now, asserted_now = current
+    known_from = e164(initial_from)
+    known = {e164(number) for number in initial_asserted} or {known_from}
+    changed = None
+    if e164(from_now) != known_from:
+        changed = f"From {from_now or '-'}, was {initial_from or '-'}"
+    else:
+        moved = [number for number in asserted_now if e164(number) not in known]
+        if moved:
+            changed = f"asserted {moved[0] or '-'}"
+    if changed is None:
+        return build(Verdict, {"allowed": True, "trunk": trunk.name, "caller": known_from})
+    fired = _Fired("identity_changed", changed)
+    return _outcome(trunk, fired, known_from, None, None, False)
 
 
 def _enforced(fired: _Fired | None, passing: frozenset[str], noted: list[_Fired]) -> _Fired | None:
