@@ -41,7 +41,7 @@ from sipguard.policy.decision import Allow, Refuse, Relay
 from sipguard.policy.engine import IdentityNumbers
 from sipguard.policy.numbers import number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS
-from sipguard.sip.headers import header_key
+from sipguard.sip.headers import CALLER_IDENTITY_HEADERS, STIR_HEADERS, header_key
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -113,7 +113,6 @@ _PER_LEG = frozenset(
         "authorization",
     }
 )
-_CALLER_IDENTITY = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id"})
 _NONE: frozenset[str] = frozenset()
 # Extensions sipguard can relay transparently; a Require naming anything else
 # is refused with 420 (RFC 3261 §8.2.2.3). 100rel is not relayed: reliable
@@ -288,6 +287,10 @@ class Call:
     rang_at: float | None = None  # when the first provisional (not 100) was relayed
     cancel_sent: bool = False
     rate_counted: bool = False
+    # Identity headers of the caller's later requests that are not relayed:
+    # validated once at set-up (RFC 3325 §5), and STIR/SHAKEN signatures
+    # unless the trunk passes them.
+    a_strip: frozenset[str] = CALLER_IDENTITY_HEADERS | STIR_HEADERS
 
     def leg(self, side: Side) -> Leg:
         return self.a if side is Side.A else self.b
@@ -774,6 +777,7 @@ class B2BUA:
         call.identity = identity
         call.caller = decision.caller or str(request.from_.uri)
         call.rate_counted = decision.rate_counted
+        call.a_strip = CALLER_IDENTITY_HEADERS | (decision.strip & STIR_HEADERS)
         call.invite_relay = _Relay(call, Side.A, server_tx, b_leg.local_cseq)
         self._b_invites[client_tx.key] = call
         self._dialogs[(a_leg.call_id, a_leg.local_tag)] = (call, Side.A)
@@ -990,7 +994,7 @@ class B2BUA:
             # Identity headers from the caller were validated once, at call
             # set-up; they are not copied onto later requests (RFC 3325 §5).
             extra=list(
-                end_to_end_headers(request.headers, _CALLER_IDENTITY if side is Side.A else _NONE)
+                end_to_end_headers(request.headers, call.a_strip if side is Side.A else _NONE)
             ),
             body=request.body,
             with_contact=request.method in ("INVITE", "UPDATE", "REFER", "NOTIFY"),

@@ -46,15 +46,17 @@ from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr
 
 __all__ = ["PolicyGate", "build_policy", "call_view", "callee_of"]
 
-# Identity headers from the caller are never copied to the outbound leg: the
-# gate asserts the validated identity itself (RFC 3325 §5: strip untrusted).
-IDENTITY_HEADERS = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id"})
 ANONYMOUS_FROM = '"Anonymous" <sip:anonymous@anonymous.invalid>'
+# Identity headers from the caller are never copied to the outbound leg: the
+# gate asserts the validated identity itself (RFC 3325 §5: strip untrusted);
+# each trunk's `strip` set (CALLER_IDENTITY_HEADERS, and STIR/SHAKEN Identity
+# unless the trunk passes it). An anonymised call also loses Privacy, which
+# the gate sets itself.
+_PRIVACY = frozenset({"privacy"})
 VERSTAT_PASSED = "TN-Validation-Passed"
 # A call relayed although a rule fired (monitored, or to an emergency number):
 # sipguard never vouches for it downstream (3GPP TS 24.229 verstat).
 VERSTAT_FAILED = "TN-Validation-Failed"
-ANONYMIZED_STRIP = IDENTITY_HEADERS | {"privacy"}
 # Privacy values that withhold the caller's identity (RFC 3323 §4.2, RFC 3325).
 PRIVACY_ID = frozenset({"id", "user", "header"})
 
@@ -266,7 +268,7 @@ def _allow(
                 "trunk": trunk.name,
                 "route": trunk.route,
                 "from_value": str(from_.with_params(_without_tag(from_))),
-                "strip": IDENTITY_HEADERS,
+                "strip": trunk.strip,
                 "note": verdict.rule,
                 "callee": verdict.callee,
                 "emergency": True,
@@ -280,7 +282,7 @@ def _allow(
                 "route": trunk.route,
                 "from_value": ANONYMOUS_FROM,
                 "headers": (("Privacy", "id"),),
-                "strip": ANONYMIZED_STRIP,
+                "strip": trunk.strip | _PRIVACY,
                 "note": verdict.rule,
                 "caller": "anonymous",
                 "callee": verdict.callee,
@@ -305,7 +307,7 @@ def _allow(
             "route": trunk.route,
             "from_value": from_value,
             "headers": (("P-Asserted-Identity", asserted),),
-            "strip": IDENTITY_HEADERS,
+            "strip": trunk.strip,
             "note": verdict.rule,
             "caller": verdict.caller,
             "callee": verdict.callee,

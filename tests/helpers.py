@@ -203,5 +203,20 @@ class CorePair:
         return out
 
 
+def policy_pair(rules_text: str) -> CorePair:
+    """A CorePair whose core decides with the real gate over `rules_text`
+    (the caller's trunk must claim CALLER, and route to CALLEE)."""
+    from sipguard.gate import PolicyGate, build_policy
+    from sipguard.rules.loader import parse_rules
+
+    gate = PolicyGate(build_policy(parse_rules(rules_text, path="t.yaml")), wall_clock=lambda: 0.0)
+    core = B2BUA(
+        config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
+        gate=gate,
+        ids=IdFactory(random.Random(7).randbytes),
+    )
+    return CorePair(core=core)
+
+
 def statuses(messages: list[Request | Response]) -> list[int | str]:
     return [m.status if isinstance(m, Response) else m.method for m in messages]

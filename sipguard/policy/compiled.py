@@ -28,6 +28,7 @@ from sipguard.ratetable import (
     WindowLimit,
 )
 from sipguard.rules.schema import Limits, RuleSet, Trunk, Window
+from sipguard.sip.headers import CALLER_IDENTITY_HEADERS, STIR_HEADERS
 
 __all__ = ["CompiledTrunk", "Policy", "ResponseCode", "compile_policy"]
 
@@ -63,6 +64,10 @@ class CompiledTrunk:
     responses: Mapping[str, ResponseCode]  # every rule's: the rule file's, else built in
     limits: TrunkLimits = NO_LIMITS
     full_answers: bool = False  # answers.detail full: refusals tell the trunk why
+    # Header keys of the caller's INVITE never relayed on an allowed call: the
+    # identity headers sipguard replaces, and unless the trunk passes them,
+    # STIR/SHAKEN signatures sipguard cannot verify.
+    strip: frozenset[str] = CALLER_IDENTITY_HEADERS | STIR_HEADERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,8 @@ def _compile_trunk(
         responses={**_DEFAULT_RESPONSES, **global_responses, **_responses(rules, trunk)},
         limits=_limits(trunk.limits),
         full_answers=rules.answer_detail_of(trunk) == "full",
+        strip=CALLER_IDENTITY_HEADERS
+        | (STIR_HEADERS if identity.stir_identity == "strip" else frozenset()),
     )
 
 

@@ -76,6 +76,7 @@ from sipguard.rules.values import (
     RATETABLE_SYNC_INTERVALS,
     RULE_IDS,
     RULES_VERSION,
+    STIR_IDENTITY_POLICIES,
     TRUNK_KINDS,
     UNKNOWN_SOURCE_ANSWERS,
     AnswerDetail,
@@ -315,7 +316,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "answers",
         "monitor_rules",
     ),
-    "identity": ("require_pai", "from_must_match_pai", "display_name", "trusted"),
+    "identity": ("require_pai", "from_must_match_pai", "display_name", "trusted", "stir_identity"),
     "limits": ("cps", "burst", "concurrent", "per_caller", "per_callee", "one_ring"),
     "window": ("calls", "window", "warn", "block_for"),
     "one_ring": ("max_ring", "calls", "window", "block_for", "warn"),
@@ -1175,6 +1176,7 @@ def _read_identity(trunk: _Section) -> IdentitySettings:
         require_pai=require_pai,
         from_must_match_pai=_bool(section, "from_must_match_pai", True),
         display_name=policy,
+        stir_identity=_choice(section, "stir_identity", STIR_IDENTITY_POLICIES, "strip"),
     )
 
 

@@ -54,6 +54,8 @@ __all__ = [
     "DEFAULT_REDIS_PORT",
     "DEFAULT_SIP_PORT",
     "DISPLAY_NAME_POLICIES",
+    "STIR_IDENTITY_POLICIES",
+    "StirIdentityPolicy",
     "E164_MAX_DIGITS",
     "EXEMPTION_TYPES",
     "HOME_CLI_POLICIES",
@@ -113,6 +115,7 @@ Transport: TypeAlias = Literal["udp", "tcp"]
 TrunkKind: TypeAlias = Literal["national", "international"]
 Mode: TypeAlias = Literal["enforce", "monitor"]
 DisplayNamePolicy: TypeAlias = Literal["reject", "strip", "ignore"]
+StirIdentityPolicy: TypeAlias = Literal["strip", "pass"]
 HomeCliPolicy: TypeAlias = Literal["reject", "anonymize"]
 ExemptionType: TypeAlias = Literal["mobile_roaming", "bilateral"]
 RateTableBackend: TypeAlias = Literal["memory", "redis"]
@@ -157,6 +160,9 @@ TRUNK_KINDS: Mapping[str, TrunkKind] = MappingProxyType(
 MODES: Mapping[str, Mode] = MappingProxyType({"enforce": "enforce", "monitor": "monitor"})
 DISPLAY_NAME_POLICIES: Mapping[str, DisplayNamePolicy] = MappingProxyType(
     {"reject": "reject", "strip": "strip", "ignore": "ignore"}
+)
+STIR_IDENTITY_POLICIES: Mapping[str, StirIdentityPolicy] = MappingProxyType(
+    {"strip": "strip", "pass": "pass"}
 )
 HOME_CLI_POLICIES: Mapping[str, HomeCliPolicy] = MappingProxyType(
     {"reject": "reject", "anonymize": "anonymize"}
@@ -282,16 +288,23 @@ class IdentitySettings:
             effect on an untrusted trunk.
         display_name: what to do with a numeric display name that differs
             from the number.
+        stir_identity: what to do with the caller's STIR/SHAKEN `Identity`
+            headers (RFC 8224), which sipguard does not verify: `strip`
+            them (sipguard's own verstat speaks for the call), or `pass`
+            them on unchanged.
     """
 
     trusted: bool = True
     require_pai: bool = False
     from_must_match_pai: bool = True
     display_name: DisplayNamePolicy = "reject"
+    stir_identity: StirIdentityPolicy = "strip"
 
     def __post_init__(self) -> None:
         if self.display_name not in DISPLAY_NAME_POLICIES:
             raise ValueError(f"unknown display_name policy {self.display_name!r}")
+        if self.stir_identity not in STIR_IDENTITY_POLICIES:
+            raise ValueError(f"unknown stir_identity policy {self.stir_identity!r}")
         if self.require_pai and not self.trusted:
             raise ValueError("an untrusted trunk cannot be required to assert identity")
 

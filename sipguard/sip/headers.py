@@ -9,12 +9,24 @@ canonical spelling, so `f: x`, `FROM: x` and `From: x` are the same header.
 from __future__ import annotations
 
 __all__ = [
+    "CALLER_IDENTITY_HEADERS",
     "COMPACT_FORMS",
     "LIST_HEADERS",
+    "STIR_HEADERS",
     "canonical_name",
     "header_key",
     "key_and_name",
 ]
+
+# Headers in which a caller asserts or asks for an identity (RFC 3325, and the
+# Remote-Party-ID draft): sipguard validates them once, at call set-up, and
+# asserts the identity itself; they are never copied to the other leg.
+CALLER_IDENTITY_HEADERS = frozenset(
+    {"p-asserted-identity", "p-preferred-identity", "remote-party-id"}
+)
+# STIR/SHAKEN signatures (RFC 8224, and RFC 4474's Identity-Info): sipguard
+# does not verify them, so by default they are not relayed either.
+STIR_HEADERS = frozenset({"identity", "identity-info"})
 
 # RFC 3261 §7.3.3 plus later RFCs' compact forms (RFC 3265, 3515, 3892, 4028,
 # 8224, 3841); the keys are the one-letter forms, lower-cased.

@@ -73,12 +73,13 @@ def test_allowed_call_asserts_the_validated_e164_identity() -> None:
         ),
     )
     assert {"p-asserted-identity", "remote-party-id", "p-preferred-identity"} <= decision.strip
+    identity = frozenset({"p-asserted-identity", "remote-party-id", "p-preferred-identity"})
     assert decision == Allow(
         "sh",
         Peer("udp", "10.9.0.1", 5080),
         from_value='"Sales" <sip:+862131771234@10.1.0.5;user=phone>',
         headers=decision.headers,
-        strip=frozenset({"p-asserted-identity", "remote-party-id", "p-preferred-identity"}),
+        strip=identity | {"identity", "identity-info"},
         caller="+862131771234",
         callee="+8613800138000",
     )

@@ -6,17 +6,23 @@ the caller's re-INVITE presents another identity than the INVITE did.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
-from sipguard.b2bua import B2BUA, CallRefused, CoreConfig, InDialogMonitored
-from sipguard.dialog import IdFactory, LocalAddress
-from sipguard.gate import PolicyGate, build_policy
+from sipguard.b2bua import CallRefused, InDialogMonitored
+from sipguard.gate import build_policy
 from sipguard.policy.engine import evaluate_identity_change
 from sipguard.rules.loader import parse_rules
 from sipguard.sip.message import Request, Response
-from tests.helpers import CALLEE, CALLER, CorePair, in_dialog, invite, response_to, statuses
+from tests.helpers import (
+    CALLEE,
+    CALLER,
+    CorePair,
+    in_dialog,
+    invite,
+    policy_pair,
+    response_to,
+    statuses,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -29,16 +35,6 @@ trunks:
     route: "udp:10.9.0.1:5080"
     ranges: ["+862131771200-+862131771299"]
 """
-
-
-def _pair(text: str) -> CorePair:
-    gate = PolicyGate(build_policy(parse_rules(text, path="t.yaml")), wall_clock=lambda: 0.0)
-    core = B2BUA(
-        config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
-        gate=gate,
-        ids=IdFactory(random.Random(7).randbytes),
-    )
-    return CorePair(core=core)
 
 
 def _answered(pair: CorePair) -> Response:
@@ -78,7 +74,7 @@ def _reinvite(ok: Response, asserted: str, *, cseq: int = 2) -> bytes:
 
 
 def test_identity_changed_goes_out_with_its_configured_response() -> None:
-    pair = _pair(RULES + "    responses: {identity_changed: {code: 488}}\n")
+    pair = policy_pair(RULES + "    responses: {identity_changed: {code: 488}}\n")
     ok = _answered(pair)
 
     pair.send(_reinvite(ok, "<sip:+8695555@10.1.0.5>"), CALLER, now=1.0)
@@ -93,7 +89,9 @@ def test_identity_changed_goes_out_with_its_configured_response() -> None:
 
 
 def test_a_monitored_identity_change_is_relayed_and_reported() -> None:
-    pair = _pair(RULES.replace("version: 1\n", "version: 1\nmonitor_rules: [identity_changed]\n"))
+    pair = policy_pair(
+        RULES.replace("version: 1\n", "version: 1\nmonitor_rules: [identity_changed]\n")
+    )
     ok = _answered(pair)
 
     pair.send(_reinvite(ok, "<sip:+8695555@10.1.0.5>"), CALLER, now=1.0)
@@ -105,7 +103,7 @@ def test_a_monitored_identity_change_is_relayed_and_reported() -> None:
 
 
 def test_the_same_number_written_another_way_is_no_change() -> None:
-    pair = _pair(RULES)
+    pair = policy_pair(RULES)
     ok = _answered(pair)
 
     pair.send(_reinvite(ok, "<sip:02131771234@10.1.0.5>"), CALLER, now=1.0)

@@ -265,7 +265,7 @@ BAD_FILES: list[tuple[str, list[str]]] = [
             "3:1: unknown key 'lisen'; did you mean 'listen'?",
             "5:5: trunk 'sh-callcenter': missing required key 'sources' (addresses the trunk's calls come from, e.g. ['10.1.0.0/24'])",
             "6:5: trunk 'sh-callcenter': unknown key 'soruces'; did you mean 'sources'?",
-            "9:7: trunk 'sh-callcenter': unknown key 'colour' in identity; expected one of: require_pai, from_must_match_pai, display_name, trusted",
+            "9:7: trunk 'sh-callcenter': unknown key 'colour' in identity; expected one of: require_pai, from_must_match_pai, display_name, trusted, stir_identity",
             "11:7: trunk 'sh-callcenter': unknown key 'cpss' in limits; did you mean 'cps'?",
         ],
     ),
