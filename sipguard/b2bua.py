@@ -1698,8 +1698,11 @@ def error_response_for(
         key = header_key(name.strip(" \t"))
         if key == "via" and first_via_only and "via" in seen:
             continue
-        if key in _ECHOED_ON_ERROR and line.replace("\t", " ").isprintable():
-            copied.append(line)
+        if key in _ECHOED_ON_ERROR:
+            # A control character (a NUL, a C1 code) in a header the answer
+            # must carry goes back %-escaped: the answer still has its From,
+            # To, Call-ID and CSeq, and carries nothing unprintable.
+            copied.append(line if line.replace("\t", " ").isprintable() else _escaped(line))
             seen.add(key)
     if "via" not in seen:
         return None
@@ -1710,3 +1713,13 @@ def error_response_for(
 
 
 _ECHOED_ON_ERROR = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+
+def _escaped(line: str) -> str:
+    """`line` with every unprintable character (tab aside) as %XX of its UTF-8."""
+    return "".join(
+        char
+        if char.isprintable() or char == "\t"
+        else "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+        for char in line
+    )
