@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sipguard.answercache import AnswerCache
-from sipguard.dialog import IdFactory, Leg, LocalAddress
+from sipguard.dialog import IdFactory, Leg, LocalAddress, reconnect_address
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
 from sipguard.peer import speaks_for
 from sipguard.policy.decision import Allow, Refuse, Relay
@@ -447,7 +447,8 @@ class B2BUA:
 
     def transport_failed(self, peer: Peer, *, now: float) -> None:
         """The driver could not reach `peer`: fail its pending client transactions."""
-        for tx in [tx for tx in self._client_txs.values() if tx.peer == peer]:
+        txs = self._client_txs.values()
+        for tx in [tx for tx in txs if tx.peer == peer or tx.reconnect == peer]:
             if tx.state in (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING):
                 tx.transport_failed()
                 self._after_client_tx(tx, now=now)
@@ -740,6 +741,7 @@ class B2BUA:
             remote_cseq=request.cseq.seq,
             # §12.1.1: the UAS's route set is the Record-Route, in order.
             route_set=request.record_routes,
+            reconnect=reconnect_address(peer, request.record_routes, str(contact)),
         )
         b_from = request.from_ if decision.from_value is None else _parse_from(decision.from_value)
         b_leg = Leg(
@@ -968,7 +970,7 @@ class B2BUA:
             "ACK", cseq=relay.target_cseq, branch=self._ids.branch(), extra=extra, body=request.body
         )
         relay.ack = to_bytes(ack)
-        self._outbox.append(Transmit(target.peer, relay.ack))
+        self._outbox.append(Transmit(target.peer, relay.ack, target.reconnect))
         call.invite_relay = None
         if call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
@@ -1005,13 +1007,19 @@ class B2BUA:
                 outbound,
                 key=_client_key(outbound),
                 peer=target.peer,
+                reconnect=target.reconnect,
                 outbox=self._outbox,
                 now=now,
                 ring_timeout=self.config.ring_timeout,
             )
         else:
             client_tx = ClientNonInviteTransaction(
-                outbound, key=_client_key(outbound), peer=target.peer, outbox=self._outbox, now=now
+                outbound,
+                key=_client_key(outbound),
+                peer=target.peer,
+                outbox=self._outbox,
+                now=now,
+                reconnect=target.reconnect,
             )
         relay = _Relay(call, side, server_tx, cseq)
         self._client_txs[client_tx.key] = client_tx
@@ -1101,7 +1109,8 @@ class B2BUA:
             return
         if response.status >= 200 and relay.ack is not None:
             # 2xx retransmission for a re-INVITE we already ACKed.
-            self._outbox.append(Transmit(call.other(relay.origin).peer, relay.ack))
+            target = call.other(relay.origin)
+            self._outbox.append(Transmit(target.peer, relay.ack, target.reconnect))
             return
         if relay.server_tx.state not in (TxState.TRYING, TxState.PROCEEDING):
             return
@@ -1218,7 +1227,12 @@ class B2BUA:
         leg = call.leg(side)
         bye = leg.build_request("BYE", cseq=leg.next_cseq(), branch=self._ids.branch())
         client_tx = ClientNonInviteTransaction(
-            bye, key=_client_key(bye), peer=leg.peer, outbox=self._outbox, now=now
+            bye,
+            key=_client_key(bye),
+            peer=leg.peer,
+            outbox=self._outbox,
+            now=now,
+            reconnect=leg.reconnect,
         )
         self._client_txs[client_tx.key] = client_tx
         self._watch(client_tx)

@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from sipguard.errors import SipParseError
 from sipguard.sip.message import Headers, Request
-from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr
+from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr, parse_uri
 from sipguard.transaction import Peer
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Leg",
     "LocalAddress",
     "name_addr_with_tag",
+    "reconnect_address",
     "request_target",
 ]
 
@@ -140,6 +142,7 @@ class Leg:
         "route_set",
         "peer",
         "local",
+        "reconnect",
     )
 
     def __init__(
@@ -156,6 +159,7 @@ class Leg:
         local_cseq: int = 0,
         remote_cseq: int | None = None,
         route_set: tuple[str, ...] = (),
+        reconnect: Peer | None = None,
     ) -> None:
         self.call_id = call_id
         self.local_tag = local_tag
@@ -168,6 +172,9 @@ class Leg:
         self.route_set = route_set
         self.peer = peer
         self.local = local
+        # Over TCP, where a new connection goes when `peer`'s is gone (see
+        # `reconnect_address`); None: to `peer` itself.
+        self.reconnect = reconnect
 
     def next_cseq(self) -> int:
         """Our next CSeq number on this leg (§12.2.1.1: strictly increasing)."""
@@ -211,6 +218,24 @@ class Leg:
             fields.append(("Contact", self.local.contact()))
         fields.extend(extra)
         return Request(method, uri, Headers(fields), body)
+
+
+def reconnect_address(peer: Peer, route_set: tuple[str, ...], remote_target: str) -> Peer | None:
+    """Where a request for a leg set up over an inbound TCP connection goes
+    once that connection is gone: the leg's own host (never another, Rule 1),
+    at the port of the URI the request is addressed to (RFC 3261 §18.1.1:
+    the first route, else the remote target; 5060 when it names none). The
+    connection's own port was the peer's ephemeral source port, where
+    nothing listens. None over UDP, or when that is the connection's port.
+    """
+    if peer.transport != "tcp":
+        return None
+    try:
+        uri = parse_name_addr(route_set[0]).uri if route_set else parse_uri(remote_target)
+    except SipParseError:
+        return None
+    port = (uri.port or 5060) if isinstance(uri, SipUri) else 5060
+    return None if port == peer.port else Peer(peer.transport, peer.host, port)
 
 
 def request_target(route_set: tuple[str, ...], remote_target: str) -> tuple[str, tuple[str, ...]]:

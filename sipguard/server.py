@@ -199,7 +199,7 @@ class Server:
             audit.flush()
         send = self.transports.send
         for transmit in core.datagrams_to_send():
-            send(transmit.peer, transmit.data)
+            send(transmit.peer, transmit.data, transmit.reconnect)
         metrics = self.metrics
         for event in events:
             if isinstance(event, CallEnded):

@@ -76,10 +76,16 @@ DEFAULT_RING_TIMEOUT = 180.0
 
 @dataclass(frozen=True, slots=True)
 class Transmit:
-    """A command to the driver: send `data` to `peer`."""
+    """A command to the driver: send `data` to `peer`.
+
+    `reconnect` is where to open a new TCP connection when `peer`'s (an
+    inbound connection, from a port nothing listens on) is gone: the same
+    host at the port its Contact or first Route names (RFC 3261 §18.1.1).
+    """
 
     peer: Peer
     data: bytes
+    reconnect: Peer | None = None
 
 
 class TxKind(enum.Enum):
@@ -197,6 +203,7 @@ class Transaction:
     def __init__(self, *, key: tuple[str, ...], peer: Peer, outbox: list[Transmit]) -> None:
         self.key = key
         self.peer = peer
+        self.reconnect: Peer | None = None  # see Transmit
         self.state = TxState.TRYING
         self.timed_out = False
         self.transport_error = False
@@ -232,7 +239,7 @@ class Transaction:
         return True
 
     def _send(self, data: bytes) -> None:
-        self._outbox.append(Transmit(self.peer, data))
+        self._outbox.append(Transmit(self.peer, data, self.reconnect))
 
     def _start_retransmit(self, data: bytes, *, now: float, interval: float = T1) -> None:
         """Arm Timer A/E/G (unreliable transports only, Rule 3)."""
@@ -289,8 +296,10 @@ class ClientInviteTransaction(Transaction):
         outbox: list[Transmit],
         now: float,
         ring_timeout: float = DEFAULT_RING_TIMEOUT,
+        reconnect: Peer | None = None,
     ) -> None:
         super().__init__(key=key, peer=peer, outbox=outbox)
+        self.reconnect = reconnect
         self.request = request
         self.state = TxState.CALLING
         self.provisional_received = False
@@ -373,8 +382,10 @@ class ClientNonInviteTransaction(Transaction):
         peer: Peer,
         outbox: list[Transmit],
         now: float,
+        reconnect: Peer | None = None,
     ) -> None:
         super().__init__(key=key, peer=peer, outbox=outbox)
+        self.reconnect = reconnect
         self.request = request
         data = to_bytes(request)
         self._send(data)

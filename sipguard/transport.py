@@ -265,13 +265,17 @@ class Transports:
             else:
                 self._inbound.pop(allowance, None)
 
-    def send(self, peer: Peer, data: bytes) -> None:
-        """Send `data` to `peer`; TCP connects on demand."""
+    def send(self, peer: Peer, data: bytes, reconnect: Peer | None = None) -> None:
+        """Send `data` to `peer`; TCP connects on demand, to `reconnect` when
+        `peer` names an inbound connection that is gone (see Transmit)."""
         if peer.transport == "udp":
             if self._udp is not None:
                 self._udp.sendto(data, (peer.host, peer.port))
             return
         connection = self._connections.get(peer)
+        if connection is None and reconnect is not None:
+            peer = reconnect
+            connection = self._connections.get(peer)
         if connection is not None:
             connection.write(data)
             return

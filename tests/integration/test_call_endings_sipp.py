@@ -439,10 +439,12 @@ def test_caller_transport_loss_over_tcp_frees_the_slot(
 ) -> None:
     """The caller dies (SIGKILL) mid-call over TCP; the callee hangs up 3 s later.
 
-    The caller's TCP connection closes with it. sipguard cannot deliver the
-    callee's BYE (a new connection to the caller's port is refused), so it
-    answers the callee 200 itself and ends the call. The slot is free,
-    sipguard keeps answering OPTIONS, and it stops with nothing left.
+    The caller's TCP connection closes with it. sipguard sends the callee's
+    BYE over a new connection to the caller's host at its Contact's port
+    (RFC 3261 §18.1.1; the connection's own source port may be ephemeral,
+    where nothing listens), which is refused; so it answers the callee 200
+    itself and ends the call. The slot is free, sipguard keeps answering
+    OPTIONS, and it stops with nothing left.
     """
     path = start_endings_path(transport="tcp", uas="uas_hold_then_bye.xml", uas_args=["-d", "3000"])
     injection = write_callers(tmp_path / "callers.csv", 10)

@@ -65,6 +65,33 @@ async def test_datagrams_from_one_source_share_one_peer_value() -> None:
         await transports.close()
 
 
+async def test_a_request_for_a_gone_tcp_connection_goes_to_the_reconnect_address() -> None:
+    """The caller's connection came from a port nothing listens on; once it
+    is gone, a request for it opens a connection to the address given."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def listener(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.put_nowait(await reader.readexactly(5))
+        writer.close()
+
+    server = await asyncio.start_server(listener, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gone = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    gone.bind(("127.0.0.1", 0))
+    gone_port = gone.getsockname()[1]
+    gone.close()  # a port where nothing listens: connecting there would fail
+    transports = Transports(asyncio.get_running_loop(), _Sink())
+    try:
+        transports.send(
+            Peer("tcp", "127.0.0.1", gone_port), b"hello", Peer("tcp", "127.0.0.1", port)
+        )
+        assert await asyncio.wait_for(received.get(), 5.0) == b"hello"
+    finally:
+        await transports.close()
+        server.close()
+        await server.wait_closed()
+
+
 # -- TCP connections on a scripted clock ---------------------------------------
 #
 # A connection only reads the loop's clock, so a loop whose `time()` the test
