@@ -28,6 +28,7 @@ from sipguard.ratetable import (
     WindowLimit,
 )
 from sipguard.rules.schema import Limits, RuleSet, Trunk, Window
+from sipguard.sip.serializer import REASON_PHRASES
 
 __all__ = ["CompiledTrunk", "Policy", "ResponseCode", "compile_policy"]
 
@@ -201,12 +202,18 @@ def _responses(rules: RuleSet, trunk: Trunk | None) -> dict[str, ResponseCode]:
 
 
 def phrase_for(code: int) -> str:
-    """The reason phrase sipguard sends with `code` when the rule file names none."""
+    """The reason phrase sipguard sends with `code` when the rule file names none:
+    the standard one (`404 Not Found`), or `Refused` for a code that has none."""
     return _phrase(code)
 
 
+# The phrase of a refusal whose code has no standard phrase (RFC 3261 §21:
+# an unknown code is read as its class, x00; the phrase is for humans).
+NONSTANDARD_PHRASE = "Refused"
+
+
 def _phrase(code: int) -> str:
-    return {403: "Forbidden", 503: "Service Unavailable", 603: "Decline"}.get(code, "Refused")
+    return REASON_PHRASES.get(code, NONSTANDARD_PHRASE)
 
 
 # Retry-After of the built-in 503 for concurrent calls: a slot frees when some
