@@ -82,6 +82,9 @@ class Policy:
     suspended_why: Mapping[str, str]  # number -> the reason the rule file gives, if any
     emergency: frozenset[str]
     screens_numbers: bool  # some number is in do_not_originate or suspended
+    # The answer to a source of no trunk: the top-level responses.unknown_source,
+    # else the built-in 403 (a trunk's responses cannot name it).
+    unknown_source: ResponseCode
 
     def trunk_for(self, host: str, port: int) -> CompiledTrunk | None:
         """The trunk whose `sources` claim (host, port), or None."""
@@ -122,6 +125,7 @@ def compile_policy(rules: RuleSet, *, zones: Mapping[str, tzinfo]) -> Policy:
         suspended_why={item.number: item.reason for item in rules.suspended if item.reason},
         emergency=_emergency(rules, plan),
         screens_numbers=len(do_not_originate) > 0 or bool(suspended),
+        unknown_source=global_responses.get("unknown_source") or default_response("unknown_source"),
     )
 
 

@@ -208,6 +208,18 @@ def test_a_configured_code_without_a_phrase_goes_out_with_its_standard_phrase(
     assert refused.headers[0] == ("Reason", f'SIP;cause={code};text="caller_not_allocated"')
 
 
+def test_a_stranger_is_refused_with_the_configured_unknown_source_answer() -> None:
+    stranger = Peer("udp", "192.0.2.99", 5060)
+    text = RULES.replace("trunks:", "responses:\n  unknown_source: {code: 404}\ntrunks:")
+    verdict, trunk = _gate(text).verdict(invite("<sip:+862131771234@192.0.2.99>"), stranger)
+    assert trunk is None and verdict.rule == "unknown_source"
+    assert (verdict.code, verdict.phrase) == (404, "Not Found")
+    refused = _gate(text).decide(invite("<sip:+862131771234@192.0.2.99>"), stranger, now=0.0)
+    assert isinstance(refused, Refuse) and (refused.status, refused.reason) == (404, "Not Found")
+    default, _ = gate().verdict(invite("<sip:+862131771234@192.0.2.99>"), stranger)
+    assert (default.code, default.phrase) == (403, "Forbidden")
+
+
 def _gate(text: str) -> PolicyGate:
     return PolicyGate(build_policy(parse_rules(text, path="t.yaml")), wall_clock=lambda: 0.0)
 
