@@ -72,10 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(handler=_check)
 
-    explain = commands.add_parser("explain", help="show the verdict for a call, offline")
+    explain = commands.add_parser(
+        "explain", help="show what the server would do with a call, offline"
+    )
     explain.add_argument("--rules", default=DEFAULT_RULES, help="rule file")
     explain.add_argument("--source", required=True, help="the call's source, IP:PORT")
-    explain.add_argument("--transport", default="udp", choices=["udp", "tcp"])
+    explain.add_argument(
+        "--transport", default="udp", choices=["udp", "tcp"], help="the call's transport"
+    )
     explain.add_argument("--from", dest="from_", required=True, help="From URI or name-addr")
     explain.add_argument("--pai", action="append", default=[], help="P-Asserted-Identity")
     explain.add_argument("--privacy", help="Privacy header value, e.g. id")

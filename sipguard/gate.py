@@ -138,12 +138,19 @@ class PolicyGate:
 
     def verdict(self, request: Request, peer: Peer) -> tuple[Verdict, CompiledTrunk | None]:
         """The policy verdict for a new call from `peer` (also used by explain)."""
-        trunk = self.policy.trunk_for(peer.host, peer.port)
+        policy = self.policy
+        trunk = policy.trunk_for(peer.host, peer.port)
         try:
             view = call_view(request)
         except SipParseError:
             view = CallView(from_number="", callee=None)  # unreadable identity
-        return evaluate(self.policy, trunk, view, wall_time=self._wall_clock()), trunk
+        verdict = evaluate(policy, trunk, view, wall_time=self._wall_clock())
+        if trunk is None:
+            # A stranger gets the rule file's unknown_source answer, as the
+            # core sends it before any gate is asked (b2bua `_refuse_unknown`).
+            answer = policy.unknown_source
+            verdict = replace(verdict, code=answer.code, phrase=answer.reason)
+        return verdict, trunk
 
     def decide(self, request: Request, peer: Peer, *, now: float) -> Allow | Refuse:
         timer = self._decision_timer

@@ -29,6 +29,7 @@ from sipguard.ratetable import (
 )
 from sipguard.rules.schema import Limits, RuleSet, Trunk, Window
 from sipguard.sip.headers import CALLER_IDENTITY_HEADERS, STIR_HEADERS
+from sipguard.sip.serializer import REASON_PHRASES
 
 __all__ = ["CompiledTrunk", "Policy", "ResponseCode", "compile_policy"]
 
@@ -86,6 +87,9 @@ class Policy:
     suspended_why: Mapping[str, str]  # number -> the reason the rule file gives, if any
     emergency: frozenset[str]
     screens_numbers: bool  # some number is in do_not_originate or suspended
+    # The answer to a source of no trunk: the top-level responses.unknown_source,
+    # else the built-in 403 (a trunk's responses cannot name it).
+    unknown_source: ResponseCode
 
     def trunk_for(self, host: str, port: int) -> CompiledTrunk | None:
         """The trunk whose `sources` claim (host, port), or None."""
@@ -126,6 +130,7 @@ def compile_policy(rules: RuleSet, *, zones: Mapping[str, tzinfo]) -> Policy:
         suspended_why={item.number: item.reason for item in rules.suspended if item.reason},
         emergency=_emergency(rules, plan),
         screens_numbers=len(do_not_originate) > 0 or bool(suspended),
+        unknown_source=global_responses.get("unknown_source") or default_response("unknown_source"),
     )
 
 
@@ -208,12 +213,18 @@ def _responses(rules: RuleSet, trunk: Trunk | None) -> dict[str, ResponseCode]:
 
 
 def phrase_for(code: int) -> str:
-    """The reason phrase sipguard sends with `code` when the rule file names none."""
+    """The reason phrase sipguard sends with `code` when the rule file names none:
+    the standard one (`404 Not Found`), or `Refused` for a code that has none."""
     return _phrase(code)
 
 
+# The phrase of a refusal whose code has no standard phrase (RFC 3261 §21:
+# an unknown code is read as its class, x00; the phrase is for humans).
+NONSTANDARD_PHRASE = "Refused"
+
+
 def _phrase(code: int) -> str:
-    return {403: "Forbidden", 503: "Service Unavailable", 603: "Decline"}.get(code, "Refused")
+    return REASON_PHRASES.get(code, NONSTANDARD_PHRASE)
 
 
 # Retry-After of the built-in 503 for concurrent calls: a slot frees when some

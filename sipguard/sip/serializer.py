@@ -33,6 +33,10 @@ __all__ = [
     "warning_value",
 ]
 
+# The standard reason phrase of each status (RFC 3261 §21, and the later RFCs
+# named): what a response carries when no phrase was chosen for it. Every code
+# a carrier may configure for a refusal has its phrase here, so a configured
+# 404 goes out as `404 Not Found`.
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
     180: "Ringing",
@@ -40,25 +44,58 @@ REASON_PHRASES: dict[int, str] = {
     182: "Queued",
     183: "Session Progress",
     200: "OK",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
     400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
     408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
     420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",  # RFC 4028
+    423: "Interval Too Brief",
+    428: "Use Identity Header",  # RFC 8224
+    433: "Anonymity Disallowed",  # RFC 5079
+    436: "Bad Identity Info",  # RFC 8224
+    437: "Unsupported Credential",  # RFC 8224
+    438: "Invalid Identity Header",  # RFC 8224
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",
     483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
     487: "Request Terminated",
     488: "Not Acceptable Here",
     491: "Request Pending",
+    493: "Undecipherable",
     500: "Server Internal Error",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
+    504: "Server Time-out",
     505: "Version Not Supported",
     513: "Message Too Large",
+    600: "Busy Everywhere",
     603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",  # RFC 8197
+    608: "Rejected",  # RFC 8688
 }
 
 _ECHOED = frozenset({"via", "from", "call-id", "cseq"})

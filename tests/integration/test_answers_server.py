@@ -244,3 +244,24 @@ async def test_options_name_no_software_and_a_reload_changes_what_a_trunk_is_tol
         f'399 127.0.0.1:{_port(server)} "caller number is allocated to another trunk: '
         "+861058001234 belongs to trunk 'bj'\""
     ), "detail follows the reload; the warn-agent waits for a restart"
+
+
+@pytest.mark.parametrize("detail", ["rule"])
+async def test_a_configured_code_goes_out_with_its_standard_phrase(
+    server: Server, trunk: tuple[asyncio.DatagramTransport, _Socket]
+) -> None:
+    """Guards against `SIP/2.0 404 Refused`: a code set in `responses` without
+    a `reason` is sent with the phrase RFC 3261 §21 gives it."""
+    transport, protocol = trunk
+    trunk_port = transport.get_extra_info("sockname")[1]
+    rules_path = server.options.rules_path
+    rules_path.write_text(
+        "responses:\n  caller_of_other_trunk: {code: 404}\n" + rules_path.read_text()
+    )
+    assert server.reload() is True
+    data = _invite(4, trunk_port, from_="<sip:+861058001234@127.0.0.1>")
+    transport.sendto(data, ("127.0.0.1", _port(server)))
+    answer = await asyncio.wait_for(protocol.received.get(), 5.0)
+    assert answer.startswith(b"SIP/2.0 404 Not Found\r\n"), answer
+    message = parse_message(answer)
+    assert message.headers.get("reason") == 'SIP;cause=404;text="caller_of_other_trunk"'

@@ -183,6 +183,44 @@ def test_a_configured_reason_phrase_is_the_one_sent() -> None:
     assert isinstance(default, Refuse) and (default.status, default.reason) == (403, "Forbidden")
 
 
+@pytest.mark.parametrize(
+    ("code", "phrase"),
+    [
+        (404, "Not Found"),
+        (410, "Gone"),
+        (480, "Temporarily Unavailable"),
+        (486, "Busy Here"),
+        (600, "Busy Everywhere"),
+        (603, "Decline"),
+        (604, "Does Not Exist Anywhere"),
+        (606, "Not Acceptable"),
+        (607, "Unwanted"),
+        (499, "Refused"),  # no standard phrase
+    ],
+)
+def test_a_configured_code_without_a_phrase_goes_out_with_its_standard_phrase(
+    code: int, phrase: str
+) -> None:
+    response = f"responses:\n  caller_not_allocated: {{code: {code}}}\n"
+    text = RULES.replace("trunks:", response + "trunks:")
+    refused = _gate(text).decide(invite("<sip:+869999000000@10.1.0.5>"), SH, now=0.0)
+    assert isinstance(refused, Refuse)
+    assert (refused.status, refused.reason) == (code, phrase)
+    assert refused.headers[0] == ("Reason", f'SIP;cause={code};text="caller_not_allocated"')
+
+
+def test_a_stranger_is_refused_with_the_configured_unknown_source_answer() -> None:
+    stranger = Peer("udp", "192.0.2.99", 5060)
+    text = RULES.replace("trunks:", "responses:\n  unknown_source: {code: 404}\ntrunks:")
+    verdict, trunk = _gate(text).verdict(invite("<sip:+862131771234@192.0.2.99>"), stranger)
+    assert trunk is None and verdict.rule == "unknown_source"
+    assert (verdict.code, verdict.phrase) == (404, "Not Found")
+    refused = _gate(text).decide(invite("<sip:+862131771234@192.0.2.99>"), stranger, now=0.0)
+    assert isinstance(refused, Refuse) and (refused.status, refused.reason) == (404, "Not Found")
+    default, _ = gate().verdict(invite("<sip:+862131771234@192.0.2.99>"), stranger)
+    assert (default.code, default.phrase) == (403, "Forbidden")
+
+
 def _gate(text: str) -> PolicyGate:
     return PolicyGate(build_policy(parse_rules(text, path="t.yaml")), wall_clock=lambda: 0.0)
 
