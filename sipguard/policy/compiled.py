@@ -176,6 +176,10 @@ def _limits(limits: Limits) -> TrunkLimits:
     cps = None
     if limits.cps is not None:
         cps = TokenBucketLimit(rate=limits.cps, burst=limits.burst or max(1, math.ceil(limits.cps)))
+    if limits == Limits():
+        # The one object the gate tests by identity: a trunk without limits
+        # never enters the rate table.
+        return NO_LIMITS
     return TrunkLimits(
         cps=cps,
         concurrent=limits.concurrent,

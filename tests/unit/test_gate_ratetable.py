@@ -99,3 +99,17 @@ def test_refused_caller_ids_consume_no_rate_budget() -> None:
         spoofed = g.decide(invite("+862131779999", "13800138001"), A, now=100.0)
         assert isinstance(spoofed, Refuse) and spoofed.rule == "caller_not_allocated"
     assert isinstance(g.decide(invite("+862131771201", "13800138001"), A, now=100.0), Allow)
+
+
+def test_a_trunk_without_limits_never_enters_the_rate_table() -> None:
+    text = RULES.format(mode="enforce") + (
+        "  - name: free\n"
+        '    sources: ["10.3.0.5"]\n'
+        '    route: "udp:10.9.0.1:5080"\n'
+        '    ranges: ["*"]\n'
+    )
+    table = RateTable()
+    g = PolicyGate(build_policy(parse_rules(text, path="t.yaml")), ratetable=table)
+    decision = g.decide(invite("+862131771201"), Peer("udp", "10.3.0.5", 5060), now=1.0)
+    assert isinstance(decision, Allow) and not decision.rate_counted
+    assert table.stats.live_calls == 0
