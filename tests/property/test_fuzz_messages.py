@@ -511,8 +511,8 @@ def check_parser(data: bytes) -> None:
     exercise(message)
     once = to_bytes(message)
     again = parse_or_refuse(once)
-    if again is not None:
-        assert to_bytes(again) == once
+    assert again is not None, once  # what parsed once parses again when relayed
+    assert to_bytes(again) == once
 
 
 @FUZZ
