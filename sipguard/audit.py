@@ -32,7 +32,8 @@ allowed calls), `from` and `pai` (the headers as received), `caller` and
 (true for a call to an emergency number; `rule` then names a rule that
 would have refused it), and for a
 refusal `reason`: the rule's explanation with what made it fire, in full,
-whatever the caller was told (rule file `answers.detail`). The record of a
+whatever the caller was told (rule file `answers.detail`), and `monitored`
+when a rule the trunk only monitors fired before the refusing one. The record of a
 call end carries `event` (`end`), `trunk`, `call_id`, `out_call_id`,
 `caller`, `status` (the final status the caller got), `ended_by` (`caller`,
 `callee`, `timeout`, `error`, `shutdown`), `answered`, `duration` (seconds
@@ -428,6 +429,8 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
             "out_call_id": None,
             "reason": event.detail or None,
         }
+        if event.noted is not None:
+            record["monitored"] = event.noted  # a rule only monitored fired first
     headers = request.headers if request is not None else None
     record |= {
         "from": headers.get("from") if headers is not None else None,

@@ -188,6 +188,7 @@ class CallRefused:
     callee: str | None = None  # the normalised called number, when readable
     request: Request | None = None  # the refused INVITE, for the audit trail
     detail: str = ""  # why, in full, for the operator (the caller may see less)
+    noted: str | None = None  # a monitored rule that fired before `rule` refused the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,6 +662,7 @@ class B2BUA:
                     callee=decision.callee,
                     request=request,
                     detail=decision.detail,
+                    noted=decision.noted,
                 )
             )
             return

@@ -212,6 +212,7 @@ def _refuse(verdict: Verdict, trunk: CompiledTrunk | None) -> Refuse:
             "callee": verdict.callee,
             "warning": verdict.reason if trunk is not None and trunk.full_answers else rule,
             "detail": verdict.reason,
+            "noted": verdict.noted,
         },
     )
 
@@ -231,6 +232,7 @@ def _rate_verdict(trunk: CompiledTrunk, verdict: Verdict, admission: Admission) 
         phrase=response.reason,
         reason=RULE_DEFAULTS[rule][1],
         retry_after=retry_after,
+        noted=verdict.rule,  # a rule the trunk monitors that fired before the rate table
     )
 
 

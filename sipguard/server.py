@@ -503,7 +503,7 @@ def _log_event(event: Event) -> None:
         # The full explanation, which the caller may not see; JSON-quoted,
         # since it can hold what the request said (a decoded line break).
         log.info(
-            "reject  %d %s trunk=%s source=%s:%d call-id=%s reason=%s",
+            "reject  %d %s trunk=%s source=%s:%d call-id=%s reason=%s%s",
             event.status,
             event.rule,
             event.trunk or "-",
@@ -511,6 +511,7 @@ def _log_event(event: Event) -> None:
             event.peer.port,
             event.call_id,
             json.dumps(event.detail, ensure_ascii=False),
+            "" if event.noted is None else f" monitored={event.noted}",
         )
     elif isinstance(event, CallEnded):
         log.debug(

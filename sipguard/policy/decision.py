@@ -43,7 +43,8 @@ class Refuse:
     to the response. `warning` is the text of the `Warning: 399` the front
     end adds with its own warn-agent (None: no Warning): the rule id, or the
     explanation where the trunk's answers are `full`. `detail` is the full
-    explanation, for the operator's log and audit trail only.
+    explanation, for the operator's log and audit trail only. `noted` is a
+    rule the trunk only monitors that fired before `rule` refused the call.
     """
 
     status: int
@@ -55,3 +56,4 @@ class Refuse:
     callee: str | None = None  # the normalised called number, when readable
     warning: str | None = None  # what the Warning tells the caller
     detail: str = ""  # why, in full: for the operator
+    noted: str | None = None  # a monitored rule that fired before `rule`

@@ -127,7 +127,8 @@ def evaluate(
     if not refused and not emergency and (trunk.refused_callees or trunk.calling_tz is not None):
         refused = _enforced(_callee_and_time(trunk, callee, wall_time), passing, noted)
     if refused:
-        return _outcome(trunk, refused, network, presentation, shown, emergency)
+        first = noted[0].rule if noted else None
+        return _outcome(trunk, refused, network, presentation, shown, emergency, noted=first)
     if noted:
         return _outcome(trunk, noted[0], network, presentation, shown, emergency)
     return build(
@@ -290,12 +291,15 @@ def _outcome(
     presentation: str | None,
     callee: str | None,
     emergency: bool,
+    *,
+    noted: str | None = None,
 ) -> Verdict:
     """A fired rule: a rejection; or, for a rule the trunk only monitors and
     for a call to an emergency number, an allow that names the rule (the call
     is relayed, never asserted as validated).
 
-    Either way the verdict names the callee, for the trail.
+    Either way the verdict names the callee, for the trail. A rejection
+    names the monitored rule that fired before it (`noted`).
     """
     rule = fired.rule
     text = RULE_DEFAULTS[rule][1]
@@ -329,5 +333,6 @@ def _outcome(
             "presentation": presentation,
             "retry_after": response.retry_after,
             "callee": callee,
+            "noted": noted,
         },
     )

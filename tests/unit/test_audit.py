@@ -141,6 +141,15 @@ def test_a_refusal_keeps_its_full_reason_whatever_the_caller_was_told() -> None:
     assert record_of(unexplained, WALL)["reason"] is None
 
 
+def test_a_refusal_names_the_monitored_rule_that_fired_before_it() -> None:
+    assert "monitored" not in record_of(refused(), WALL)
+    record = record_of(
+        dataclasses.replace(refused(), rule="cps_limit", status=503, noted="display_name_spoof"),
+        WALL,
+    )
+    assert (record["rule"], record["monitored"]) == ("cps_limit", "display_name_spoof")
+
+
 def test_a_call_end_has_duration_and_who_hung_up() -> None:
     record = record_of(ended(), WALL)
     assert record["event"] == "end" and record["ended_by"] == "callee"

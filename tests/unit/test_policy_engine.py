@@ -321,6 +321,20 @@ def test_a_monitored_rule_is_noted_and_the_enforced_ones_still_decide() -> None:
     assert not refused.allowed and refused.rule == "caller_not_allocated"
 
 
+def test_a_refusal_names_the_monitored_rule_that_fired_before_it() -> None:
+    """The caller ID failed a monitored rule even when a later rule refused the
+    call: the pass rate must not count it as authenticated."""
+    text = BASE.replace("version: 1\n", "version: 1\nmonitor_rules: [caller_not_allocated]\n")
+    rules = policy(text)
+    refused = decide("sh", from_number="+862131779999", wall_time=CLOSED, rules=rules)
+    assert (refused.allowed, refused.rule, refused.noted) == (
+        False,
+        "outside_calling_hours",
+        "caller_not_allocated",
+    )
+    assert decide("sh", wall_time=CLOSED, rules=rules).noted is None
+
+
 def test_a_trunk_can_monitor_its_own_rules() -> None:
     text = BASE.replace(
         "    identity: {from_must_match_pai: true, display_name: reject}\n",
