@@ -30,7 +30,9 @@ although a rule it only monitors fired), `rule`, `code`, `trunk`, `source`
 allowed calls), `from` and `pai` (the headers as received), `caller` and
 `callee` (normalised to E.164 when readable), `warnings`, `emergency`
 (true for a call to an emergency number; `rule` then names a rule that
-would have refused it), and for a
+would have refused it), `anonymized` (true for a home-country caller ID
+that came in on an international trunk with `home_cli: anonymize` and was
+relayed withheld; `caller` is then `anonymous`), and for a
 refusal `reason`: the rule's explanation with what made it fire, in full,
 whatever the caller was told (rule file `answers.detail`), and `monitored`
 when a rule the trunk only monitors fired before the refusing one. The record of a
@@ -420,6 +422,8 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
         }
         if event.emergency:
             record["emergency"] = True  # an emergency bypass: `rule` would have refused it
+        if event.anonymized:
+            record["anonymized"] = True  # a home-country caller ID from abroad, withheld
     else:
         record |= {
             "verdict": "reject",

@@ -170,6 +170,9 @@ class CallStarted:
     emergency: bool = False  # a call to an emergency number: no rule of sipguard's refused it
     warnings: tuple[str, ...] = ()  # rate rules whose warn level the call passed
     request: Request | None = None  # the caller's INVITE, for the audit trail
+    # A home-country caller ID from abroad, relayed withheld (home_cli:
+    # anonymize): intercepted, not authenticated.
+    anonymized: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,6 +688,7 @@ class B2BUA:
                 warnings=decision.warnings,
                 request=request,
                 emergency=decision.emergency,
+                anonymized=decision.anonymized,
             )
         )
 

@@ -273,6 +273,7 @@ def _allow(
                 "rate_counted": counted,
                 "warnings": warnings,
                 "emergency": verdict.emergency,
+                "anonymized": verdict.anonymize,
             },
         )
     host = from_.uri.host if isinstance(from_.uri, SipUri) else trunk.route.host

@@ -168,9 +168,12 @@ class Metrics:
             self.decisions.labels(trunk, verdict, event.monitor_rule or "").inc()
             self.admitted.labels(trunk).inc()
             self.checked.labels(trunk).inc()
-            # A monitored identity rule, or one passed over for an emergency
-            # call, fired: the call was relayed, but its caller ID failed.
-            if event.monitor_rule not in IDENTITY_RULES:
+            if event.anonymized:
+                # A home-country caller ID from abroad, withheld: intercepted.
+                self.intercepted[INTERCEPTIONS["home_cli_from_abroad"]].labels(trunk).inc()
+            elif event.monitor_rule not in IDENTITY_RULES:
+                # No identity rule fired (a monitored one, or one passed over
+                # for an emergency call, would mean its caller ID failed).
                 self.passed.labels(trunk).inc()
         elif isinstance(event, CallRefused):
             trunk = event.trunk or "-"

@@ -489,6 +489,8 @@ def _log_event(event: Event) -> None:
             )
         elif event.monitor_rule:
             note = f" monitor-would-reject={event.monitor_rule}"
+        if event.anonymized:
+            note += " anonymized=home_cli_from_abroad"
         if event.warnings:
             note += f" warn={','.join(event.warnings)}"
         log.info(

@@ -118,6 +118,8 @@ def format_record(record: Record) -> str:
     outcome = verdict if record.get("rule") is None else f"{verdict} {record.get('rule')}"
     if record.get("code") is not None:
         outcome += f" {record.get('code')}"
+    if record.get("anonymized"):
+        outcome += " anonymized"
     caller = record.get("caller") or record.get("from") or "?"
     callee = record.get("callee") or "?"
     return (

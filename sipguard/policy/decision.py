@@ -20,6 +20,9 @@ class Allow:
     `strip` are not copied from the inbound INVITE. `note` names the rule
     that fired although the call is relayed: a rule the trunk only monitors,
     or any rule on a call to an emergency number (`emergency`).
+    `anonymized`: the caller ID is a home-country number that came in on an
+    international trunk with `home_cli: anonymize`, and is withheld: a
+    forged caller ID from abroad, intercepted, not a validated one.
     """
 
     trunk: str
@@ -33,6 +36,7 @@ class Allow:
     rate_counted: bool = False  # the rate table counted this call: release it at its end
     warnings: tuple[str, ...] = ()  # rule ids whose warn level this call passed
     emergency: bool = False  # a call to an emergency number: no rule of sipguard's refuses it
+    anonymized: bool = False  # a home-country caller ID from abroad, withheld (home_cli)
 
 
 @dataclass(frozen=True)

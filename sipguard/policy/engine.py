@@ -130,7 +130,9 @@ def evaluate(
         first = noted[0].rule if noted else None
         return _outcome(trunk, refused, network, presentation, shown, emergency, noted=first)
     if noted:
-        return _outcome(trunk, noted[0], network, presentation, shown, emergency)
+        return _outcome(
+            trunk, noted[0], network, presentation, shown, emergency, anonymize=anonymize
+        )
     return build(
         Verdict,
         {
@@ -293,13 +295,16 @@ def _outcome(
     emergency: bool,
     *,
     noted: str | None = None,
+    anonymize: bool = False,
 ) -> Verdict:
     """A fired rule: a rejection; or, for a rule the trunk only monitors and
     for a call to an emergency number, an allow that names the rule (the call
     is relayed, never asserted as validated).
 
     Either way the verdict names the callee, for the trail. A rejection
-    names the monitored rule that fired before it (`noted`).
+    names the monitored rule that fired before it (`noted`); an allow keeps
+    the home-country anonymisation decided before the rule fired, so a
+    monitored rule never lets a forged home caller ID through as such.
     """
     rule = fired.rule
     text = RULE_DEFAULTS[rule][1]
@@ -317,6 +322,7 @@ def _outcome(
                 "monitored": not emergency,
                 "callee": callee,
                 "emergency": emergency,
+                "anonymize": anonymize,
             },
         )
     response = default_response(rule) if trunk is None else trunk.responses[rule]

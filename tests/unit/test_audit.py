@@ -123,6 +123,13 @@ def test_an_emergency_bypass_is_marked_and_names_the_rule_it_passed() -> None:
     assert (monitored["verdict"], monitored["rule"]) == ("monitor", "one_ring")
 
 
+def test_a_home_caller_id_from_abroad_relayed_withheld_is_marked_anonymized() -> None:
+    record = record_of(dataclasses.replace(started(), caller="anonymous", anonymized=True), WALL)
+    assert (record["verdict"], record["rule"], record["caller"]) == ("allow", None, "anonymous")
+    assert record["anonymized"] is True
+    assert "anonymized" not in record_of(started(), WALL)
+
+
 def test_a_refusal_names_its_rule_and_code() -> None:
     record = record_of(refused(), WALL)
     assert (record["verdict"], record["rule"], record["code"]) == (

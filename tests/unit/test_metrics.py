@@ -137,6 +137,45 @@ trunks:
     assert sample(m, "sipguard_caller_auth_passed_total", trunk="t") == 10
 
 
+def test_a_home_caller_id_anonymised_from_abroad_is_intercepted_not_passed() -> None:
+    """home_cli: anonymize relays the call withheld: a forged caller ID from
+    abroad was caught, through the core and the real gate."""
+    rules = parse_rules(
+        """\
+version: 1
+numbering: {country_code: "86"}
+trunks:
+  - name: intl
+    kind: international
+    sources: ["10.1.0.5:5071"]
+    route: "udp:10.9.0.1:5080"
+    ranges: ["*"]
+    home_cli: anonymize
+""",
+        path="t.yaml",
+    )
+    core = B2BUA(
+        config=CoreConfig(local={"udp": LocalAddress("udp", "10.0.0.1", 5060)}),
+        gate=PolicyGate(build_policy(rules), wall_clock=lambda: 0.0),
+        ids=IdFactory(random.Random(7).randbytes),
+    )
+    m = metrics()
+    foreign = invite(call_id="c1", branch="z9hG4bKc1").replace(b"+862131771234", b"+4420794600")
+    for data in (invite(), foreign):
+        core.receive_datagram(data, CALLER, now=0.0)
+    events = []
+    while (event := core.next_event()) is not None:
+        events.append(event)
+        m.observe(event)
+    assert [(e.caller, e.anonymized) for e in events if isinstance(e, CallStarted)] == [
+        ("anonymous", True),
+        ("+4420794600", False),
+    ]
+    assert sample(m, "sipguard_calls_checked_total", trunk="intl") == 2
+    assert sample(m, "sipguard_forged_from_abroad_intercepted_total", trunk="intl") == 1
+    assert sample(m, "sipguard_caller_auth_passed_total", trunk="intl") == 1
+
+
 def test_the_rule_groups_cover_every_rule_and_only_the_rule_ids() -> None:
     assert set(RULE_GROUPS) == set(RULE_DEFAULTS)
     assert IDENTITY_RULES.isdisjoint(

@@ -209,6 +209,16 @@ def test_home_cli_exemption_and_anonymize(tmp_path) -> None:
     assert forged.allowed and forged.anonymize
 
 
+def test_a_monitored_rule_does_not_undo_the_anonymisation_of_a_home_caller_id() -> None:
+    """A forged home caller ID from abroad stays withheld when a rule the trunk
+    only monitors fires after home_cli decided to anonymise it."""
+    text = BASE.replace(
+        '    ranges: ["*"]\n', '    ranges: ["*"]\n    home_cli: anonymize\n'
+    ).replace("version: 1\n", "version: 1\nmonitor_rules: [display_name_spoof]\n")
+    verdict = decide("intl", from_number="+862131771234", display_name="95555", rules=policy(text))
+    assert verdict.allowed and verdict.rule == "display_name_spoof" and verdict.anonymize
+
+
 def test_response_code_can_be_configured_per_rule() -> None:
     text = BASE.replace(
         "trunks:\n", 'responses:\n  caller_not_allocated: {code: 603, reason: "Decline"}\ntrunks:\n'

@@ -11,7 +11,7 @@ from sipguard.audit import AuditLog, AuditSettings
 from sipguard.b2bua import CallEnded, CallRefused, CallStarted
 from sipguard.cli import main
 from sipguard.peer import Peer
-from sipguard.trace import TraceQuery, audit_files, read_records, trace
+from sipguard.trace import TraceQuery, audit_files, format_record, read_records, trace
 from tests.helpers import CALLER
 
 pytestmark = pytest.mark.unit
@@ -130,3 +130,19 @@ def test_the_command_finds_the_trail_from_the_rule_file(
     assert "call-id=call-4" in capsys.readouterr().out
     missing = tmp_path / "none.jsonl"
     assert main(["trace", "--audit-log", str(missing), "call-4"]) == 2
+
+
+def test_a_caller_id_withheld_as_forged_from_abroad_says_so_in_the_timeline() -> None:
+    record = {
+        "ts": "2026-11-18T11:07:10.000Z",
+        "event": "decision",
+        "verdict": "allow",
+        "rule": None,
+        "code": None,
+        "caller": "anonymous",
+        "callee": "+8613800138000",
+        "trunk": "intl-gateway",
+        "anonymized": True,
+    }
+    assert "allow anonymized" in format_record(record)
+    assert "anonymized" not in format_record({**record, "anonymized": None})
