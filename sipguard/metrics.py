@@ -10,6 +10,8 @@ Exposed (all prefixed `sipguard_`):
 
 - `decisions_total{trunk,verdict,rule}`: every new-call decision;
   verdict `allow`, `reject` or `monitor`; rule empty when allowed.
+- `rule_warnings_total{trunk,rule}`: calls relayed past a warn level of a
+  rate rule (`warn:` in a trunk's limits), one per rule the call passed.
 - `calls_ended_total{trunk,ended_by}`; `live_calls{trunk}`.
 - `admitted_total{trunk}`, `refused_total{trunk}`: rate over time is cps
   admitted and refused (`rate(sipguard_admitted_total[1m])`).
@@ -102,6 +104,12 @@ class Metrics:
             ["trunk", "verdict", "rule"],
             registry=registry,
         )
+        self.warnings = Counter(
+            "sipguard_rule_warnings",
+            "Calls relayed past a warn level, per rule",
+            ["trunk", "rule"],
+            registry=registry,
+        )
         self.ended = Counter(
             "sipguard_calls_ended", "Calls ended", ["trunk", "ended_by"], registry=registry
         )
@@ -167,6 +175,8 @@ class Metrics:
             verdict = "monitor" if event.monitor_rule else "allow"
             self.decisions.labels(trunk, verdict, event.monitor_rule or "").inc()
             self.admitted.labels(trunk).inc()
+            for rule in event.warnings:
+                self.warnings.labels(trunk, rule).inc()
             self.checked.labels(trunk).inc()
             if event.anonymized:
                 # A home-country caller ID from abroad, withheld: intercepted.

@@ -189,6 +189,17 @@ def test_the_rule_groups_cover_every_rule_and_only_the_rule_ids() -> None:
     }
 
 
+def test_warn_levels_are_counted_per_trunk_and_rule() -> None:
+    m = metrics()
+    started = CallStarted("t", CALLER, "a", "b", "+861", "+862", 0.0)
+    m.observe(dataclasses.replace(started, warnings=("high_frequency_caller", "call_bombing")))
+    m.observe(dataclasses.replace(started, warnings=("call_bombing",)))
+    m.observe(started)
+    assert sample(m, "sipguard_rule_warnings_total", trunk="t", rule="call_bombing") == 2
+    assert sample(m, "sipguard_rule_warnings_total", trunk="t", rule="high_frequency_caller") == 1
+    assert sample(m, "sipguard_decisions_total", trunk="t", verdict="allow", rule="") == 3
+
+
 def test_a_taken_port_is_reported_not_fatal() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -229,7 +240,7 @@ def test_the_dashboard_only_queries_metrics_sipguard_exports() -> None:
             },
         )
     )
-    m.observe(CallStarted("t", CALLER, "a", "b", "+861", "+862", 0.0))
+    m.observe(CallStarted("t", CALLER, "a", "b", "+861", "+862", 0.0, warnings=("one_ring",)))
     m.observe(refused("caller_not_allocated"))
     m.observe(refused("home_cli_from_abroad"))
     m.observe(refused("identity_mismatch"))
