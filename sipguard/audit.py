@@ -24,8 +24,9 @@ What the call path pays, and what is counted:
   `write_errors`, and its records in `dropped`; the next tick tries again.
 
 The record of a decision carries: `ts` (UTC, ISO 8601 with ms), `event`
-(`decision`), `verdict` (`allow`, `reject`, or `monitor` for a call relayed
-although a rule it only monitors fired), `rule`, `code`, `trunk`, `source`
+(`decision`), `verdict` (`allow`, `reject`, `monitor` for a call relayed
+although a rule it only monitors fired, or `drop` for an unknown source's
+INVITE dropped unanswered, with `code` null), `rule`, `code`, `trunk`, `source`
 (`transport:host:port`), `call_id` (inbound) and `out_call_id` (outbound,
 allowed calls), `from` and `pai` (the headers as received), `caller` and
 `callee` (normalised to E.164 when readable), `warnings`, `emergency`
@@ -426,7 +427,8 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
             record["anonymized"] = True  # a home-country caller ID from abroad, withheld
     else:
         record |= {
-            "verdict": "reject",
+            # An unknown source's INVITE dropped unanswered has no code.
+            "verdict": "reject" if event.status is not None else "drop",
             "rule": event.rule,
             "code": event.status,
             "call_id": event.call_id,

@@ -178,12 +178,16 @@ class CallStarted:
 @dataclass(frozen=True, slots=True)
 class CallRefused:
     """A new call was refused before any state was created (or, with rule
-    `identity_changed`, a mid-call request that changed the caller's identity)."""
+    `identity_changed`, a mid-call request that changed the caller's identity).
+
+    `status` is None when the INVITE was dropped unanswered: an unknown
+    source in `drop` mode or past its answer budget (`reason` is then "").
+    """
 
     trunk: str | None
     peer: Peer
     call_id: str
-    status: int
+    status: int | None
     rule: str
     reason: str
     time: float
@@ -607,11 +611,13 @@ class B2BUA:
     ) -> None:
         if trunk is None:
             # Before anything else: a stranger's INVITE gets the stranger's
-            # answer, whatever its Max-Forwards or Require say.
-            self._refuse_unknown(request, peer, now=now)
-            status, phrase = self.config.unknown_source_status
-            self._events.append(
-                CallRefused(
+            # answer, whatever its Max-Forwards or Require say. Its decision
+            # is one event, answered or dropped (its copies are absorbed by
+            # the caller of this method, with no event).
+            detail = RULE_DEFAULTS["unknown_source"][1]
+            if self._refuse_unknown(request, peer, now=now):
+                status, phrase = self.config.unknown_source_status
+                refused = CallRefused(
                     None,
                     peer,
                     request.call_id,
@@ -620,9 +626,26 @@ class B2BUA:
                     phrase,
                     now,
                     request=request,
-                    detail=RULE_DEFAULTS["unknown_source"][1],
+                    detail=detail,
                 )
-            )
+            else:
+                why = (
+                    "unknown_source_answer: drop"
+                    if self.config.unknown_source_answer == "drop"
+                    else "past the address's answer budget (unknown_source_rate)"
+                )
+                refused = CallRefused(
+                    None,
+                    peer,
+                    request.call_id,
+                    None,
+                    "unknown_source",
+                    "",
+                    now,
+                    request=request,
+                    detail=f"{detail}; dropped unanswered: {why}",
+                )
+            self._events.append(refused)
             return
         if self.draining and not self.gate.is_emergency(request):
             self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)

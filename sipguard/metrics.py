@@ -9,7 +9,8 @@ pays for a few counter increments, never for gauges it does not need.
 Exposed (all prefixed `sipguard_`):
 
 - `decisions_total{trunk,verdict,rule}`: every new-call decision;
-  verdict `allow`, `reject` or `monitor`; rule empty when allowed.
+  verdict `allow`, `reject`, `monitor`, or `drop` (an unknown source's
+  INVITE dropped unanswered); rule empty when allowed.
 - `rule_warnings_total{trunk,rule}`: calls relayed past a warn level of a
   rate rule (`warn:` in a trunk's limits), one per rule the call passed.
 - `calls_ended_total{trunk,ended_by}`; `live_calls{trunk}`.
@@ -188,7 +189,8 @@ class Metrics:
         elif isinstance(event, CallRefused):
             trunk = event.trunk or "-"
             rule = event.rule
-            self.decisions.labels(trunk, "reject", rule).inc()
+            verdict = "reject" if event.status is not None else "drop"  # dropped unanswered
+            self.decisions.labels(trunk, verdict, rule).inc()
             figure = INTERCEPTIONS.get(rule)
             if rule == "identity_changed":  # mid-call: the call was checked and counted before
                 self.intercepted[INTERCEPTIONS[rule]].labels(trunk).inc()

@@ -141,6 +141,27 @@ def test_a_refusal_names_its_rule_and_code() -> None:
     assert record["caller"] == "+869521000000"
 
 
+def test_a_strangers_invite_dropped_unanswered_is_recorded_as_dropped() -> None:
+    stranger = dataclasses.replace(
+        refused(),
+        trunk=None,
+        status=None,
+        rule="unknown_source",
+        reason="",
+        caller=None,
+        callee=None,
+        detail="source address matches no trunk; dropped unanswered: unknown_source_answer: drop",
+    )
+    record = record_of(stranger, WALL)
+    assert (record["verdict"], record["rule"], record["code"], record["trunk"]) == (
+        "drop",
+        "unknown_source",
+        None,
+        None,
+    )
+    assert record["reason"].endswith("dropped unanswered: unknown_source_answer: drop")
+
+
 def test_a_refusal_keeps_its_full_reason_whatever_the_caller_was_told() -> None:
     record = record_of(refused(), WALL)
     assert record["reason"] == "caller number is not allocated to this trunk: +869521000000"

@@ -189,6 +189,17 @@ def test_the_rule_groups_cover_every_rule_and_only_the_rule_ids() -> None:
     }
 
 
+def test_a_strangers_invite_dropped_unanswered_counts_as_dropped() -> None:
+    m = metrics()
+    m.observe(refused("unknown_source", trunk=None))
+    m.observe(CallRefused(None, STRANGER, "c2", None, "unknown_source", "", 0.0))
+    labels = {"trunk": "-", "rule": "unknown_source"}
+    assert sample(m, "sipguard_decisions_total", verdict="reject", **labels) == 1
+    assert sample(m, "sipguard_decisions_total", verdict="drop", **labels) == 1
+    assert sample(m, "sipguard_refused_total", trunk="-") == 2
+    assert sample(m, "sipguard_calls_checked_total", trunk="-") == 0
+
+
 def test_warn_levels_are_counted_per_trunk_and_rule() -> None:
     m = metrics()
     started = CallStarted("t", CALLER, "a", "b", "+861", "+862", 0.0)

@@ -249,6 +249,26 @@ def test_drop_mode_answers_nothing() -> None:
     assert [e for e in p.events if not isinstance(e, MessageRejected)] != [], "still logged"
 
 
+def test_a_strangers_invite_dropped_unanswered_is_decided_as_dropped() -> None:
+    """Drop mode, or past the answer budget: the event says nothing was sent,
+    and why; an INVITE that got the 403 says 403."""
+    dropping = pair(unknown_source_answer="drop")
+    dropping.send(invite(caller=STRANGER, call_id="d"), STRANGER, now=0.0)
+    (dropped,) = [e for e in dropping.events if isinstance(e, CallRefused)]
+    assert (dropped.status, dropped.rule, dropped.reason) == (None, "unknown_source", "")
+    assert dropped.detail.endswith("dropped unanswered: unknown_source_answer: drop")
+
+    budgeted = pair(unknown_source_rate=1.0)
+    for index in range(3):
+        data = invite(caller=STRANGER, call_id=f"b{index}", branch=f"z9hG4bKb{index}")
+        budgeted.send(data, STRANGER, now=0.0)
+    answered = [m for _, m in budgeted.to_others if isinstance(m, Response)]
+    assert [m.status for m in answered] == [403]
+    refused = [e for e in budgeted.events if isinstance(e, CallRefused)]
+    assert [(e.call_id, e.status) for e in refused] == [("b0", 403), ("b1", None), ("b2", None)]
+    assert "past the address's answer budget" in refused[1].detail
+
+
 def test_answer_budget_forgets_the_oldest_address_past_its_bound() -> None:
     budget = AnswerBudget(rate=1.0, burst=1, max_sources=3)
     for index in range(10):
@@ -458,7 +478,9 @@ def test_a_dropped_strangers_retransmissions_stay_unanswered_and_unlogged() -> N
     for now in (0.0, 0.5, 1.5):
         p.send(data, STRANGER, now=now)
     assert p.to_others == []
-    assert sum(type(e).__name__ == "CallRefused" for e in p.events) == 1
+    assert [(type(e).__name__, getattr(e, "status", 0)) for e in p.events] == [
+        ("CallRefused", None)
+    ], "one decision, as dropped"
 
 
 def test_the_answer_cache_is_bounded_and_expires() -> None:
