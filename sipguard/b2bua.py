@@ -40,6 +40,7 @@ from sipguard.peer import speaks_for
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.policy.numbers import number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS
+from sipguard.rules.values import SERVICE_REFUSALS
 from sipguard.sip.headers import header_key
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import (
@@ -148,8 +149,10 @@ class Gate(Protocol):
 # Warning name the rule, the same for every request.
 
 
-# The answer to new calls and health checks while the process drains.
-_DRAINING_HEADERS = (("Retry-After", "30"),)
+# Retry-After of the 503s of sipguard's own (SERVICE_REFUSALS), in seconds:
+# a drain lasts up to its timeout (30 s by default), while a trunk at its
+# protection ceiling has room again as soon as a few calls end.
+_RETRY_AFTER = {"draining": 30, "trunk_capacity": 5}
 
 
 # --- events: what the core tells the driver ----------------------------------
@@ -570,7 +573,13 @@ class B2BUA:
             self._refuse_unknown(request, peer, now=now)
         elif method == "OPTIONS":
             if self.draining:  # a load balancer's health check: take this one out
-                self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
+                self._reply(
+                    request,
+                    peer,
+                    503,
+                    "Service Unavailable",
+                    extra=self._service_headers(peer.transport, "draining"),
+                )
             else:
                 self._reply(request, peer, 200, "OK", extra=self._capabilities())
         else:
@@ -648,8 +657,7 @@ class B2BUA:
             self._events.append(refused)
             return
         if self.draining and not self.gate.is_emergency(request):
-            self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
-            self._events.append(MessageRejected(peer, 503, "draining: no new calls"))
+            self._refuse_new_call(request, peer, trunk, "draining", now=now)
             return
         if self._looped(request):
             self._reply(request, peer, 482, "Loop Detected")
@@ -664,7 +672,9 @@ class B2BUA:
             self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
             self._events.append(MessageRejected(peer, 420, f"Require: {unsupported}"))
             return
-        if self._over_capacity(request, peer, trunk):
+        full = self._capacity_reached(trunk, calls=True)
+        if full is not None:
+            self._refuse_new_call(request, peer, trunk, "trunk_capacity", now=now, why=full)
             return
         # Every header the call set-up reads, parsed now: a broken one is
         # answered 400 (by receive_message) before any slot or transaction.
@@ -1392,21 +1402,65 @@ class B2BUA:
             return False
         return True
 
-    def _over_capacity(
-        self, request: Request, peer: Peer, trunk: str, *, calls: bool = True
-    ) -> bool:
-        """Answer 503 if `trunk` holds its most calls or transactions (protection)."""
+    def _capacity_reached(self, trunk: str, *, calls: bool) -> str | None:
+        """The protection ceiling `trunk` is at, in words; None below them.
+
+        `calls`: count its live calls too (for a new call), not only its
+        transactions.
+        """
         config = self.config
         if calls and self._calls_by_trunk.get(trunk, 0) >= config.calls_per_trunk:
-            what = f"calls_per_trunk {config.calls_per_trunk}"
-        elif self._txs_by_trunk.get(trunk, 0) >= config.transactions_per_trunk:
-            what = f"transactions_per_trunk {config.transactions_per_trunk}"
-        else:
+            return f"trunk {trunk} holds calls_per_trunk {config.calls_per_trunk}"
+        if self._txs_by_trunk.get(trunk, 0) >= config.transactions_per_trunk:
+            return f"trunk {trunk} holds transactions_per_trunk {config.transactions_per_trunk}"
+        return None
+
+    def _over_capacity(self, request: Request, peer: Peer, trunk: str, *, calls: bool) -> bool:
+        """Answer 503 if `trunk` holds its most calls or transactions (protection).
+
+        For a request within a call or a CANCEL: answered as a new call
+        would be (`trunk_capacity`), but no decision: a flood of them is what
+        the ceiling stops, and a record each would let it write the trail.
+        """
+        full = self._capacity_reached(trunk, calls=calls)
+        if full is None:
             return False
         if request.method != "ACK":
-            self._reply(request, peer, 503, "Service Unavailable", extra=[("Retry-After", "5")])
-        self._events.append(MessageRejected(peer, 503, f"trunk {trunk} holds {what}"))
+            extra = self._service_headers(peer.transport, "trunk_capacity")
+            self._reply(request, peer, 503, "Service Unavailable", extra=extra)
+        self._events.append(MessageRejected(peer, 503, full))
         return True
+
+    def _refuse_new_call(
+        self, request: Request, peer: Peer, trunk: str, rule: str, *, now: float, why: str = ""
+    ) -> None:
+        """Answer a new call 503 for a refusal of sipguard's own (`rule` in
+        SERVICE_REFUSALS), statelessly, and report it as a decision."""
+        extra = self._service_headers(peer.transport, rule)
+        self._reply(request, peer, 503, "Service Unavailable", extra=extra)
+        detail = SERVICE_REFUSALS[rule]
+        self._events.append(
+            CallRefused(
+                trunk,
+                peer,
+                request.call_id,
+                503,
+                rule,
+                "Service Unavailable",
+                now,
+                request=request,
+                detail=f"{detail}: {why}" if why else detail,
+            )
+        )
+
+    def _service_headers(self, transport: str, rule: str) -> tuple[tuple[str, str], ...]:
+        """Retry-After, and Reason and Warning naming `rule` (a SERVICE_REFUSALS
+        id), as a refusal by a rule names it (RFC 3326; RFC 3261 §20.43)."""
+        return (
+            ("Retry-After", str(_RETRY_AFTER[rule])),
+            ("Reason", reason_value(503, rule)),
+            ("Warning", self._warning(transport, rule)),
+        )
 
     def _add_server_tx(
         self, tx: ServerInviteTransaction | ServerNonInviteTransaction, trunk: str

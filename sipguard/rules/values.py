@@ -8,7 +8,8 @@ This module owns:
   `ResponseSpec`, `RateTableSettings`, `Answers`;
 - the rule ids (`RULE_IDS`), in the order docs/rules.md lists them, and
   what each is about (`RULE_GROUPS`: identity, callee and time, rate
-  table; `IDENTITY_RULES`, `INTERCEPTIONS`);
+  table; `IDENTITY_RULES`, `INTERCEPTIONS`), and the refusals of
+  sipguard's own that are named like rules (`SERVICE_REFUSALS`);
 - the text parsers for values written as strings: endpoints
   (`parse_endpoint`), trunk sources (`parse_source`), `HOST:PORT`
   (`parse_host_port`), durations (`parse_duration`), E.164 numbers
@@ -70,6 +71,7 @@ __all__ = [
     "MONITORABLE_RULES",
     "RULE_GROUPS",
     "RULE_IDS",
+    "SERVICE_REFUSALS",
     "TRANSPORTS",
     "TRUNK_KINDS",
     "BackendFailurePolicy",
@@ -228,6 +230,19 @@ IDENTITY_RULES: frozenset[str] = frozenset(
 # (`sipguard_<figure>_intercepted_total`).
 INTERCEPTIONS: Mapping[str, Interception] = MappingProxyType(
     {rule: figure for rule, (_, figure) in RULE_GROUPS.items() if figure is not None}
+)
+# Refusals of sipguard's own rather than of the rule file, with their
+# explanation: new calls a draining instance turns away, and calls past a
+# trunk's `protection` ceiling (calls_per_trunk, transactions_per_trunk).
+# They are named like rules (Reason, Warning, the audit trail, the metrics
+# and the log) but are not rule ids: the rule file's `responses` and
+# `monitor_rules` cannot name them, and they are decided before any rule
+# runs, so the caller ID of such a call was never checked.
+SERVICE_REFUSALS: Mapping[str, str] = MappingProxyType(
+    {
+        "draining": "this instance is draining and takes no new calls",
+        "trunk_capacity": "the trunk holds as many calls or requests as protection allows",
+    }
 )
 # The rules a trunk can run in report-only mode: all but unknown_source (a
 # call of no trunk has no trunk to monitor it; it is never relayed).

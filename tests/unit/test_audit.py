@@ -162,6 +162,26 @@ def test_a_strangers_invite_dropped_unanswered_is_recorded_as_dropped() -> None:
     assert record["reason"].endswith("dropped unanswered: unknown_source_answer: drop")
 
 
+def test_a_drains_503_is_a_decision_in_the_trail() -> None:
+    drained = dataclasses.replace(
+        refused(),
+        status=503,
+        rule="draining",
+        reason="Service Unavailable",
+        caller=None,
+        callee=None,
+        detail="this instance is draining and takes no new calls",
+    )
+    record = record_of(drained, WALL)
+    assert (record["verdict"], record["rule"], record["code"], record["trunk"]) == (
+        "reject",
+        "draining",
+        503,
+        "sh-callcenter",
+    )
+    assert record["reason"] == "this instance is draining and takes no new calls"
+
+
 def test_a_refusal_keeps_its_full_reason_whatever_the_caller_was_told() -> None:
     record = record_of(refused(), WALL)
     assert record["reason"] == "caller number is not allocated to this trunk: +869521000000"

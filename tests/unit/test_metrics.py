@@ -200,6 +200,17 @@ def test_a_strangers_invite_dropped_unanswered_counts_as_dropped() -> None:
     assert sample(m, "sipguard_calls_checked_total", trunk="-") == 0
 
 
+def test_sipguards_own_503s_are_decisions_but_no_caller_id_was_checked() -> None:
+    m = metrics()
+    for rule in ("draining", "trunk_capacity"):
+        m.observe(CallRefused("t", CALLER, "c", 503, rule, "Service Unavailable", 0.0))
+    for rule in ("draining", "trunk_capacity"):
+        assert sample(m, "sipguard_decisions_total", trunk="t", verdict="reject", rule=rule) == 1
+    assert sample(m, "sipguard_refused_total", trunk="t") == 2
+    assert sample(m, "sipguard_calls_checked_total", trunk="t") == 0
+    assert sample(m, "sipguard_caller_auth_passed_total", trunk="t") == 0
+
+
 def test_warn_levels_are_counted_per_trunk_and_rule() -> None:
     m = metrics()
     started = CallStarted("t", CALLER, "a", "b", "+861", "+862", 0.0)

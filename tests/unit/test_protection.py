@@ -298,8 +298,17 @@ def test_a_trunk_holds_at_most_calls_per_trunk() -> None:
     p.send(invite(call_id="three", branch="z9hG4bKthree"), CALLER, now=0.1)
     refused = only_response(p.take_caller())
     assert refused.status == 503 and refused.headers.get("retry-after") == "5"
+    assert refused.headers.get("reason") == 'SIP;cause=503;text="trunk_capacity"'
+    assert refused.headers.get("warning") == '399 10.0.0.1:5060 "trunk_capacity"'
     assert p.take_callee() == [] and p.core.calls_active == 2
-    assert any(isinstance(e, MessageRejected) and "calls_per_trunk 2" in e.reason for e in p.events)
+    (decision,) = [e for e in p.events if isinstance(e, CallRefused)]
+    assert (decision.trunk, decision.status, decision.rule, decision.call_id) == (
+        "test-trunk",
+        503,
+        "trunk_capacity",
+        "three",
+    )
+    assert decision.detail.endswith("trunk test-trunk holds calls_per_trunk 2")
 
 
 def test_a_trunk_holds_at_most_transactions_per_trunk() -> None:
@@ -307,7 +316,7 @@ def test_a_trunk_holds_at_most_transactions_per_trunk() -> None:
     answer_call(p, "one", 0.0)  # its INVITE server transaction lingers (Timer L)
     ok = [m for m in p.take_caller() if isinstance(m, Response) and m.status == 200][0]
     to_value = ok.headers.get("to") or ""
-    statuses_seen = []
+    answers: list[Response] = []
     for index in range(4):
         p.send(
             in_dialog(
@@ -323,8 +332,11 @@ def test_a_trunk_holds_at_most_transactions_per_trunk() -> None:
             CALLER,
             now=0.5,
         )
-        statuses_seen += [m.status for m in p.take_caller() if isinstance(m, Response)]
-    assert statuses_seen == [503, 503], "1 INVITE + 2 INFOs fill 3; the rest wait"
+        answers += [m for m in p.take_caller() if isinstance(m, Response)]
+    assert [m.status for m in answers] == [503, 503], "1 INVITE + 2 INFOs fill 3; the rest wait"
+    assert {m.headers.get("reason") for m in answers} == {'SIP;cause=503;text="trunk_capacity"'}
+    # requests within a call are no decisions: no record per flooded request
+    assert [e for e in p.events if isinstance(e, CallRefused)] == []
     assert len(p.take_callee()) == 2
     # Transactions end (Timer J, 32 s for UDP): the trunk has room again.
     p.run_until(100.0)
@@ -359,6 +371,15 @@ def test_a_draining_core_refuses_new_calls_and_health_checks_with_503() -> None:
     p.send(invite(call_id="new", branch="z9hG4bKnew"), CALLER, now=1.0)
     refused = only_response(p.take_caller())
     assert refused.status == 503 and refused.headers.get("retry-after") == "30"
+    assert refused.headers.get("reason") == 'SIP;cause=503;text="draining"'
+    assert refused.headers.get("warning") == '399 10.0.0.1:5060 "draining"'
+    (decision,) = [e for e in p.events if isinstance(e, CallRefused)]
+    assert (decision.trunk, decision.status, decision.rule, decision.call_id) == (
+        "test-trunk",
+        503,
+        "draining",
+        "new",
+    )
     options = in_dialog(
         "OPTIONS",
         target="sip:sipguard@10.0.0.1",
@@ -370,7 +391,8 @@ def test_a_draining_core_refuses_new_calls_and_health_checks_with_503() -> None:
         sender=CALLER,
     )
     p.send(options, CALLER, now=1.1)
-    assert only_response(p.take_caller()).status == 503
+    health = only_response(p.take_caller())
+    assert health.status == 503 and health.headers.get("reason") == refused.headers.get("reason")
     assert p.core.calls_active == 1, "the live call goes on"
     # Strangers still get the stranger's answer, not a hint that we drain.
     p.send(invite(caller=STRANGER, call_id="s", branch="z9hG4bKs"), STRANGER, now=1.2)
