@@ -40,7 +40,12 @@ when a rule the trunk only monitors fired before the refusing one. The record of
 call end carries `event` (`end`), `trunk`, `call_id`, `out_call_id`,
 `caller`, `status` (the final status the caller got), `ended_by` (`caller`,
 `callee`, `timeout`, `error`, `shutdown`), `answered`, `duration` (seconds
-since the INVITE) and, for unanswered calls that rang, `ringing_for`.
+from the INVITE to the end), for unanswered calls that rang `ringing_for`
+(seconds from the first ringing response to the end), and for answered
+calls `answered_at` (when the 2xx was relayed to the caller, UTC like
+`ts`), `answer_after` (seconds from the INVITE to that 2xx: the ring time,
+post-dial delay included) and `talk_time` (seconds from that 2xx to the
+end; `answer_after` + `talk_time` = `duration`, to the millisecond).
 
 Ring 3: a driver module (files, a thread).
 """
@@ -404,6 +409,15 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
         }
         if event.ringing_for is not None:
             record["ringing_for"] = round(event.ringing_for, 3)
+        answered_at = event.answered_at
+        if answered_at is not None:
+            # Ring time is answer_after; the talk time runs from the answer
+            # to the end. The record is written as the call ends, so the
+            # answer was `talk` seconds before `wall`.
+            talk = event.time - answered_at
+            record["answered_at"] = _timestamp(wall - talk)
+            record["answer_after"] = round(answered_at - event.start, 3)
+            record["talk_time"] = round(talk, 3)
         return record
     request = event.request
     peer = event.peer

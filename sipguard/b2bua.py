@@ -211,11 +211,12 @@ class CallEnded:
     status: int  # final status of the INVITE as relayed to the caller
     ended_by: str  # "caller", "callee", "timeout", "error"
     answered: bool
-    start: float
-    time: float
+    start: float  # when the caller's INVITE came in
+    time: float  # when the call ended
     caller: str = ""  # the validated caller number (or the From URI)
     ringing_for: float | None = None  # unanswered calls: seconds since the first 18x
     rate_counted: bool = False  # the rate table counted it: release it now
+    answered_at: float | None = None  # answered calls: when the 2xx was relayed to the caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +274,7 @@ class Call:
     ended_by: str = ""
     caller: str = ""
     rang_at: float | None = None  # when the first provisional (not 100) was relayed
+    answered_at: float | None = None  # when the first 2xx was relayed to the caller
     cancel_sent: bool = False
     rate_counted: bool = False
 
@@ -1131,6 +1133,8 @@ class B2BUA:
         relay.server_tx.send_response(reply, now=now)
         if relay.call.a_invite is relay.server_tx and response.status >= 200:
             relay.call.final_status = response.status
+            if response.status < 300 and relay.call.answered_at is None:
+                relay.call.answered_at = now  # the answer time: talk time runs from here
         self._watch(relay.server_tx)
 
     def _adopt_b_dialog(self, call: Call, response: Response) -> bool:
@@ -1240,6 +1244,7 @@ class B2BUA:
                 caller=call.caller,
                 ringing_for=None if answered or call.rang_at is None else now - call.rang_at,
                 rate_counted=call.rate_counted,
+                answered_at=call.answered_at if answered else None,
             )
         )
 

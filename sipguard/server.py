@@ -539,11 +539,12 @@ def _log_event(event: Event) -> None:
         )
     elif isinstance(event, CallEnded):
         log.debug(
-            "end     trunk=%s status=%d by=%s duration=%.1fs call-id=%s",
+            "end     trunk=%s status=%d by=%s duration=%.1fs%s call-id=%s",
             event.trunk,
             event.status,
             event.ended_by,
             event.time - event.start,
+            "" if event.answered_at is None else f" talk={event.time - event.answered_at:.1f}s",
             event.a_call_id,
         )
     elif isinstance(event, MessageRejected):

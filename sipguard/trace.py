@@ -110,6 +110,9 @@ def format_record(record: Record) -> str:
     if record.get("event") == "end":
         ringing = record.get("ringing_for")
         rang = f" rang={ringing}s" if ringing is not None else ""
+        talk = record.get("talk_time")
+        if talk is not None:
+            rang += f" answer_after={record.get('answer_after')}s talk={talk}s"
         return (
             f"{ts}  end       status={record.get('status')} by={record.get('ended_by')} "
             f"duration={record.get('duration')}s{rang}  trunk={record.get('trunk')}  {call}"

@@ -172,6 +172,10 @@ def test_live_calls_finish_and_new_calls_get_503(drain_path: DrainPath) -> None:
     ), drained
     assert sorted(r["call_id"] for r in ends) == sorted(r["call_id"] for r in allowed)
     assert all(r["ended_by"] == "caller" and r["duration"] >= 3.0 for r in ends), ends
+    # The caller held each call 3 s after its answer: that is its talk time.
+    for end in ends:
+        assert end["answered"] and 2.99 <= end["talk_time"] < end["duration"], end
+        assert abs(end["answer_after"] + end["talk_time"] - end["duration"]) <= 0.002, end
     assert "audit log" in path.sipguard.stderr and "written=7 dropped=0" in path.sipguard.stderr
     assert "reject  503 draining trunk=" in path.sipguard.stderr
 

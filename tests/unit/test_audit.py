@@ -198,6 +198,20 @@ def test_a_refusal_names_the_monitored_rule_that_fired_before_it() -> None:
     assert (record["rule"], record["monitored"]) == ("cps_limit", "display_name_spoof")
 
 
+def test_an_answered_call_end_has_its_answer_time_and_talk_time() -> None:
+    """INVITE at 10.0, 2xx relayed at 12.5, end at 72.5: the record is written
+    at the end (WALL), so the answer was 60 s before it."""
+    record = record_of(dataclasses.replace(ended(), answered_at=12.5), WALL)
+    assert record["duration"] == 62.5
+    assert record["answer_after"] == 2.5
+    assert record["talk_time"] == 60.0
+    assert record["answered_at"] == "2026-11-18T11:05:40.250Z"
+    assert record["ts"] == "2026-11-18T11:06:40.250Z"
+    unanswered = record_of(dataclasses.replace(ended(), answered=False, ringing_for=3.0), WALL)
+    assert unanswered["ringing_for"] == 3.0
+    assert not {"answered_at", "answer_after", "talk_time"} & set(unanswered)
+
+
 def test_a_call_end_has_duration_and_who_hung_up() -> None:
     record = record_of(ended(), WALL)
     assert record["event"] == "end" and record["ended_by"] == "callee"

@@ -146,3 +146,21 @@ def test_a_caller_id_withheld_as_forged_from_abroad_says_so_in_the_timeline() ->
     }
     assert "allow anonymized" in format_record(record)
     assert "anonymized" not in format_record({**record, "anonymized": None})
+
+
+def test_an_answered_calls_end_shows_its_talk_time() -> None:
+    record = {
+        "ts": "2026-11-18T11:08:10.000Z",
+        "event": "end",
+        "status": 200,
+        "ended_by": "caller",
+        "duration": 32.5,
+        "answer_after": 2.5,
+        "talk_time": 30.0,
+        "trunk": "sh-callcenter",
+        "call_id": "call-1",
+    }
+    line = format_record(record)
+    assert "duration=32.5s answer_after=2.5s talk=30.0s  trunk=sh-callcenter" in line
+    unanswered = {**record, "talk_time": None, "answer_after": None, "ringing_for": 0.8}
+    assert "talk=" not in format_record(unanswered) and "rang=0.8s" in format_record(unanswered)
