@@ -17,14 +17,15 @@ Exposed (all prefixed `sipguard_`):
 - `admitted_total{trunk}`, `refused_total{trunk}`: rate over time is cps
   admitted and refused (`rate(sipguard_admitted_total[1m])`).
 - `decision_seconds`: histogram of the time to decide a new call.
-- regulator figures per trunk (what counts where: docs/operations.md#metrics):
+- regulator figures per trunk (what counts where:
+  docs/operations.md#the-regulator-figures):
   `calls_checked_total` (new calls of a trunk the policy decided),
   `caller_auth_passed_total` (of those, calls whose caller ID passed every
   identity rule, whatever a callee, time or rate rule then did; pass rate
   = passed / checked), and the interceptions by identity rule
   (`sipguard.rules.values.INTERCEPTIONS`): `passthrough_intercepted_total`,
-  `forged_from_abroad_intercepted_total`,
-  `modified_caller_id_intercepted_total`.
+  `forged_from_abroad_intercepted_total` (home caller IDs withheld by
+  `home_cli: anonymize` too), `modified_caller_id_intercepted_total`.
 - state at scrape time: `ratetable_keys{dimension}`, `ratetable_evictions`,
   `audit_records_written`, `audit_records_dropped`, `audit_write_errors`,
   `ratetable_backend_up`, `ratetable_backend_failures`, `reloads_total`,

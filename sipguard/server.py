@@ -524,8 +524,11 @@ def _log_event(event: Event) -> None:
         # since it can hold what the request said (a decoded line break).
         # A stranger's INVITE is a debug line: the info log sums them up
         # (Server.log_unknown_sources), so a scan cannot fill it.
+        level = logging.INFO if event.trunk is not None else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return  # not even the JSON quoting, at a scan's rate
         log.log(
-            logging.INFO if event.trunk is not None else logging.DEBUG,
+            level,
             "%s %s %s trunk=%s source=%s:%d call-id=%s reason=%s%s",
             "reject " if event.status is not None else "drop   ",
             event.status if event.status is not None else "-",
