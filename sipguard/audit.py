@@ -24,19 +24,28 @@ What the call path pays, and what is counted:
   `write_errors`, and its records in `dropped`; the next tick tries again.
 
 The record of a decision carries: `ts` (UTC, ISO 8601 with ms), `event`
-(`decision`), `verdict` (`allow`, `reject`, or `monitor` for a call relayed
-although a rule it only monitors fired), `rule`, `code`, `trunk`, `source`
+(`decision`), `verdict` (`allow`, `reject`, `monitor` for a call relayed
+although a rule it only monitors fired, or `drop` for an unknown source's
+INVITE dropped unanswered, with `code` null), `rule`, `code`, `trunk`, `source`
 (`transport:host:port`), `call_id` (inbound) and `out_call_id` (outbound,
 allowed calls), `from` and `pai` (the headers as received), `caller` and
 `callee` (normalised to E.164 when readable), `warnings`, `emergency`
 (true for a call to an emergency number; `rule` then names a rule that
-would have refused it), and for a
+would have refused it), `anonymized` (true for a home-country caller ID
+that came in on an international trunk with `home_cli: anonymize` and was
+relayed withheld; `caller` is then `anonymous`), and for a
 refusal `reason`: the rule's explanation with what made it fire, in full,
-whatever the caller was told (rule file `answers.detail`). The record of a
+whatever the caller was told (rule file `answers.detail`), and `monitored`
+when a rule the trunk only monitors fired before the refusing one. The record of a
 call end carries `event` (`end`), `trunk`, `call_id`, `out_call_id`,
 `caller`, `status` (the final status the caller got), `ended_by` (`caller`,
 `callee`, `timeout`, `error`, `shutdown`), `answered`, `duration` (seconds
-since the INVITE) and, for unanswered calls that rang, `ringing_for`. A
+from the INVITE to the end), for unanswered calls that rang `ringing_for`
+(seconds from the first ringing response to the end), and for answered
+calls `answered_at` (when the 2xx was relayed to the caller, UTC like
+`ts`), `answer_after` (seconds from the INVITE to that 2xx: the ring time,
+post-dial delay included) and `talk_time` (seconds from that 2xx to the
+end; `answer_after` + `talk_time` = `duration`, to the millisecond). A
 mid-call request relayed although a rule the trunk only monitors fired
 (`identity_changed`) is an `in_dialog` record: `trunk`, `source`,
 `verdict` (`monitor`), `rule`, `call_id`, `caller`.
@@ -403,6 +412,15 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
         }
         if event.ringing_for is not None:
             record["ringing_for"] = round(event.ringing_for, 3)
+        answered_at = event.answered_at
+        if answered_at is not None:
+            # Ring time is answer_after; the talk time runs from the answer
+            # to the end. The record is written as the call ends, so the
+            # answer was `talk` seconds before `wall`.
+            talk = event.time - answered_at
+            record["answered_at"] = _timestamp(wall - talk)
+            record["answer_after"] = round(answered_at - event.start, 3)
+            record["talk_time"] = round(talk, 3)
         return record
     if isinstance(event, InDialogMonitored):
         peer = event.peer
@@ -434,15 +452,20 @@ def record_of(event: AuditEvent, wall: float) -> dict[str, object]:
         }
         if event.emergency:
             record["emergency"] = True  # an emergency bypass: `rule` would have refused it
+        if event.anonymized:
+            record["anonymized"] = True  # a home-country caller ID from abroad, withheld
     else:
         record |= {
-            "verdict": "reject",
+            # An unknown source's INVITE dropped unanswered has no code.
+            "verdict": "reject" if event.status is not None else "drop",
             "rule": event.rule,
             "code": event.status,
             "call_id": event.call_id,
             "out_call_id": None,
             "reason": event.detail or None,
         }
+        if event.noted is not None:
+            record["monitored"] = event.noted  # a rule only monitored fired first
     headers = request.headers if request is not None else None
     record |= {
         "from": headers.get("from") if headers is not None else None,

@@ -41,6 +41,7 @@ from sipguard.policy.decision import Allow, Refuse, Relay
 from sipguard.policy.engine import IdentityNumbers
 from sipguard.policy.numbers import number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS
+from sipguard.rules.values import SERVICE_REFUSALS
 from sipguard.sip.headers import CALLER_IDENTITY_HEADERS, STIR_HEADERS, header_key
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import (
@@ -158,8 +159,10 @@ class Gate(Protocol):
 # Warning name the rule, the same for every request.
 
 
-# The answer to new calls and health checks while the process drains.
-_DRAINING_HEADERS = (("Retry-After", "30"),)
+# Retry-After of the 503s of sipguard's own (SERVICE_REFUSALS), in seconds:
+# a drain lasts up to its timeout (30 s by default), while a trunk at its
+# protection ceiling has room again as soon as a few calls end.
+_RETRY_AFTER = {"draining": 30, "trunk_capacity": 5}
 
 
 # --- events: what the core tells the driver ----------------------------------
@@ -180,17 +183,24 @@ class CallStarted:
     emergency: bool = False  # a call to an emergency number: no rule of sipguard's refused it
     warnings: tuple[str, ...] = ()  # rate rules whose warn level the call passed
     request: Request | None = None  # the caller's INVITE, for the audit trail
+    # A home-country caller ID from abroad, relayed withheld (home_cli:
+    # anonymize): intercepted, not authenticated.
+    anonymized: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CallRefused:
     """A new call was refused before any state was created (or, with rule
-    `identity_changed`, a mid-call request that changed the caller's identity)."""
+    `identity_changed`, a mid-call request that changed the caller's identity).
+
+    `status` is None when the INVITE was dropped unanswered: an unknown
+    source in `drop` mode or past its answer budget (`reason` is then "").
+    """
 
     trunk: str | None
     peer: Peer
     call_id: str
-    status: int
+    status: int | None
     rule: str
     reason: str
     time: float
@@ -198,6 +208,7 @@ class CallRefused:
     callee: str | None = None  # the normalised called number, when readable
     request: Request | None = None  # the refused INVITE, for the audit trail
     detail: str = ""  # why, in full, for the operator (the caller may see less)
+    noted: str | None = None  # a monitored rule that fired before `rule` refused the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +234,12 @@ class CallEnded:
     status: int  # final status of the INVITE as relayed to the caller
     ended_by: str  # "caller", "callee", "timeout", "error"
     answered: bool
-    start: float
-    time: float
+    start: float  # when the caller's INVITE came in
+    time: float  # when the call ended
     caller: str = ""  # the validated caller number (or the From URI)
     ringing_for: float | None = None  # unanswered calls: seconds since the first 18x
     rate_counted: bool = False  # the rate table counted it: release it now
+    answered_at: float | None = None  # answered calls: when the 2xx was relayed to the caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +297,7 @@ class Call:
     ended_by: str = ""
     caller: str = ""
     rang_at: float | None = None  # when the first provisional (not 100) was relayed
+    answered_at: float | None = None  # when the first 2xx was relayed to the caller
     cancel_sent: bool = False
     rate_counted: bool = False
     # Identity headers of the caller's later requests that are not relayed:
@@ -590,7 +603,13 @@ class B2BUA:
             self._refuse_unknown(request, peer, now=now)
         elif method == "OPTIONS":
             if self.draining:  # a load balancer's health check: take this one out
-                self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
+                self._reply(
+                    request,
+                    peer,
+                    503,
+                    "Service Unavailable",
+                    extra=self._service_headers(peer.transport, "draining"),
+                )
             else:
                 self._reply(request, peer, 200, "OK", extra=self._capabilities())
         else:
@@ -631,11 +650,13 @@ class B2BUA:
     ) -> None:
         if trunk is None:
             # Before anything else: a stranger's INVITE gets the stranger's
-            # answer, whatever its Max-Forwards or Require say.
-            self._refuse_unknown(request, peer, now=now)
-            status, phrase = self.config.unknown_source_status
-            self._events.append(
-                CallRefused(
+            # answer, whatever its Max-Forwards or Require say. Its decision
+            # is one event, answered or dropped (its copies are absorbed by
+            # the caller of this method, with no event).
+            detail = RULE_DEFAULTS["unknown_source"][1]
+            if self._refuse_unknown(request, peer, now=now):
+                status, phrase = self.config.unknown_source_status
+                refused = CallRefused(
                     None,
                     peer,
                     request.call_id,
@@ -644,13 +665,29 @@ class B2BUA:
                     phrase,
                     now,
                     request=request,
-                    detail=RULE_DEFAULTS["unknown_source"][1],
+                    detail=detail,
                 )
-            )
+            else:
+                why = (
+                    "unknown_source_answer: drop"
+                    if self.config.unknown_source_answer == "drop"
+                    else "past the address's answer budget (unknown_source_rate)"
+                )
+                refused = CallRefused(
+                    None,
+                    peer,
+                    request.call_id,
+                    None,
+                    "unknown_source",
+                    "",
+                    now,
+                    request=request,
+                    detail=f"{detail}; dropped unanswered: {why}",
+                )
+            self._events.append(refused)
             return
         if self.draining and not self.gate.is_emergency(request):
-            self._reply(request, peer, 503, "Service Unavailable", extra=_DRAINING_HEADERS)
-            self._events.append(MessageRejected(peer, 503, "draining: no new calls"))
+            self._refuse_new_call(request, peer, trunk, "draining", now=now)
             return
         if self._looped(request):
             self._reply(request, peer, 482, "Loop Detected")
@@ -665,7 +702,9 @@ class B2BUA:
             self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
             self._events.append(MessageRejected(peer, 420, f"Require: {unsupported}"))
             return
-        if self._over_capacity(request, peer, trunk):
+        full = self._capacity_reached(trunk, calls=True)
+        if full is not None:
+            self._refuse_new_call(request, peer, trunk, "trunk_capacity", now=now, why=full)
             return
         # Every header the call set-up reads, parsed now: a broken one is
         # answered 400 (by receive_message) before any slot or transaction.
@@ -689,6 +728,7 @@ class B2BUA:
                     callee=decision.callee,
                     request=request,
                     detail=decision.detail,
+                    noted=decision.noted,
                 )
             )
             return
@@ -711,6 +751,7 @@ class B2BUA:
                 warnings=decision.warnings,
                 request=request,
                 emergency=decision.emergency,
+                anonymized=decision.anonymized,
             )
         )
 
@@ -1148,6 +1189,8 @@ class B2BUA:
         relay.server_tx.send_response(reply, now=now)
         if relay.call.a_invite is relay.server_tx and response.status >= 200:
             relay.call.final_status = response.status
+            if response.status < 300 and relay.call.answered_at is None:
+                relay.call.answered_at = now  # the answer time: talk time runs from here
         self._watch(relay.server_tx)
 
     def _adopt_b_dialog(self, call: Call, response: Response) -> bool:
@@ -1262,6 +1305,7 @@ class B2BUA:
                 caller=call.caller,
                 ringing_for=None if answered or call.rang_at is None else now - call.rang_at,
                 rate_counted=call.rate_counted,
+                answered_at=call.answered_at if answered else None,
             )
         )
 
@@ -1424,21 +1468,65 @@ class B2BUA:
             return False
         return True
 
-    def _over_capacity(
-        self, request: Request, peer: Peer, trunk: str, *, calls: bool = True
-    ) -> bool:
-        """Answer 503 if `trunk` holds its most calls or transactions (protection)."""
+    def _capacity_reached(self, trunk: str, *, calls: bool) -> str | None:
+        """The protection ceiling `trunk` is at, in words; None below them.
+
+        `calls`: count its live calls too (for a new call), not only its
+        transactions.
+        """
         config = self.config
         if calls and self._calls_by_trunk.get(trunk, 0) >= config.calls_per_trunk:
-            what = f"calls_per_trunk {config.calls_per_trunk}"
-        elif self._txs_by_trunk.get(trunk, 0) >= config.transactions_per_trunk:
-            what = f"transactions_per_trunk {config.transactions_per_trunk}"
-        else:
+            return f"trunk {trunk} holds calls_per_trunk {config.calls_per_trunk}"
+        if self._txs_by_trunk.get(trunk, 0) >= config.transactions_per_trunk:
+            return f"trunk {trunk} holds transactions_per_trunk {config.transactions_per_trunk}"
+        return None
+
+    def _over_capacity(self, request: Request, peer: Peer, trunk: str, *, calls: bool) -> bool:
+        """Answer 503 if `trunk` holds its most calls or transactions (protection).
+
+        For a request within a call or a CANCEL: answered as a new call
+        would be (`trunk_capacity`), but no decision: a flood of them is what
+        the ceiling stops, and a record each would let it write the trail.
+        """
+        full = self._capacity_reached(trunk, calls=calls)
+        if full is None:
             return False
         if request.method != "ACK":
-            self._reply(request, peer, 503, "Service Unavailable", extra=[("Retry-After", "5")])
-        self._events.append(MessageRejected(peer, 503, f"trunk {trunk} holds {what}"))
+            extra = self._service_headers(peer.transport, "trunk_capacity")
+            self._reply(request, peer, 503, "Service Unavailable", extra=extra)
+        self._events.append(MessageRejected(peer, 503, full))
         return True
+
+    def _refuse_new_call(
+        self, request: Request, peer: Peer, trunk: str, rule: str, *, now: float, why: str = ""
+    ) -> None:
+        """Answer a new call 503 for a refusal of sipguard's own (`rule` in
+        SERVICE_REFUSALS), statelessly, and report it as a decision."""
+        extra = self._service_headers(peer.transport, rule)
+        self._reply(request, peer, 503, "Service Unavailable", extra=extra)
+        detail = SERVICE_REFUSALS[rule]
+        self._events.append(
+            CallRefused(
+                trunk,
+                peer,
+                request.call_id,
+                503,
+                rule,
+                "Service Unavailable",
+                now,
+                request=request,
+                detail=f"{detail}: {why}" if why else detail,
+            )
+        )
+
+    def _service_headers(self, transport: str, rule: str) -> tuple[tuple[str, str], ...]:
+        """Retry-After, and Reason and Warning naming `rule` (a SERVICE_REFUSALS
+        id), as a refusal by a rule names it (RFC 3326; RFC 3261 §20.43)."""
+        return (
+            ("Retry-After", str(_RETRY_AFTER[rule])),
+            ("Reason", reason_value(503, rule)),
+            ("Warning", self._warning(transport, rule)),
+        )
 
     def _add_server_tx(
         self, tx: ServerInviteTransaction | ServerNonInviteTransaction, trunk: str

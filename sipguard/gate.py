@@ -237,6 +237,7 @@ def _refuse(verdict: Verdict, trunk: CompiledTrunk | None) -> Refuse:
             "callee": verdict.callee,
             "warning": verdict.reason if trunk is not None and trunk.full_answers else rule,
             "detail": verdict.reason,
+            "noted": verdict.noted,
         },
     )
 
@@ -256,6 +257,7 @@ def _rate_verdict(trunk: CompiledTrunk, verdict: Verdict, admission: Admission) 
         phrase=response.reason,
         reason=RULE_DEFAULTS[rule][1],
         retry_after=retry_after,
+        noted=verdict.rule,  # a rule the trunk monitors that fired before the rate table
     )
 
 
@@ -296,6 +298,7 @@ def _allow(
                 "rate_counted": counted,
                 "warnings": warnings,
                 "emergency": verdict.emergency,
+                "anonymized": verdict.anonymize,
             },
         )
     host = from_.uri.host if isinstance(from_.uri, SipUri) else trunk.route.host

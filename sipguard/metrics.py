@@ -9,17 +9,23 @@ pays for a few counter increments, never for gauges it does not need.
 Exposed (all prefixed `sipguard_`):
 
 - `decisions_total{trunk,verdict,rule}`: every new-call decision;
-  verdict `allow`, `reject` or `monitor`; rule empty when allowed.
+  verdict `allow`, `reject`, `monitor`, or `drop` (an unknown source's
+  INVITE dropped unanswered); rule empty when allowed.
+- `rule_warnings_total{trunk,rule}`: calls relayed past a warn level of a
+  rate rule (`warn:` in a trunk's limits), one per rule the call passed.
 - `calls_ended_total{trunk,ended_by}`; `live_calls{trunk}`.
 - `admitted_total{trunk}`, `refused_total{trunk}`: rate over time is cps
   admitted and refused (`rate(sipguard_admitted_total[1m])`).
 - `decision_seconds`: histogram of the time to decide a new call.
-- regulator figures per trunk: `calls_checked_total`,
-  `caller_auth_passed_total` (pass rate = passed / checked),
-  `passthrough_intercepted_total` (`caller_not_allocated`,
-  `caller_of_other_trunk`), `forged_from_abroad_intercepted_total`
-  (`home_cli_from_abroad`), `modified_caller_id_intercepted_total`
-  (`identity_mismatch`, `display_name_spoof`, `identity_changed`).
+- regulator figures per trunk (what counts where:
+  docs/operations.md#the-regulator-figures):
+  `calls_checked_total` (new calls of a trunk the policy decided),
+  `caller_auth_passed_total` (of those, calls whose caller ID passed every
+  identity rule, whatever a callee, time or rate rule then did; pass rate
+  = passed / checked), and the interceptions by identity rule
+  (`sipguard.rules.values.INTERCEPTIONS`): `passthrough_intercepted_total`,
+  `forged_from_abroad_intercepted_total` (home caller IDs withheld by
+  `home_cli: anonymize` too), `modified_caller_id_intercepted_total`.
 - state at scrape time: `ratetable_keys{dimension}`, `ratetable_evictions`,
   `audit_records_written`, `audit_records_dropped`, `audit_write_errors`,
   `ratetable_backend_up`, `ratetable_backend_failures`, `reloads_total`,
@@ -47,14 +53,18 @@ from sipguard.b2bua import (
     InDialogMonitored,
     MessageRejected,
 )
+from sipguard.rules.values import IDENTITY_RULES, INTERCEPTIONS, RULE_GROUPS
 
 __all__ = ["Metrics", "StateReading"]
 
 log = logging.getLogger("sipguard")
 
-_PASSTHROUGH = frozenset({"caller_not_allocated", "caller_of_other_trunk"})
-_FROM_ABROAD = frozenset({"home_cli_from_abroad"})
-_MODIFIED = frozenset({"identity_mismatch", "display_name_spoof", "identity_changed"})
+# A refusal by one of these rules is a call the policy decided on a trunk:
+# its caller ID was checked (every identity rule ran before them, or one of
+# them refused it). `source` is not among them (no trunk), nor are the
+# refusals of sipguard's own (draining, trunk_capacity: decided before any
+# rule ran).
+_CHECKED_KINDS = frozenset({"identity", "callee_and_time", "rate_table"})
 
 
 @dataclass(slots=True)
@@ -103,6 +113,12 @@ class Metrics:
             ["trunk", "verdict", "rule"],
             registry=registry,
         )
+        self.warnings = Counter(
+            "sipguard_rule_warnings",
+            "Calls relayed past a warn level, per rule",
+            ["trunk", "rule"],
+            registry=registry,
+        )
         self.ended = Counter(
             "sipguard_calls_ended", "Calls ended", ["trunk", "ended_by"], registry=registry
         )
@@ -120,24 +136,18 @@ class Metrics:
             ["trunk"],
             registry=registry,
         )
-        self.passthrough = Counter(
-            "sipguard_passthrough_intercepted",
-            "Passed-through caller IDs intercepted",
-            ["trunk"],
-            registry=registry,
-        )
-        self.from_abroad = Counter(
-            "sipguard_forged_from_abroad_intercepted",
-            "Home-country caller IDs from abroad intercepted",
-            ["trunk"],
-            registry=registry,
-        )
-        self.modified = Counter(
-            "sipguard_modified_caller_id_intercepted",
-            "Modified caller IDs intercepted",
-            ["trunk"],
-            registry=registry,
-        )
+        # The interception figures, one counter each (INTERCEPTIONS names
+        # which identity rule counts in which).
+        self.intercepted = {
+            figure: Counter(
+                f"sipguard_{figure}_intercepted", help_text, ["trunk"], registry=registry
+            )
+            for figure, help_text in (
+                ("passthrough", "Passed-through caller IDs intercepted"),
+                ("forged_from_abroad", "Home-country caller IDs from abroad intercepted"),
+                ("modified_caller_id", "Modified caller IDs intercepted"),
+            )
+        }
         self.rejected_messages = Counter(
             "sipguard_messages_rejected", "Messages answered with an error or dropped",
             registry=registry,
@@ -174,26 +184,36 @@ class Metrics:
             verdict = "monitor" if event.monitor_rule else "allow"
             self.decisions.labels(trunk, verdict, event.monitor_rule or "").inc()
             self.admitted.labels(trunk).inc()
+            for rule in event.warnings:
+                self.warnings.labels(trunk, rule).inc()
             self.checked.labels(trunk).inc()
-            if not event.monitor_rule:
+            if event.anonymized:
+                # A home-country caller ID from abroad, withheld: intercepted.
+                self.intercepted[INTERCEPTIONS["home_cli_from_abroad"]].labels(trunk).inc()
+            elif event.monitor_rule not in IDENTITY_RULES:
+                # No identity rule fired (a monitored one, or one passed over
+                # for an emergency call, would mean its caller ID failed).
                 self.passed.labels(trunk).inc()
         elif isinstance(event, CallRefused):
             trunk = event.trunk or "-"
             rule = event.rule
-            self.decisions.labels(trunk, "reject", rule).inc()
+            verdict = "reject" if event.status is not None else "drop"  # dropped unanswered
+            self.decisions.labels(trunk, verdict, rule).inc()
+            figure = INTERCEPTIONS.get(rule)
             if rule == "identity_changed":  # mid-call: the call was checked and counted before
-                self.modified.labels(trunk).inc()
+                self.intercepted[INTERCEPTIONS[rule]].labels(trunk).inc()
                 return
             self.refused.labels(trunk).inc()
-            if event.trunk is None:
+            group = RULE_GROUPS.get(rule)
+            if event.trunk is None or group is None or group[0] not in _CHECKED_KINDS:
                 return
             self.checked.labels(trunk).inc()
-            if rule in _PASSTHROUGH:
-                self.passthrough.labels(trunk).inc()
-            elif rule in _FROM_ABROAD:
-                self.from_abroad.labels(trunk).inc()
-            elif rule in _MODIFIED:
-                self.modified.labels(trunk).inc()
+            if figure is not None:
+                self.intercepted[figure].labels(trunk).inc()
+            # Refused for its callee, the time or a rate: the caller ID
+            # passed every identity rule, unless a monitored one fired first.
+            if rule not in IDENTITY_RULES and event.noted not in IDENTITY_RULES:
+                self.passed.labels(trunk).inc()
         elif isinstance(event, InDialogMonitored):
             self.decisions.labels(event.trunk, "monitor", event.rule).inc()
         elif isinstance(event, CallEnded):

@@ -45,6 +45,7 @@ from sipguard.rules.loader import load_rules
 from sipguard.rules.schema import RateTableSettings, RuleSet
 from sipguard.sharedtable import SharedRateTable
 from sipguard.sip.parser import ParseLimits
+from sipguard.strangers import StrangerTally
 from sipguard.transport import Transports
 
 __all__ = ["Server", "ServerOptions", "serve"]
@@ -53,6 +54,9 @@ log = logging.getLogger("sipguard")
 
 # How often the driver looks for a changed rule file and idle TCP connections.
 _HOUSEKEEPING_INTERVAL = 2.0
+# How often the INVITEs of unknown sources are summed up in one log line
+# (each has its audit record; a line each would let a scanner fill the log).
+UNKNOWN_SOURCE_SUMMARY_INTERVAL = 10.0
 # Keys the rate table may examine per housekeeping tick (a few ms of work).
 _SWEEP_BUDGET = 2000
 
@@ -104,6 +108,8 @@ class Server:
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.TimerHandle | None = None
         self._cycles = CycleCollector(now=self.loop.time())
+        self.strangers = StrangerTally()
+        self._strangers_logged_at = self.loop.time()
         self.listening: list[str] = []
         self.internal_errors = 0
 
@@ -204,6 +210,8 @@ class Server:
         for event in events:
             if isinstance(event, CallEnded):
                 self._call_ended(event)
+            elif isinstance(event, CallRefused) and event.trunk is None:
+                self.strangers.count(event.peer.host, answered=event.status is not None)
             if metrics is not None:
                 metrics.observe(event)
             _log_event(event)
@@ -371,7 +379,17 @@ class Server:
         self.ratetable.sweep(now=self.loop.time(), budget=_SWEEP_BUDGET)
         if self._cycles.due(self.loop.time()):
             self._collect_cycles()
+        if self.loop.time() - self._strangers_logged_at >= UNKNOWN_SOURCE_SUMMARY_INTERVAL:
+            self.log_unknown_sources()
         self._schedule_housekeeping()
+
+    def log_unknown_sources(self) -> None:
+        """Log the INVITEs of unknown sources since the last summary, if any,
+        in one line (every UNKNOWN_SOURCE_SUMMARY_INTERVAL and at shutdown)."""
+        self._strangers_logged_at = self.loop.time()
+        line = self.strangers.summary()
+        if line is not None:
+            log.info("%s", line)
 
     def _collect_cycles(self) -> None:
         """The periodic full collection (see sipguard.heap); it says what it found."""
@@ -490,6 +508,8 @@ def _log_event(event: Event) -> None:
             )
         elif event.monitor_rule:
             note = f" monitor-would-reject={event.monitor_rule}"
+        if event.anonymized:
+            note += " anonymized=home_cli_from_abroad"
         if event.warnings:
             note += f" warn={','.join(event.warnings)}"
         log.info(
@@ -503,15 +523,23 @@ def _log_event(event: Event) -> None:
     elif isinstance(event, CallRefused):
         # The full explanation, which the caller may not see; JSON-quoted,
         # since it can hold what the request said (a decoded line break).
-        log.info(
-            "reject  %d %s trunk=%s source=%s:%d call-id=%s reason=%s",
-            event.status,
+        # A stranger's INVITE is a debug line: the info log sums them up
+        # (Server.log_unknown_sources), so a scan cannot fill it.
+        level = logging.INFO if event.trunk is not None else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return  # not even the JSON quoting, at a scan's rate
+        log.log(
+            level,
+            "%s %s %s trunk=%s source=%s:%d call-id=%s reason=%s%s",
+            "reject " if event.status is not None else "drop   ",
+            event.status if event.status is not None else "-",
             event.rule,
             event.trunk or "-",
             event.peer.host,
             event.peer.port,
             event.call_id,
             json.dumps(event.detail, ensure_ascii=False),
+            "" if event.noted is None else f" monitored={event.noted}",
         )
     elif isinstance(event, InDialogMonitored):
         log.info(
@@ -522,11 +550,12 @@ def _log_event(event: Event) -> None:
         )
     elif isinstance(event, CallEnded):
         log.debug(
-            "end     trunk=%s status=%d by=%s duration=%.1fs call-id=%s",
+            "end     trunk=%s status=%d by=%s duration=%.1fs%s call-id=%s",
             event.trunk,
             event.status,
             event.ended_by,
             event.time - event.start,
+            "" if event.answered_at is None else f" talk={event.time - event.answered_at:.1f}s",
             event.a_call_id,
         )
     elif isinstance(event, MessageRejected):
@@ -628,6 +657,7 @@ async def serve(rules: RuleSet, options: ServerOptions) -> None:
     try:
         await server.wait_stopped()
     finally:
+        server.log_unknown_sources()
         core = server.core
         if core is not None:
             log.info(

@@ -110,6 +110,9 @@ def format_record(record: Record) -> str:
     if record.get("event") == "end":
         ringing = record.get("ringing_for")
         rang = f" rang={ringing}s" if ringing is not None else ""
+        talk = record.get("talk_time")
+        if talk is not None:
+            rang += f" answer_after={record.get('answer_after')}s talk={talk}s"
         return (
             f"{ts}  end       status={record.get('status')} by={record.get('ended_by')} "
             f"duration={record.get('duration')}s{rang}  trunk={record.get('trunk')}  {call}"
@@ -118,6 +121,8 @@ def format_record(record: Record) -> str:
     outcome = verdict if record.get("rule") is None else f"{verdict} {record.get('rule')}"
     if record.get("code") is not None:
         outcome += f" {record.get('code')}"
+    if record.get("anonymized"):
+        outcome += " anonymized"
     caller = record.get("caller") or record.get("from") or "?"
     callee = record.get("callee") or "?"
     return (

@@ -102,11 +102,12 @@ UAS_PID=$!
 
 echo "-- starting sipguard: $SIPGUARD run --rules $RULES"
 # Its log goes to sipguard.log; its decision lines (allow / reject with the
-# rule id) also stream to the terminal as the calls run. The filter ends
-# when sipguard closes its output.
+# rule id, and the summary of the unknown source's INVITEs, which are not
+# logged one by one) also stream to the terminal as the calls run. The
+# filter ends when sipguard closes its output.
 "$SIPGUARD" run --rules "$RULES" > >(
     tee "$DEMO_DIR/sipguard.log" \
-        | grep --line-buffered -E ' (allow|reject) ' \
+        | grep --line-buffered -E ' (allow|reject) |unknown sources: ' \
         | sed -u -E 's/^[0-9-]+ ([0-9:]+),[0-9]+ INFO +/   \1 /'
 ) 2>&1 &
 SIPGUARD_PID=$!
@@ -179,6 +180,11 @@ done
 kill -INT "$UAS_PID" 2>/dev/null || true
 wait "$UAS_PID" 2>/dev/null || true
 UAS_PID=
+# Stop sipguard (no call is up: it exits at once), so that its last lines,
+# the summary of the unknown source's INVITEs among them, are written.
+kill -TERM "$SIPGUARD_PID" 2>/dev/null || true
+wait "$SIPGUARD_PID" 2>/dev/null || true
+SIPGUARD_PID=
 sleep 0.3  # the last decision lines reach the terminal before the summary
 
 echo

@@ -20,6 +20,9 @@ class Allow:
     `strip` are not copied from the inbound INVITE. `note` names the rule
     that fired although the call is relayed: a rule the trunk only monitors,
     or any rule on a call to an emergency number (`emergency`).
+    `anonymized`: the caller ID is a home-country number that came in on an
+    international trunk with `home_cli: anonymize`, and is withheld: a
+    forged caller ID from abroad, intercepted, not a validated one.
     """
 
     trunk: str
@@ -33,6 +36,7 @@ class Allow:
     rate_counted: bool = False  # the rate table counted this call: release it at its end
     warnings: tuple[str, ...] = ()  # rule ids whose warn level this call passed
     emergency: bool = False  # a call to an emergency number: no rule of sipguard's refuses it
+    anonymized: bool = False  # a home-country caller ID from abroad, withheld (home_cli)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class Refuse:
     to the response. `warning` is the text of the `Warning: 399` the front
     end adds with its own warn-agent (None: no Warning): the rule id, or the
     explanation where the trunk's answers are `full`. `detail` is the full
-    explanation, for the operator's log and audit trail only.
+    explanation, for the operator's log and audit trail only. `noted` is a
+    rule the trunk only monitors that fired before `rule` refused the call.
     """
 
     status: int
@@ -55,6 +60,7 @@ class Refuse:
     callee: str | None = None  # the normalised called number, when readable
     warning: str | None = None  # what the Warning tells the caller
     detail: str = ""  # why, in full: for the operator
+    noted: str | None = None  # a monitored rule that fired before `rule`
 
 
 @dataclass(frozen=True, slots=True)

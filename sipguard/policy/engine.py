@@ -127,9 +127,12 @@ def evaluate(
     if not refused and not emergency and (trunk.refused_callees or trunk.calling_tz is not None):
         refused = _enforced(_callee_and_time(trunk, callee, wall_time), passing, noted)
     if refused:
-        return _outcome(trunk, refused, network, presentation, shown, emergency)
+        first = noted[0].rule if noted else None
+        return _outcome(trunk, refused, network, presentation, shown, emergency, noted=first)
     if noted:
-        return _outcome(trunk, noted[0], network, presentation, shown, emergency)
+        return _outcome(
+            trunk, noted[0], network, presentation, shown, emergency, anonymize=anonymize
+        )
     return build(
         Verdict,
         {
@@ -325,12 +328,18 @@ def _outcome(
     presentation: str | None,
     callee: str | None,
     emergency: bool,
+    *,
+    noted: str | None = None,
+    anonymize: bool = False,
 ) -> Verdict:
     """A fired rule: a rejection; or, for a rule the trunk only monitors and
     for a call to an emergency number, an allow that names the rule (the call
     is relayed, never asserted as validated).
 
-    Either way the verdict names the callee, for the trail.
+    Either way the verdict names the callee, for the trail. A rejection
+    names the monitored rule that fired before it (`noted`); an allow keeps
+    the home-country anonymisation decided before the rule fired, so a
+    monitored rule never lets a forged home caller ID through as such.
     """
     rule = fired.rule
     text = RULE_DEFAULTS[rule][1]
@@ -348,6 +357,7 @@ def _outcome(
                 "monitored": not emergency,
                 "callee": callee,
                 "emergency": emergency,
+                "anonymize": anonymize,
             },
         )
     response = default_response(rule) if trunk is None else trunk.responses[rule]
@@ -364,5 +374,6 @@ def _outcome(
             "presentation": presentation,
             "retry_after": response.retry_after,
             "callee": callee,
+            "noted": noted,
         },
     )

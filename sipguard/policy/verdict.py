@@ -58,6 +58,9 @@ class Verdict:
         monitored: a rule fired but the trunk is in monitor mode.
         callee: the called number, for the rate table.
         emergency: the callee is an emergency number (rate rules skipped).
+        noted: on a rejection, the first rule the trunk only monitors that
+            fired before `rule` refused the call (None: none did). The
+            caller ID failed that rule too, though it did not decide.
     """
 
     allowed: bool
@@ -74,3 +77,4 @@ class Verdict:
     monitored: bool = False
     callee: str | None = None  # the called number, E.164 when it normalises
     emergency: bool = False  # a call to an emergency number: no rate rules
+    noted: str | None = None  # a rejection: a monitored rule that fired before `rule`

@@ -76,6 +76,7 @@ from sipguard.rules.values import (
     RATETABLE_SYNC_INTERVALS,
     RULE_IDS,
     RULES_VERSION,
+    SERVICE_REFUSALS,
     STIR_IDENTITY_POLICIES,
     TRUNK_KINDS,
     UNKNOWN_SOURCE_ANSWERS,
@@ -1634,6 +1635,11 @@ def _read_monitor_rules(section: _Section) -> tuple[str, ...] | None:
 
 
 def _unknown_rule(rule: str, where: str = "responses") -> str:
+    if rule in SERVICE_REFUSALS:
+        return (
+            f"'{rule}' in {where} is no rule of the rule file: sipguard's own 503 "
+            "(with Reason and Retry-After) cannot be changed or monitored"
+        )
     message = f"unknown rule id '{rule}' in {where}"
     close = difflib.get_close_matches(rule, RULE_IDS, n=1)
     if close:

@@ -6,7 +6,10 @@ This module owns:
   `Endpoint`, `SourceMatch`, `Numbering`, `IdentitySettings`, `Limits`,
   `Window`, `OneRing`, `CallingHours`, `Suspension`, `Exemption`,
   `ResponseSpec`, `RateTableSettings`, `Answers`;
-- the rule ids (`RULE_IDS`), in the order docs/rules.md lists them;
+- the rule ids (`RULE_IDS`), in the order docs/rules.md lists them, and
+  what each is about (`RULE_GROUPS`: identity, callee and time, rate
+  table; `IDENTITY_RULES`, `INTERCEPTIONS`), and the refusals of
+  sipguard's own that are named like rules (`SERVICE_REFUSALS`);
 - the text parsers for values written as strings: endpoints
   (`parse_endpoint`), trunk sources (`parse_source`), `HOST:PORT`
   (`parse_host_port`), durations (`parse_duration`), E.164 numbers
@@ -65,8 +68,12 @@ __all__ = [
     "RATETABLE_SYNC_INTERVALS",
     "REDIS_URL_SCHEMES",
     "RULES_VERSION",
+    "IDENTITY_RULES",
+    "INTERCEPTIONS",
     "MONITORABLE_RULES",
+    "RULE_GROUPS",
     "RULE_IDS",
+    "SERVICE_REFUSALS",
     "TRANSPORTS",
     "TRUNK_KINDS",
     "BackendFailurePolicy",
@@ -78,11 +85,13 @@ __all__ = [
     "HomeCliPolicy",
     "IPNetwork",
     "IdentitySettings",
+    "Interception",
     "Limits",
     "Mode",
     "Numbering",
     "OneRing",
     "RateTableBackend",
+    "RuleKind",
     "PROTECTION_BOUNDS",
     "Protection",
     "RateTableSettings",
@@ -121,6 +130,8 @@ ExemptionType: TypeAlias = Literal["mobile_roaming", "bilateral"]
 RateTableBackend: TypeAlias = Literal["memory", "redis"]
 BackendFailurePolicy: TypeAlias = Literal["open", "closed"]
 AnswerDetail: TypeAlias = Literal["rule", "full"]
+RuleKind: TypeAlias = Literal["source", "identity", "callee_and_time", "rate_table"]
+Interception: TypeAlias = Literal["passthrough", "forged_from_abroad", "modified_caller_id"]
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -181,27 +192,63 @@ ANSWER_DETAILS: Mapping[str, AnswerDetail] = MappingProxyType({"rule": "rule", "
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 
 # Every rule id, in the order docs/rules.md lists them (the policy engine
-# evaluates them in a different order, documented there).
-RULE_IDS: tuple[str, ...] = (
-    "unknown_source",
-    "missing_caller_id",
-    "invalid_caller_id",
-    "caller_not_allocated",
-    "caller_of_other_trunk",
-    "identity_mismatch",
-    "display_name_spoof",
-    "identity_changed",
-    "do_not_originate",
-    "home_cli_from_abroad",
-    "suspended_number",
-    "refused_callee",
-    "outside_calling_hours",
-    "cps_limit",
-    "concurrent_limit",
-    "high_frequency_caller",
-    "call_bombing",
-    "one_ring",
-    "ratetable_unavailable",
+# evaluates them in a different order, documented there), with its kind and,
+# for the caller-ID rules a regulator counts apart, its interception figure.
+# The kinds say what a refusal is about:
+# - `source`: no trunk claims the sender; nothing about the call was checked;
+# - `identity`: the caller ID itself (caller authentication): present,
+#   dialable, allowed as a caller ID, allocated to the trunk, consistent;
+# - `callee_and_time`: whom the call is to and when it is made;
+# - `rate_table`: rates, concurrency and calling behaviour (the rate table).
+# Only an `identity` rule that fires makes a call fail caller authentication
+# (docs/operations.md#the-regulator-figures).
+RULE_GROUPS: Mapping[str, tuple[RuleKind, Interception | None]] = MappingProxyType(
+    {
+        "unknown_source": ("source", None),
+        "missing_caller_id": ("identity", None),
+        "invalid_caller_id": ("identity", None),
+        "caller_not_allocated": ("identity", "passthrough"),
+        "caller_of_other_trunk": ("identity", "passthrough"),
+        "identity_mismatch": ("identity", "modified_caller_id"),
+        "display_name_spoof": ("identity", "modified_caller_id"),
+        "identity_changed": ("identity", "modified_caller_id"),
+        "do_not_originate": ("identity", None),
+        "home_cli_from_abroad": ("identity", "forged_from_abroad"),
+        "suspended_number": ("identity", None),
+        "refused_callee": ("callee_and_time", None),
+        "outside_calling_hours": ("callee_and_time", None),
+        "cps_limit": ("rate_table", None),
+        "concurrent_limit": ("rate_table", None),
+        "high_frequency_caller": ("rate_table", None),
+        "call_bombing": ("rate_table", None),
+        "one_ring": ("rate_table", None),
+        "ratetable_unavailable": ("rate_table", None),
+    }
+)
+RULE_IDS: tuple[str, ...] = tuple(RULE_GROUPS)
+# The caller-ID rules: a call one of them fired on did not pass caller
+# authentication, whether the rule refused it, was only monitored, or was
+# passed over for an emergency call.
+IDENTITY_RULES: frozenset[str] = frozenset(
+    rule for rule, (kind, _) in RULE_GROUPS.items() if kind == "identity"
+)
+# Identity rule -> the regulator figure its interceptions count in
+# (`sipguard_<figure>_intercepted_total`).
+INTERCEPTIONS: Mapping[str, Interception] = MappingProxyType(
+    {rule: figure for rule, (_, figure) in RULE_GROUPS.items() if figure is not None}
+)
+# Refusals of sipguard's own rather than of the rule file, with their
+# explanation: new calls a draining instance turns away, and calls past a
+# trunk's `protection` ceiling (calls_per_trunk, transactions_per_trunk).
+# They are named like rules (Reason, Warning, the audit trail, the metrics
+# and the log) but are not rule ids: the rule file's `responses` and
+# `monitor_rules` cannot name them, and they are decided before any rule
+# runs, so the caller ID of such a call was never checked.
+SERVICE_REFUSALS: Mapping[str, str] = MappingProxyType(
+    {
+        "draining": "this instance is draining and takes no new calls",
+        "trunk_capacity": "the trunk holds as many calls or requests as protection allows",
+    }
 )
 # The rules a trunk can run in report-only mode: all but unknown_source (a
 # call of no trunk has no trunk to monitor it; it is never relayed).

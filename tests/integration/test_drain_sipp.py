@@ -83,7 +83,10 @@ def drain_path(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Drain
 
 
 def invite_status(path: DrainPath) -> int | None:
-    """Send one INVITE from the trunk's probe port; the first final status."""
+    """Send one INVITE from the trunk's probe port; the first final status.
+
+    A 503 must name its cause, as a rule's refusal does (Reason, RFC 3326).
+    """
     port = path.probe_port
     request = (
         f"INVITE sip:+8613900139000@{HOST}:{path.sipguard.port} SIP/2.0\r\n"
@@ -101,6 +104,8 @@ def invite_status(path: DrainPath) -> int | None:
         while True:
             data = sock.recv(65535)
             status = int(data.split(b" ", 2)[1])
+            if status == 503:
+                assert b'\r\nReason: SIP;cause=503;text="draining"\r\n' in data, data
             if status >= 200:
                 return status
 
@@ -155,10 +160,24 @@ def test_live_calls_finish_and_new_calls_get_503(drain_path: DrainPath) -> None:
     records = audit_records(path)
     decisions = [r for r in records if r["event"] == "decision"]
     ends = [r for r in records if r["event"] == "end"]
-    assert [r["verdict"] for r in decisions] == ["allow"] * 3, records
-    assert sorted(r["call_id"] for r in ends) == sorted(r["call_id"] for r in decisions)
+    allowed = [r for r in decisions if r["verdict"] == "allow"]
+    assert len(allowed) == 3, records
+    # The INVITE refused while draining is a decision too, naming the drain.
+    (drained,) = [r for r in decisions if r["verdict"] != "allow"]
+    assert (drained["verdict"], drained["rule"], drained["code"], drained["call_id"]) == (
+        "reject",
+        "draining",
+        503,
+        "drain-probe",
+    ), drained
+    assert sorted(r["call_id"] for r in ends) == sorted(r["call_id"] for r in allowed)
     assert all(r["ended_by"] == "caller" and r["duration"] >= 3.0 for r in ends), ends
-    assert "audit log" in path.sipguard.stderr and "written=6 dropped=0" in path.sipguard.stderr
+    # The caller held each call 3 s after its answer: that is its talk time.
+    for end in ends:
+        assert end["answered"] and 2.99 <= end["talk_time"] < end["duration"], end
+        assert abs(end["answer_after"] + end["talk_time"] - end["duration"]) <= 0.002, end
+    assert "audit log" in path.sipguard.stderr and "written=7 dropped=0" in path.sipguard.stderr
+    assert "reject  503 draining trunk=" in path.sipguard.stderr
 
 
 @pytest.mark.parametrize("drain_path", [1.0], indirect=True)

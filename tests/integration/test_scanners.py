@@ -41,6 +41,7 @@ Everything listens and sends on 127.0.0.1 (and other 127.0.0.0/8 addresses).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -84,6 +85,7 @@ class Guarded:
     port: int
     trunk_port: int
     sink: socket.socket
+    audit: Path
 
     def forwarded(self) -> list[bytes]:
         """Every datagram sipguard sent to the trunk's route so far."""
@@ -92,6 +94,13 @@ class Guarded:
             while True:
                 received.append(self.sink.recv(65535))
         return received
+
+    def decisions(self, call_ids: Sequence[str]) -> list[dict[str, object]]:
+        """The audit trail's decision records of `call_ids`, in trail order."""
+        wanted = set(call_ids)
+        lines = self.audit.read_text("utf-8").splitlines() if self.audit.exists() else []
+        records = [json.loads(line) for line in lines]
+        return [r for r in records if r["event"] == "decision" and r["call_id"] in wanted]
 
     def assert_intact(self, context: str = "") -> None:
         """Nothing was forwarded; sipguard runs and serves its trunk."""
@@ -104,11 +113,17 @@ class Guarded:
 
 
 def rules_text(
-    *, port: int, trunk_port: int, route_port: int, protection: Mapping[str, object]
+    *,
+    port: int,
+    trunk_port: int,
+    route_port: int,
+    protection: Mapping[str, object],
+    audit: Path,
 ) -> str:
     lines = [
         "version: 1",
         "mode: enforce",
+        f'audit_log: "{audit}"',
         "numbering:",
         '  country_code: "86"',
         f'listen: ["udp:{HOST}:{port}", "tcp:{HOST}:{port}"]',
@@ -132,8 +147,15 @@ def guarded(workdir: Path, protection: Mapping[str, object]) -> Iterator[Guarded
     """
     port, trunk_port, route_port = free_ports(3)
     rules = workdir / "rules.yaml"
+    audit = workdir / "audit" / "decisions.jsonl"
     rules.write_text(
-        rules_text(port=port, trunk_port=trunk_port, route_port=route_port, protection=protection),
+        rules_text(
+            port=port,
+            trunk_port=trunk_port,
+            route_port=route_port,
+            protection=protection,
+            audit=audit,
+        ),
         encoding="utf-8",
     )
     stdout_path, stderr_path = workdir / "sipguard.stdout", workdir / "sipguard.stderr"
@@ -157,7 +179,7 @@ def guarded(workdir: Path, protection: Mapping[str, object]) -> Iterator[Guarded
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"sipguard did not become ready\n{guard.describe()}")
             time.sleep(0.05)
-        yield Guarded(guard, port, trunk_port, sink)
+        yield Guarded(guard, port, trunk_port, sink, audit)
 
 
 @pytest.fixture(scope="module")
@@ -473,8 +495,21 @@ def test_svwar_finds_no_extension(rejecting: Guarded, tmp_path: Path, method: st
         assert f'To: "{first}"' in response.group(1), forced.describe()
         assert 'text="unknown_source"' in response.group(1), forced.describe()
 
-    if method == "INVITE":  # refused INVITEs of unknown sources are logged
-        assert f"unknown_source trunk=- source={HOST}:{local_port}" in rejecting.guard.stderr
+    if method == "INVITE":
+        # Refused INVITEs of unknown sources are audited, one record each;
+        # the log sums them up instead of a line each.
+        source = f"udp:{HOST}:{local_port}"
+        records = [
+            json.loads(line)
+            for line in rejecting.audit.read_text("utf-8").splitlines()
+            if f'"source":"{source}"' in line
+        ]
+        assert records, rejecting.guard.describe()
+        assert {(r["verdict"], r["rule"], r["code"]) for r in records} == {
+            ("reject", "unknown_source", 403)
+        }
+        assert len({r["call_id"] for r in records}) == len(records), "no record twice"
+        assert f"source={HOST}:{local_port}" not in rejecting.guard.stderr
     rejecting.assert_intact(f"svwar -m {method}")
 
 
@@ -575,10 +610,16 @@ def test_drop_mode_answers_nothing(dropping: Guarded, transport: str) -> None:
         answers = probe.ask(requests, wait=1.0)
 
     assert answers == {}
-    # Dropped INVITEs are still logged.
+    # Dropped INVITEs are still audited, as dropped, one record each; the
+    # log sums them up instead of a line each.
     invites = [r.call_id for r in requests if r.method == "INVITE" and not r.in_dialog]
+    records = dropping.decisions(invites)
+    assert sorted(r["call_id"] for r in records) == sorted(invites), dropping.guard.describe()
+    assert {(r["verdict"], r["rule"], r["code"]) for r in records} == {
+        ("drop", "unknown_source", None)
+    }
     for call_id in invites:
-        assert f"call-id={call_id}" in dropping.guard.stderr, dropping.guard.describe()
+        assert f"call-id={call_id}" not in dropping.guard.stderr, dropping.guard.describe()
     dropping.assert_intact(f"{len(requests)} requests over {transport}")
 
 
@@ -638,6 +679,29 @@ def test_a_scanner_flood_gets_the_answer_budget(budgeted: Guarded, tmp_path: Pat
     )
     assert len(answers) < requests / 2, result.describe()
     budgeted.assert_intact(result.describe())
+
+
+def test_invites_past_the_budget_are_audited_as_dropped_once_each(budgeted: Guarded) -> None:
+    """A burst of INVITEs, each sent three times (UDP retransmissions): the
+    ones answered are recorded as refused, the rest as dropped, each INVITE
+    once whatever became of its copies."""
+    with Probe(budgeted.port, "udp", source="127.0.0.6") as probe:
+        invites = [probe.request("INVITE", str(user)) for user in range(100, 120)]
+        for _ in range(3):
+            for request in invites:
+                probe.send(request.data)
+        answered: set[str] = set()
+        while late := probe.receive(0.5):
+            answered |= {answer.get("call-id") or "" for answer in late}
+
+    records = budgeted.decisions([request.call_id for request in invites])
+    assert sorted(r["call_id"] for r in records) == sorted(r.call_id for r in invites)
+    refused = {str(r["call_id"]) for r in records if r["verdict"] == "reject"}
+    dropped = {str(r["call_id"]) for r in records if r["verdict"] == "drop"}
+    assert refused and dropped, records
+    assert refused <= answered, "an INVITE recorded as refused got its 403"
+    assert all(r["code"] is None for r in records if r["verdict"] == "drop")
+    budgeted.assert_intact()
 
 
 def test_a_burst_gets_the_burst_then_the_rate(budgeted: Guarded) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -213,3 +214,35 @@ async def test_a_defect_in_the_core_is_logged_and_the_server_keeps_serving(
     assert answer.startswith(b"SIP/2.0 200 OK") and b"z9hG4bKfine" in answer
     assert server.internal_errors == 1
     assert "internal error on a message" in caplog.text
+
+
+async def test_a_strangers_invites_are_summed_up_in_the_log_not_logged_one_by_one(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scan must not write an info line per INVITE: they are debug lines,
+    and one info line sums them up (housekeeping calls the summary every
+    10 s, and the shutdown once more)."""
+    caplog.set_level(logging.DEBUG, logger="sipguard")
+    loop = asyncio.get_running_loop()
+    stranger, client = await loop.create_datagram_endpoint(_Client, local_addr=("127.0.0.1", 0))
+    try:
+        port = stranger.get_extra_info("sockname")[1]
+        for index in range(3):
+            invite = _request("INVITE", port=port, branch=f"z9hG4bKscan{index}")
+            answer = await _ask((stranger, client), invite, _port(server, "udp"))
+            assert answer.startswith(b"SIP/2.0 403 Forbidden")
+    finally:
+        stranger.close()
+    per_invite = [r for r in caplog.records if "unknown_source trunk=-" in r.getMessage()]
+    assert [r.levelno for r in per_invite] == [logging.DEBUG] * 3
+    caplog.clear()
+    server.log_unknown_sources()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            logging.INFO,
+            "unknown sources: 3 INVITEs refused, 0 dropped, from 1 address; top: 127.0.0.1 (3)",
+        )
+    ]
+    caplog.clear()
+    server.log_unknown_sources()
+    assert caplog.records == [], "nothing new: no line"

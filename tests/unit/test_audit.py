@@ -123,6 +123,13 @@ def test_an_emergency_bypass_is_marked_and_names_the_rule_it_passed() -> None:
     assert (monitored["verdict"], monitored["rule"]) == ("monitor", "one_ring")
 
 
+def test_a_home_caller_id_from_abroad_relayed_withheld_is_marked_anonymized() -> None:
+    record = record_of(dataclasses.replace(started(), caller="anonymous", anonymized=True), WALL)
+    assert (record["verdict"], record["rule"], record["caller"]) == ("allow", None, "anonymous")
+    assert record["anonymized"] is True
+    assert "anonymized" not in record_of(started(), WALL)
+
+
 def test_a_refusal_names_its_rule_and_code() -> None:
     record = record_of(refused(), WALL)
     assert (record["verdict"], record["rule"], record["code"]) == (
@@ -134,11 +141,75 @@ def test_a_refusal_names_its_rule_and_code() -> None:
     assert record["caller"] == "+869521000000"
 
 
+def test_a_strangers_invite_dropped_unanswered_is_recorded_as_dropped() -> None:
+    stranger = dataclasses.replace(
+        refused(),
+        trunk=None,
+        status=None,
+        rule="unknown_source",
+        reason="",
+        caller=None,
+        callee=None,
+        detail="source address matches no trunk; dropped unanswered: unknown_source_answer: drop",
+    )
+    record = record_of(stranger, WALL)
+    assert (record["verdict"], record["rule"], record["code"], record["trunk"]) == (
+        "drop",
+        "unknown_source",
+        None,
+        None,
+    )
+    assert record["reason"].endswith("dropped unanswered: unknown_source_answer: drop")
+
+
+def test_a_drains_503_is_a_decision_in_the_trail() -> None:
+    drained = dataclasses.replace(
+        refused(),
+        status=503,
+        rule="draining",
+        reason="Service Unavailable",
+        caller=None,
+        callee=None,
+        detail="this instance is draining and takes no new calls",
+    )
+    record = record_of(drained, WALL)
+    assert (record["verdict"], record["rule"], record["code"], record["trunk"]) == (
+        "reject",
+        "draining",
+        503,
+        "sh-callcenter",
+    )
+    assert record["reason"] == "this instance is draining and takes no new calls"
+
+
 def test_a_refusal_keeps_its_full_reason_whatever_the_caller_was_told() -> None:
     record = record_of(refused(), WALL)
     assert record["reason"] == "caller number is not allocated to this trunk: +869521000000"
     unexplained = dataclasses.replace(refused(), detail="")
     assert record_of(unexplained, WALL)["reason"] is None
+
+
+def test_a_refusal_names_the_monitored_rule_that_fired_before_it() -> None:
+    assert "monitored" not in record_of(refused(), WALL)
+    record = record_of(
+        dataclasses.replace(refused(), rule="cps_limit", status=503, noted="display_name_spoof"),
+        WALL,
+    )
+    assert (record["rule"], record["monitored"]) == ("cps_limit", "display_name_spoof")
+
+
+def test_an_answered_call_end_has_its_answer_time_and_talk_time() -> None:
+    """INVITE at 10.0, 2xx relayed at 12.5, end at 72.5: the record is written
+    at the end (WALL), so the answer was 60 s before it."""
+    record = record_of(dataclasses.replace(ended(), answered_at=12.5), WALL)
+    assert record["duration"] == 62.5
+    assert record["answer_after"] == 2.5
+    assert record["talk_time"] == 60.0
+    assert record["answered_at"] == "2026-11-18T11:05:40.250Z"
+    assert record["ts"] == "2026-11-18T11:06:40.250Z"
+    unanswered = record_of(dataclasses.replace(ended(), answered=False, ringing_for=3.0), WALL)
+    assert unanswered["ringing_for"] == 3.0
+    assert not {"answered_at", "answer_after", "talk_time"} & set(unanswered)
 
 
 def test_a_call_end_has_duration_and_who_hung_up() -> None:

@@ -594,6 +594,35 @@ def test_answered_calls_report_no_ringing_time() -> None:
     assert len(ended) == 1 and ended[0].answered and ended[0].ringing_for is None
 
 
+def test_call_ended_says_when_the_answer_was_relayed_for_talk_time() -> None:
+    """The 2xx reached the caller at 0.2 (INVITE at 0.0), the BYE at 30.2:
+    answered after 0.2 s, 30 s of talk; a call never answered has no answer time."""
+    pair = CorePair()
+    _, ok = _answered_call(pair)
+    pair.send(_ack_from_caller(ok), CALLER, now=0.3)
+    bye = in_dialog(
+        "BYE",
+        target="sip:sipguard@10.0.0.1:5060",
+        from_value=ok.headers.get("from") or "",
+        to_value=ok.headers.get("to") or "",
+        call_id=ok.call_id,
+        cseq=2,
+        branch="z9hG4bKb",
+        sender=CALLER,
+    )
+    pair.send(bye, CALLER, now=30.2)
+    (ended,) = [e for e in pair.events if isinstance(e, CallEnded)]
+    assert (ended.start, ended.answered_at, ended.time) == (0.0, 0.2, 30.2)
+
+    unanswered = CorePair()
+    unanswered.send(invite(), CALLER, now=0.0)
+    b_invite = _only(unanswered.take_callee())
+    assert isinstance(b_invite, Request)
+    unanswered.send(response_to(b_invite, 486, "Busy Here"), CALLEE, now=1.0)
+    (busy,) = [e for e in unanswered.events if isinstance(e, CallEnded)]
+    assert not busy.answered and busy.answered_at is None
+
+
 def test_caller_hangup_toward_a_dead_callee_is_answered_at_once() -> None:
     """The callee never answers the relayed BYE: the caller is not kept waiting 32 s."""
     pair = CorePair()

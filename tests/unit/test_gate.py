@@ -119,6 +119,15 @@ def test_home_cli_anonymize_suppresses_the_caller_id() -> None:
     assert decision.from_value == '"Anonymous" <sip:anonymous@anonymous.invalid>'
     assert decision.headers == (("Privacy", "id"),)
     assert "privacy" in decision.strip and "p-asserted-identity" in decision.strip
+    assert decision.caller == "anonymous" and decision.anonymized
+
+
+def test_only_a_home_caller_id_from_abroad_is_marked_anonymized() -> None:
+    foreign = gate().decide(invite("<sip:+4420794600000@203.0.113.7>"), INTL, now=0.0)
+    assert isinstance(foreign, Allow) and not foreign.anonymized
+    assert foreign.caller == "+4420794600000"
+    home = gate().decide(invite("<sip:+862131771234@10.1.0.5>"), SH, now=0.0)
+    assert isinstance(home, Allow) and not home.anonymized
 
 
 def test_untrusted_trunk_cannot_assert_an_identity() -> None:

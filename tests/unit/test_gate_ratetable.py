@@ -93,6 +93,23 @@ def test_monitor_mode_relays_rate_refusals_and_names_them() -> None:
     assert isinstance(third, Allow) and third.note == "cps_limit" and not third.rate_counted
 
 
+def test_a_rate_refusal_names_the_monitored_rule_the_caller_id_failed() -> None:
+    rules = parse_rules(
+        RULES.format(mode="enforce").replace(
+            "version: 1\n", "version: 1\nmonitor_rules: [caller_not_allocated]\n"
+        ),
+        path="t.yaml",
+    )
+    g = PolicyGate(build_policy(rules), ratetable=RateTable(), wall_clock=lambda: 0.0)
+    for _ in range(2):
+        g.decide(invite("+862131771201", "13800138001"), A, now=100.0)
+    forged = g.decide(invite("+862131779999", "13800138003"), A, now=100.0)
+    genuine = g.decide(invite("+862131771203", "13800138003"), A, now=100.0)
+    assert isinstance(forged, Refuse) and isinstance(genuine, Refuse)
+    assert (forged.rule, forged.noted) == ("cps_limit", "caller_not_allocated")
+    assert (genuine.rule, genuine.noted) == ("cps_limit", None)
+
+
 def test_refused_caller_ids_consume_no_rate_budget() -> None:
     g = gate()
     for _ in range(5):

@@ -58,7 +58,7 @@ def ring_1_files() -> list[Path]:
     files = [*(PACKAGE / "sip").rglob("*.py"), *(PACKAGE / "policy").rglob("*.py")]
     files += [path for path in (PACKAGE / "rules").rglob("*.py") if path.name != "loader.py"]
     files += [PACKAGE / "ratetable.py", PACKAGE / "sharedtable.py", PACKAGE / "peer.py"]
-    files += [PACKAGE / "sourcelimit.py", PACKAGE / "answercache.py"]
+    files += [PACKAGE / "sourcelimit.py", PACKAGE / "answercache.py", PACKAGE / "strangers.py"]
     return sorted(path for path in files if path.is_file())
 
 

@@ -209,6 +209,16 @@ def test_home_cli_exemption_and_anonymize(tmp_path) -> None:
     assert forged.allowed and forged.anonymize
 
 
+def test_a_monitored_rule_does_not_undo_the_anonymisation_of_a_home_caller_id() -> None:
+    """A forged home caller ID from abroad stays withheld when a rule the trunk
+    only monitors fires after home_cli decided to anonymise it."""
+    text = BASE.replace(
+        '    ranges: ["*"]\n', '    ranges: ["*"]\n    home_cli: anonymize\n'
+    ).replace("version: 1\n", "version: 1\nmonitor_rules: [display_name_spoof]\n")
+    verdict = decide("intl", from_number="+862131771234", display_name="95555", rules=policy(text))
+    assert verdict.allowed and verdict.rule == "display_name_spoof" and verdict.anonymize
+
+
 def test_response_code_can_be_configured_per_rule() -> None:
     text = BASE.replace(
         "trunks:\n", 'responses:\n  caller_not_allocated: {code: 603, reason: "Decline"}\ntrunks:\n'
@@ -319,6 +329,20 @@ def test_a_monitored_rule_is_noted_and_the_enforced_ones_still_decide() -> None:
     # the display name is only reported; the pass-through behind it is still refused
     refused = decide("sh", from_number="+862131779999", display_name="95555", rules=rules)
     assert not refused.allowed and refused.rule == "caller_not_allocated"
+
+
+def test_a_refusal_names_the_monitored_rule_that_fired_before_it() -> None:
+    """The caller ID failed a monitored rule even when a later rule refused the
+    call: the pass rate must not count it as authenticated."""
+    text = BASE.replace("version: 1\n", "version: 1\nmonitor_rules: [caller_not_allocated]\n")
+    rules = policy(text)
+    refused = decide("sh", from_number="+862131779999", wall_time=CLOSED, rules=rules)
+    assert (refused.allowed, refused.rule, refused.noted) == (
+        False,
+        "outside_calling_hours",
+        "caller_not_allocated",
+    )
+    assert decide("sh", wall_time=CLOSED, rules=rules).noted is None
 
 
 def test_a_trunk_can_monitor_its_own_rules() -> None:

@@ -249,6 +249,26 @@ def test_drop_mode_answers_nothing() -> None:
     assert [e for e in p.events if not isinstance(e, MessageRejected)] != [], "still logged"
 
 
+def test_a_strangers_invite_dropped_unanswered_is_decided_as_dropped() -> None:
+    """Drop mode, or past the answer budget: the event says nothing was sent,
+    and why; an INVITE that got the 403 says 403."""
+    dropping = pair(unknown_source_answer="drop")
+    dropping.send(invite(caller=STRANGER, call_id="d"), STRANGER, now=0.0)
+    (dropped,) = [e for e in dropping.events if isinstance(e, CallRefused)]
+    assert (dropped.status, dropped.rule, dropped.reason) == (None, "unknown_source", "")
+    assert dropped.detail.endswith("dropped unanswered: unknown_source_answer: drop")
+
+    budgeted = pair(unknown_source_rate=1.0)
+    for index in range(3):
+        data = invite(caller=STRANGER, call_id=f"b{index}", branch=f"z9hG4bKb{index}")
+        budgeted.send(data, STRANGER, now=0.0)
+    answered = [m for _, m in budgeted.to_others if isinstance(m, Response)]
+    assert [m.status for m in answered] == [403]
+    refused = [e for e in budgeted.events if isinstance(e, CallRefused)]
+    assert [(e.call_id, e.status) for e in refused] == [("b0", 403), ("b1", None), ("b2", None)]
+    assert "past the address's answer budget" in refused[1].detail
+
+
 def test_answer_budget_forgets_the_oldest_address_past_its_bound() -> None:
     budget = AnswerBudget(rate=1.0, burst=1, max_sources=3)
     for index in range(10):
@@ -278,8 +298,17 @@ def test_a_trunk_holds_at_most_calls_per_trunk() -> None:
     p.send(invite(call_id="three", branch="z9hG4bKthree"), CALLER, now=0.1)
     refused = only_response(p.take_caller())
     assert refused.status == 503 and refused.headers.get("retry-after") == "5"
+    assert refused.headers.get("reason") == 'SIP;cause=503;text="trunk_capacity"'
+    assert refused.headers.get("warning") == '399 10.0.0.1:5060 "trunk_capacity"'
     assert p.take_callee() == [] and p.core.calls_active == 2
-    assert any(isinstance(e, MessageRejected) and "calls_per_trunk 2" in e.reason for e in p.events)
+    (decision,) = [e for e in p.events if isinstance(e, CallRefused)]
+    assert (decision.trunk, decision.status, decision.rule, decision.call_id) == (
+        "test-trunk",
+        503,
+        "trunk_capacity",
+        "three",
+    )
+    assert decision.detail.endswith("trunk test-trunk holds calls_per_trunk 2")
 
 
 def test_a_trunk_holds_at_most_transactions_per_trunk() -> None:
@@ -287,7 +316,7 @@ def test_a_trunk_holds_at_most_transactions_per_trunk() -> None:
     answer_call(p, "one", 0.0)  # its INVITE server transaction lingers (Timer L)
     ok = [m for m in p.take_caller() if isinstance(m, Response) and m.status == 200][0]
     to_value = ok.headers.get("to") or ""
-    statuses_seen = []
+    answers: list[Response] = []
     for index in range(4):
         p.send(
             in_dialog(
@@ -303,8 +332,11 @@ def test_a_trunk_holds_at_most_transactions_per_trunk() -> None:
             CALLER,
             now=0.5,
         )
-        statuses_seen += [m.status for m in p.take_caller() if isinstance(m, Response)]
-    assert statuses_seen == [503, 503], "1 INVITE + 2 INFOs fill 3; the rest wait"
+        answers += [m for m in p.take_caller() if isinstance(m, Response)]
+    assert [m.status for m in answers] == [503, 503], "1 INVITE + 2 INFOs fill 3; the rest wait"
+    assert {m.headers.get("reason") for m in answers} == {'SIP;cause=503;text="trunk_capacity"'}
+    # requests within a call are no decisions: no record per flooded request
+    assert [e for e in p.events if isinstance(e, CallRefused)] == []
     assert len(p.take_callee()) == 2
     # Transactions end (Timer J, 32 s for UDP): the trunk has room again.
     p.run_until(100.0)
@@ -339,6 +371,15 @@ def test_a_draining_core_refuses_new_calls_and_health_checks_with_503() -> None:
     p.send(invite(call_id="new", branch="z9hG4bKnew"), CALLER, now=1.0)
     refused = only_response(p.take_caller())
     assert refused.status == 503 and refused.headers.get("retry-after") == "30"
+    assert refused.headers.get("reason") == 'SIP;cause=503;text="draining"'
+    assert refused.headers.get("warning") == '399 10.0.0.1:5060 "draining"'
+    (decision,) = [e for e in p.events if isinstance(e, CallRefused)]
+    assert (decision.trunk, decision.status, decision.rule, decision.call_id) == (
+        "test-trunk",
+        503,
+        "draining",
+        "new",
+    )
     options = in_dialog(
         "OPTIONS",
         target="sip:sipguard@10.0.0.1",
@@ -350,7 +391,8 @@ def test_a_draining_core_refuses_new_calls_and_health_checks_with_503() -> None:
         sender=CALLER,
     )
     p.send(options, CALLER, now=1.1)
-    assert only_response(p.take_caller()).status == 503
+    health = only_response(p.take_caller())
+    assert health.status == 503 and health.headers.get("reason") == refused.headers.get("reason")
     assert p.core.calls_active == 1, "the live call goes on"
     # Strangers still get the stranger's answer, not a hint that we drain.
     p.send(invite(caller=STRANGER, call_id="s", branch="z9hG4bKs"), STRANGER, now=1.2)
@@ -458,7 +500,9 @@ def test_a_dropped_strangers_retransmissions_stay_unanswered_and_unlogged() -> N
     for now in (0.0, 0.5, 1.5):
         p.send(data, STRANGER, now=now)
     assert p.to_others == []
-    assert sum(type(e).__name__ == "CallRefused" for e in p.events) == 1
+    assert [(type(e).__name__, getattr(e, "status", 0)) for e in p.events] == [
+        ("CallRefused", None)
+    ], "one decision, as dropped"
 
 
 def test_the_answer_cache_is_bounded_and_expires() -> None:

@@ -778,6 +778,20 @@ def test_rule_ids_are_the_documented_nineteen_in_order() -> None:
     assert RULE_IDS.index("do_not_originate") < RULE_IDS.index("home_cli_from_abroad")
 
 
+def test_sipguards_own_refusals_are_no_rule_the_rule_file_can_name() -> None:
+    assert set(values.SERVICE_REFUSALS) == {"draining", "trunk_capacity"}
+    assert set(values.SERVICE_REFUSALS).isdisjoint(RULE_IDS)
+    found = problems(
+        "responses:\n  draining: {code: 480}\nmonitor_rules: [trunk_capacity]\n" + MINIMAL
+    )
+    assert found == [
+        "2:3: 'draining' in responses is no rule of the rule file: sipguard's own 503 "
+        "(with Reason and Retry-After) cannot be changed or monitored",
+        "3:17: 'trunk_capacity' in monitor_rules is no rule of the rule file: sipguard's own "
+        "503 (with Reason and Retry-After) cannot be changed or monitored",
+    ]
+
+
 def test_every_rule_id_is_in_the_rule_file_reference() -> None:
     from pathlib import Path
 

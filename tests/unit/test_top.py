@@ -27,13 +27,14 @@ def test_rows_give_rates_between_scrapes_and_the_top_refusal() -> None:
     (row,) = rows_of(before, after)
     assert (row.trunk, row.live, row.admitted, row.refused) == ("sh", 3, 14, 8)
     assert row.admitted_cps == pytest.approx(5.0) and row.refused_cps == pytest.approx(4.0)
-    assert row.pass_rate == pytest.approx(14 / 22)
+    # the calls cps_limit refused passed caller authentication
+    assert row.pass_rate == pytest.approx((14 + 5) / 22)
     assert row.top_rule == "cps_limit (5)"
 
     console = Console(record=True, width=140, color_system=None)
     console.print(render([row], after, "http://127.0.0.1:9060/metrics"))
     text = console.export_text()
-    assert "sh" in text and "cps_limit (5)" in text and "63.6%" in text
+    assert "sh" in text and "cps_limit (5)" in text and "86.4%" in text
     assert "reloads 1 (last ok)" in text
 
 

@@ -11,7 +11,7 @@ from sipguard.audit import AuditLog, AuditSettings
 from sipguard.b2bua import CallEnded, CallRefused, CallStarted
 from sipguard.cli import main
 from sipguard.peer import Peer
-from sipguard.trace import TraceQuery, audit_files, read_records, trace
+from sipguard.trace import TraceQuery, audit_files, format_record, read_records, trace
 from tests.helpers import CALLER
 
 pytestmark = pytest.mark.unit
@@ -130,3 +130,37 @@ def test_the_command_finds_the_trail_from_the_rule_file(
     assert "call-id=call-4" in capsys.readouterr().out
     missing = tmp_path / "none.jsonl"
     assert main(["trace", "--audit-log", str(missing), "call-4"]) == 2
+
+
+def test_a_caller_id_withheld_as_forged_from_abroad_says_so_in_the_timeline() -> None:
+    record = {
+        "ts": "2026-11-18T11:07:10.000Z",
+        "event": "decision",
+        "verdict": "allow",
+        "rule": None,
+        "code": None,
+        "caller": "anonymous",
+        "callee": "+8613800138000",
+        "trunk": "intl-gateway",
+        "anonymized": True,
+    }
+    assert "allow anonymized" in format_record(record)
+    assert "anonymized" not in format_record({**record, "anonymized": None})
+
+
+def test_an_answered_calls_end_shows_its_talk_time() -> None:
+    record = {
+        "ts": "2026-11-18T11:08:10.000Z",
+        "event": "end",
+        "status": 200,
+        "ended_by": "caller",
+        "duration": 32.5,
+        "answer_after": 2.5,
+        "talk_time": 30.0,
+        "trunk": "sh-callcenter",
+        "call_id": "call-1",
+    }
+    line = format_record(record)
+    assert "duration=32.5s answer_after=2.5s talk=30.0s  trunk=sh-callcenter" in line
+    unanswered = {**record, "talk_time": None, "answer_after": None, "ringing_for": 0.8}
+    assert "talk=" not in format_record(unanswered) and "rang=0.8s" in format_record(unanswered)
