@@ -54,6 +54,7 @@ from sipguard.sip.parser import (
 from sipguard.sip.serializer import (
     build_response,
     hostport,
+    printable,
     reason_value,
     to_bytes,
     warning_value,
@@ -1763,8 +1764,7 @@ def _parse_from(value: str) -> NameAddr:
 
 def _short(text: str) -> str:
     """A reason phrase: one line, bounded, no control characters."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return clean[:120]
+    return printable(text, limit=120)
 
 
 def error_response_for(

@@ -45,6 +45,7 @@ from sipguard.rules.loader import load_rules
 from sipguard.rules.schema import RateTableSettings, RuleSet
 from sipguard.sharedtable import SharedRateTable
 from sipguard.sip.parser import ParseLimits
+from sipguard.sip.serializer import printable
 from sipguard.strangers import StrangerTally
 from sipguard.transport import Transports
 
@@ -512,11 +513,13 @@ def _log_event(event: Event) -> None:
             note += " anonymized=home_cli_from_abroad"
         if event.warnings:
             note += f" warn={','.join(event.warnings)}"
+        # The callee (and, with no usable caller ID, the caller) is what the
+        # request said, decoded: no line break of it may forge a log line.
         log.info(
             "allow   trunk=%s caller=%s callee=%s call-id=%s%s",
             event.trunk,
-            event.caller,
-            event.callee,
+            printable(event.caller),
+            printable(event.callee),
             event.a_call_id,
             note,
         )

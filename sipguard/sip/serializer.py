@@ -106,18 +106,24 @@ _ECHOED = frozenset({"via", "from", "call-id", "cseq"})
 MAX_QUOTED_TEXT = 200
 
 
+def printable(text: str, *, limit: int = MAX_QUOTED_TEXT) -> str:
+    """At most `limit` characters of `text`, each that has no place on one
+    line of a header (or a log) replaced by `?`: controls (CR, LF and NUL
+    among them), DEL, and anything else Python does not call printable."""
+    clean = text[:limit]
+    if clean.isprintable():
+        return clean
+    return "".join(char if char.isprintable() else "?" for char in clean)
+
+
 def quoted_string(text: str, *, limit: int = MAX_QUOTED_TEXT) -> str:
     """`text` as an RFC 3261 §25.1 quoted-string that any parser reads back.
 
-    `"` and `\\` become quoted-pairs. A character that has no place in a
-    header value is replaced by `?`: controls (CR, LF and NUL among them,
-    which a quoted-pair cannot carry either), DEL, and anything else Python
-    does not call printable. At most `limit` characters of `text` are kept.
-    Never raises.
+    `"` and `\\` become quoted-pairs; what has no place in a header value
+    is replaced as `printable` does (a quoted-pair cannot carry CR, LF or NUL
+    either). At most `limit` characters of `text` are kept. Never raises.
     """
-    clean = text[:limit]
-    if not clean.isprintable():
-        clean = "".join(char if char.isprintable() else "?" for char in clean)
+    clean = printable(text, limit=limit)
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
