@@ -223,7 +223,7 @@ def a_call_id(client: SippClient, call_number: int = 1) -> str:
 
 _ENDING = re.compile(
     r"\bend +trunk=(?P<trunk>\S+) status=(?P<status>\d+) by=(?P<by>\w+) "
-    r"duration=\S+ call-id=(?P<call_id>\S+)"
+    r"duration=\S+(?: talk=\S+)? call-id=(?P<call_id>\S+)"
 )
 
 
