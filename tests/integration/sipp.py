@@ -4,7 +4,10 @@ This is a helper module for the integration tests, not a test file. It owns
 the process plumbing, so that a test reads as "start a callee, start
 sipguard, place N calls, check the counts":
 
-- `free_ports()` picks 127.0.0.1 ports free for both UDP and TCP;
+- `free_ports()` picks 127.0.0.1 ports free for both UDP and TCP, outside
+  the kernel's ephemeral range and claimed for this process (ports.py);
+  a start that still finds its port taken raises `PortTaken`, and
+  `with_fresh_ports()` starts again with new ones;
 - `write_rules()` writes a one-trunk rule file into a temporary directory;
 - `start_sipguard()` starts ``sipguard run --rules FILE`` and waits until it
   answers a SIP OPTIONS (`options_ping()`) over UDP;
@@ -40,12 +43,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.integration.ports import PortTaken, free_ports, with_fresh_ports
+
 __all__ = [
     "HOST",
     "SCENARIO_DIR",
     "CALLERS_CSV",
     "CallPath",
     "MessageCount",
+    "PortTaken",
     "SippRun",
     "SippServer",
     "SippStats",
@@ -60,6 +66,7 @@ __all__ = [
     "sipp_available",
     "start_sipguard",
     "start_uas",
+    "with_fresh_ports",
     "write_rules",
 ]
 
@@ -85,40 +92,6 @@ _LOG_TAIL_CHARS = 4000
 def sipp_available() -> bool:
     """Whether a ``sipp`` binary is on PATH."""
     return shutil.which("sipp") is not None
-
-
-# --------------------------------------------------------------------------
-# Ports
-
-
-def free_ports(count: int) -> list[int]:
-    """Return `count` distinct ports on 127.0.0.1 free for UDP and TCP alike.
-
-    Each candidate comes from the kernel (bind to port 0 over UDP) and is
-    kept only if a TCP socket can bind the same number. All sockets stay
-    open until every port is chosen, so the ports are distinct; they are
-    closed before returning, so there is a small window in which another
-    process could take one.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held.append(udp)
-            udp.bind((HOST, 0))
-            port = udp.getsockname()[1]
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(tcp)
-            try:
-                tcp.bind((HOST, port))
-            except OSError:
-                continue
-            ports.append(port)
-    finally:
-        for sock in held:
-            sock.close()
-    return ports
 
 
 # --------------------------------------------------------------------------
@@ -295,6 +268,10 @@ class Sipguard:
         return _terminate(self.process, timeout=timeout)
 
 
+# How sipguard's one-line error for a listen port in use ends.
+_SIPGUARD_PORT_TAKEN = ": address already in use"
+
+
 def start_sipguard(
     rules: Path,
     *,
@@ -311,6 +288,8 @@ def start_sipguard(
     its stdout and stderr are kept.
 
     Raises:
+        PortTaken: sipguard could not listen on a port of its rule file
+            (another process has it).
         RuntimeError: sipguard exited, or did not answer within
             `ready_timeout` seconds; the message carries its stderr.
     """
@@ -331,6 +310,8 @@ def start_sipguard(
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if _SIPGUARD_PORT_TAKEN in guard.stderr:
+                raise PortTaken(f"sipguard could not listen\n{guard.describe()}")
             raise RuntimeError(f"sipguard exited before it was ready\n{guard.describe()}")
         if options_ping(port, timeout=0.2) is not None:
             return guard
@@ -731,14 +712,20 @@ def start_uas(
 ) -> SippServer:
     """Start a SIPp UAS on 127.0.0.1:`port` and wait until it listens.
 
-    Readiness: for TCP the port accepts a connection; for UDP the port can
-    no longer be bound by us (SIPp holds it).
+    Readiness: this SIPp process holds a socket bound to the port (UDP) or
+    listening on it (TCP), as the kernel's socket tables say; a port held
+    by another process is never taken for SIPp's.
 
     Raises:
+        PortTaken: SIPp could not bind the port (another process has it).
         RuntimeError: SIPp exited or did not bind its port in time.
     """
     path = _scenario_path(scenario)
     workdir.mkdir(parents=True, exist_ok=True)
+    # A start again in the same directory (`with_fresh_ports`) must not read
+    # the files of the attempt before it.
+    for leftover in (*workdir.glob("*.csv"), *workdir.glob("*.log")):
+        leftover.unlink()
     command = [
         *_sipp_base_command(path, local_port=port, transport=transport, workdir=workdir),
         *extra_args,
@@ -754,25 +741,46 @@ def start_uas(
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if _SIPP_PORT_TAKEN in _read_text(workdir / "errors.log"):
+                raise PortTaken(f"SIPp UAS could not bind {HOST}:{port}\n{server.describe()}")
             raise RuntimeError(f"SIPp UAS exited at start\n{server.describe()}")
-        if _port_taken(port, transport):
+        if _holds_port(process.pid, port, transport):
             return server
         time.sleep(0.05)
     server.stop(timeout=2.0)
     raise RuntimeError(f"SIPp UAS did not bind {HOST}:{port}\n{server.describe()}")
 
 
-def _port_taken(port: int, transport: str) -> bool:
-    if transport == "tcp":
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.2)
-            return sock.connect_ex((HOST, port)) == 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return True
+# SIPp's error log line for a port in use (errno 98, EADDRINUSE).
+_SIPP_PORT_TAKEN = "Unable to bind main socket"
+
+
+def _holds_port(pid: int, port: int, transport: str) -> bool:
+    """Whether process `pid` has a socket bound to 127.0.0.1:`port` (TCP: listening).
+
+    Reads the kernel's socket table (``/proc/net/udp`` or ``/proc/net/tcp``)
+    for the sockets on that port, then the process's descriptors for one of
+    them.
+    """
+    table = Path("/proc/net/udp" if transport == "udp" else "/proc/net/tcp")
+    local = f"{socket.htonl(0x7F000001):08X}:{port:04X}"
+    inodes = set()
+    for line in _read_text(table).splitlines()[1:]:
+        fields = line.split()
+        # sl local_address rem_address st ... inode (the tenth field)
+        if len(fields) > 9 and fields[1] == local and (transport == "udp" or fields[3] == "0A"):
+            inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
         return False
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):
+            if os.readlink(descriptor) in inodes:
+                return True
+    return False
 
 
 def _scenario_path(scenario: str | Path) -> Path:

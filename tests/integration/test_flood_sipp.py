@@ -56,6 +56,7 @@ from tests.integration.sipp import (
     start_sipguard,
     start_uac,
     start_uas,
+    with_fresh_ports,
     write_limited_callers,
 )
 
@@ -112,38 +113,42 @@ def start_limits_path(tmp_path: Path) -> Iterator[StartLimitsPath]:
         trunk_port_count: int = 2,
     ) -> LimitsPath:
         workdir = tmp_path / "flood"
-        listen_port, other_port, uas_port, *trunk_ports = free_ports(3 + trunk_port_count)
-        server = start_uas(
-            uas,
-            port=uas_port,
-            transport="udp",
-            workdir=workdir / f"uas-1-{Path(uas).stem}",
-            extra_args=uas_args,
-        )
-        try:
-            rules = write_rule_file(
-                workdir,
-                listen_port=listen_port,
-                trunk_ports=trunk_ports,
-                other_trunk_port=other_port,
-                route_port=uas_port,
-                limits=limits,
-                other_limits=other_limits,
+
+        def start_on(ports: list[int]) -> LimitsPath:
+            listen_port, other_port, uas_port, *trunk_ports = ports
+            server = start_uas(
+                uas,
+                port=uas_port,
+                transport="udp",
+                workdir=workdir / f"uas-1-{Path(uas).stem}",
+                extra_args=uas_args,
             )
-            guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
-        except BaseException:
-            server.stop(timeout=2.0)
-            raise
-        path = LimitsPath(
-            "udp",
-            guard,
-            server,
-            trunk_ports[0],
-            workdir,
-            trunk_ports=tuple(trunk_ports),
-            other_trunk_port=other_port,
-            uas_port=uas_port,
-        )
+            try:
+                rules = write_rule_file(
+                    workdir,
+                    listen_port=listen_port,
+                    trunk_ports=trunk_ports,
+                    other_trunk_port=other_port,
+                    route_port=uas_port,
+                    limits=limits,
+                    other_limits=other_limits,
+                )
+                guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
+            except BaseException:
+                server.stop(timeout=2.0)
+                raise
+            return LimitsPath(
+                "udp",
+                guard,
+                server,
+                trunk_ports[0],
+                workdir,
+                trunk_ports=tuple(trunk_ports),
+                other_trunk_port=other_port,
+                uas_port=uas_port,
+            )
+
+        path = with_fresh_ports(3 + trunk_port_count, start_on)
         stack.callback(path.close)
         return path
 

@@ -43,13 +43,13 @@ from tests.integration.sipp import (
     LimitsPath,
     SippRun,
     call_outcomes,
-    free_ports,
     limits_rules_text,
     log_count,
     shutdown_summary,
     sipp_available,
     start_sipguard,
     start_uas,
+    with_fresh_ports,
     write_limited_callers,
 )
 
@@ -85,42 +85,46 @@ def start_limits_path(tmp_path: Path) -> Iterator[StartLimitsPath]:
         trunk_port_count: int = 1,
     ) -> LimitsPath:
         workdir = tmp_path / "limits"
-        listen_port, other_port, uas_port, *trunk_ports = free_ports(3 + trunk_port_count)
-        server = start_uas(
-            uas,
-            port=uas_port,
-            transport="udp",
-            workdir=workdir / f"uas-1-{Path(uas).stem}",
-            extra_args=uas_args,
-        )
-        try:
-            workdir.mkdir(parents=True, exist_ok=True)
-            rules = workdir / "rules.yaml"
-            rules.write_text(
-                limits_rules_text(
-                    listen_port=listen_port,
-                    trunk_ports=trunk_ports,
-                    other_trunk_port=other_port,
-                    uas_port=uas_port,
-                    limits=limits,
-                    other_limits=other_limits,
-                ),
-                encoding="utf-8",
+
+        def start_on(ports: list[int]) -> LimitsPath:
+            listen_port, other_port, uas_port, *trunk_ports = ports
+            server = start_uas(
+                uas,
+                port=uas_port,
+                transport="udp",
+                workdir=workdir / f"uas-1-{Path(uas).stem}",
+                extra_args=uas_args,
             )
-            guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
-        except BaseException:
-            server.stop(timeout=2.0)
-            raise
-        path = LimitsPath(
-            "udp",
-            guard,
-            server,
-            trunk_ports[0],
-            workdir,
-            trunk_ports=tuple(trunk_ports),
-            other_trunk_port=other_port,
-            uas_port=uas_port,
-        )
+            try:
+                workdir.mkdir(parents=True, exist_ok=True)
+                rules = workdir / "rules.yaml"
+                rules.write_text(
+                    limits_rules_text(
+                        listen_port=listen_port,
+                        trunk_ports=trunk_ports,
+                        other_trunk_port=other_port,
+                        uas_port=uas_port,
+                        limits=limits,
+                        other_limits=other_limits,
+                    ),
+                    encoding="utf-8",
+                )
+                guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
+            except BaseException:
+                server.stop(timeout=2.0)
+                raise
+            return LimitsPath(
+                "udp",
+                guard,
+                server,
+                trunk_ports[0],
+                workdir,
+                trunk_ports=tuple(trunk_ports),
+                other_trunk_port=other_port,
+                uas_port=uas_port,
+            )
+
+        path = with_fresh_ports(3 + trunk_port_count, start_on)
         stack.callback(path.close)
         return path
 

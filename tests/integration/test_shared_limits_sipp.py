@@ -48,7 +48,6 @@ from tests.integration.sipp import (
     SippRun,
     SippServer,
     call_outcomes,
-    free_ports,
     limits_rules_text,
     log_count,
     shutdown_summary,
@@ -57,6 +56,7 @@ from tests.integration.sipp import (
     start_uac,
     start_uas,
     wait_for_log,
+    with_fresh_ports,
     write_limited_callers,
 )
 
@@ -190,37 +190,42 @@ def start_shared(tmp_path: Path) -> Iterator[StartShared]:
         redis = RedisServer(workdir / "redis")
         redis.start()
         stack.callback(redis.stop)
-        ports = free_ports(2 + 2 * instances)
-        uas_port, other_port = ports[:2]
-        listen_ports = ports[2 : 2 + instances]
-        trunk_ports = ports[2 + instances :]
-        uas = start_uas(
-            "uas_check_identity.xml",
-            port=uas_port,
-            transport="udp",
-            workdir=workdir / "uas",
-        )
-        stack.callback(uas.stop, timeout=3.0)
-        nodes: list[Node] = []
-        for index, listen_port in enumerate(listen_ports):
-            name = f"sipguard-{index + 1}"
-            rules = workdir / f"{name}.yaml"
-            rules.write_text(
-                limits_rules_text(
-                    listen_port=listen_port,
-                    trunk_ports=trunk_ports,
-                    other_trunk_port=other_port,
-                    uas_port=uas_port,
-                    limits=limits,
-                    other_limits=other_limits,
+
+        def start_on(ports: list[int]) -> SharedSetup:
+            uas_port, other_port = ports[:2]
+            listen_ports = ports[2 : 2 + instances]
+            trunk_ports = ports[2 + instances :]
+            with contextlib.ExitStack() as started:  # undone if a start fails
+                uas = start_uas(
+                    "uas_check_identity.xml",
+                    port=uas_port,
+                    transport="udp",
+                    workdir=workdir / "uas",
                 )
-                + ratetable_text(redis.url, policy),
-                encoding="utf-8",
-            )
-            guard = start_sipguard(rules, port=listen_port, workdir=workdir / name)
-            stack.callback(guard.stop)
-            nodes.append(Node(name, guard, trunk_ports[index]))
-        setup = SharedSetup(redis, uas, nodes, other_port, workdir)
+                started.callback(uas.stop, timeout=3.0)
+                nodes: list[Node] = []
+                for index, listen_port in enumerate(listen_ports):
+                    name = f"sipguard-{index + 1}"
+                    rules = workdir / f"{name}.yaml"
+                    rules.write_text(
+                        limits_rules_text(
+                            listen_port=listen_port,
+                            trunk_ports=trunk_ports,
+                            other_trunk_port=other_port,
+                            uas_port=uas_port,
+                            limits=limits,
+                            other_limits=other_limits,
+                        )
+                        + ratetable_text(redis.url, policy),
+                        encoding="utf-8",
+                    )
+                    guard = start_sipguard(rules, port=listen_port, workdir=workdir / name)
+                    started.callback(guard.stop)
+                    nodes.append(Node(name, guard, trunk_ports[index]))
+                stack.push(started.pop_all())
+            return SharedSetup(redis, uas, nodes, other_port, workdir)
+
+        setup = with_fresh_ports(2 + 2 * instances, start_on)
         stack.callback(setup.close)
         return setup
 
