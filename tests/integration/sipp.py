@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.integration.buckets import Decision
 from tests.integration.ports import PortTaken, free_ports, with_fresh_ports
 
 __all__ = [
@@ -1342,7 +1343,8 @@ class CallOutcome:
         rule: the rule a refusal named (Reason text); ``""`` otherwise.
         retry_after: the refusal's Retry-After in seconds; None when absent.
         ended_at: when the final response came, seconds on SIPp's clock,
-            where the scenario logs it (uac_no_answer.xml); None otherwise.
+            where the scenario logs it (uac_limited.xml, uac_no_answer.xml);
+            None otherwise.
     """
 
     sent_at: float
@@ -1381,6 +1383,32 @@ def call_outcomes(run: SippRun | SippClient) -> list[CallOutcome]:
             )
         )
     return sorted(outcomes, key=lambda outcome: outcome.call_number)
+
+
+def _sipp_clock_slack() -> float:
+    """How much earlier than the moment it stamps a time on SIPp's clock may read.
+
+    SIPp 3.6 reads CLOCK_MONOTONIC_COARSE, which lags by up to one kernel
+    tick, and keeps whole milliseconds.
+    """
+    try:
+        tick = time.clock_getres(6)  # CLOCK_MONOTONIC_COARSE on Linux
+    except OSError:
+        tick = 0.01
+    return tick + 0.001
+
+
+# See `_sipp_clock_slack`.
+SIPP_CLOCK_SLACK = _sipp_clock_slack()
+
+
+def cps_decisions(outcomes: Sequence[CallOutcome]) -> list[Decision]:
+    """Calls of one caller as `bucket_bounds` takes them: answered is admitted.
+
+    The caller's scenario must log when the final response came
+    (uac_limited.xml); SIPp's times are bounds given `SIPP_CLOCK_SLACK`.
+    """
+    return [Decision(o.sent_at, o.ended_at, o.outcome == "answered") for o in outcomes]
 
 
 _SHUTDOWN_LINE = re.compile(r"sipguard stopping: ((?:\w+=\d+ ?)+)")
@@ -1518,7 +1546,9 @@ __all__ += [
     "CallOutcome",
     "LimitedCaller",
     "LimitsPath",
+    "SIPP_CLOCK_SLACK",
     "call_outcomes",
+    "cps_decisions",
     "limits_rules_text",
     "shutdown_summary",
     "write_limited_callers",

@@ -41,7 +41,6 @@ Everything listens and sends on 127.0.0.1 (and other 127.0.0.0/8 addresses).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import secrets
@@ -57,6 +56,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.buckets import Decision, bucket_bounds
 from tests.integration.sipp import (
     HOST,
     PortTaken,
@@ -791,67 +791,7 @@ def test_drop_mode_answers_no_crafted_request(dropping: Guarded, variant: str) -
 # the answer budget of an unknown UDP address
 
 
-@dataclass(frozen=True)
-class Asked:
-    """One request of a source with an answer budget, as its sender saw it.
-
-    Attributes:
-        sent: a time at or before the request left.
-        answered: a time at or after its answer arrived; None if none came.
-    """
-
-    sent: float
-    answered: float | None
-
-
-def budget_bounds(
-    asked: Sequence[Asked], *, burst: int, rate: float, answers_until: float | None = None
-) -> tuple[int, int]:
-    """The fewest and the most answers a budget of `burst` and `rate` gives `asked`.
-
-    `asked` are one new source's requests in the order they were sent, all
-    decided (answered or not) by now. sipguard decides them in that order
-    (one UDP socket, read in order), each at a moment between its `sent`
-    and its `answered` (after its `sent` when unanswered), on a token bucket
-    that starts full (`sourcelimit.AnswerBudget`). The bounds hold whatever
-    those moments were, so they follow from the configuration and the
-    measured times, not from how fast anything ran:
-
-    - most: the answers were decided between the first request's `sent` and
-      the last `answered` (or `answers_until`, when answers came that are
-      not paired with their requests), and no span T holds more than
-      burst + rate * T;
-    - fewest: the first `burst` requests are answered; and at the last
-      request refused the bucket held less than one token, so every token
-      that had accrued since the first decision was spent on an answer, but
-      those lost while the bucket stood full. It can stand full only in a
-      gap followed by an answered request (a full bucket answers), and that
-      request's `answered` bounds the gap.
-    """
-    epsilon = 1e-6  # of the float arithmetic, not of the measurement
-    answered = [a.answered for a in asked if a.answered is not None]
-    if not answered:
-        return min(burst, len(asked)), 0
-    last_answer = max([*answered, *([] if answers_until is None else [answers_until])])
-    most = burst + math.floor(rate * (last_answer - asked[0].sent) + epsilon)
-    least = min(burst, len(asked))
-    refused = [index for index, a in enumerate(asked) if a.answered is None]
-    first_decided = asked[0].answered
-    if refused and first_decided is not None:
-        last = refused[-1]
-        lost = 0.0
-        for before, after in zip(asked[:last], asked[1:last], strict=False):
-            if after.answered is None:
-                continue  # refused: the bucket held less than a token, so it was never full
-            # After an answer the bucket holds at most burst - 1, after a refusal less than 1.
-            left = burst - 1 if before.answered is not None else 1
-            lost += max(0.0, rate * (after.answered - before.sent) - (burst - left))
-        accrued = burst - 1 + rate * (asked[last].sent - first_decided) - lost
-        least = max(least, math.floor(accrued - epsilon) + 1)
-    return least, most
-
-
-def svmap_timeline(result: Scan) -> list[Asked]:
+def svmap_timeline(result: Scan) -> list[Decision]:
     """svmap's requests from its timestamped debug log (``scan(timestamps=True)``).
 
     "sending packet" is logged just before a request goes out, "got data"
@@ -873,7 +813,7 @@ def svmap_timeline(result: Scan) -> list[Asked]:
         elif text.startswith("DEBUG:DrinkOrSip:got data from"):
             answered.setdefault(branch.group(1), float(stamp))
     order = sorted(sent, key=sent.__getitem__)
-    return [Asked(sent[branch], answered.get(branch)) for branch in order]
+    return [Decision(sent[branch], answered.get(branch), branch in answered) for branch in order]
 
 
 def svmap_answer_times(result: Scan, port: int) -> list[float]:
@@ -908,7 +848,7 @@ def test_a_scanner_flood_gets_the_answer_budget(budgeted: Guarded, tmp_path: Pat
     answers = svmap_answers(result, budgeted.port)
     answered_at = svmap_answer_times(result, budgeted.port)
     timeline = svmap_timeline(result)
-    paired = [index for index, asked in enumerate(timeline) if asked.answered is not None]
+    paired = [index for index, decision in enumerate(timeline) if decision.admitted]
     assert len(timeline) == requests and paired, result.describe()
     assert set(answers) == {"unknown"} and len(answered_at) == len(answers), result.describe()
     assert len(answers) >= len(paired), result.describe()
@@ -919,8 +859,8 @@ def test_a_scanner_flood_gets_the_answer_budget(budgeted: Guarded, tmp_path: Pat
     # Answers come in the order of the requests: up to the last one paired,
     # which requests were answered is known; later ones may have unpaired
     # answers, which only the upper bound takes in.
-    least, _ = budget_bounds(timeline[: paired[-1] + 1], burst=BUDGET_RATE, rate=BUDGET_RATE)
-    _, most = budget_bounds(
+    least, _ = bucket_bounds(timeline[: paired[-1] + 1], burst=BUDGET_RATE, rate=BUDGET_RATE)
+    _, most = bucket_bounds(
         timeline, burst=BUDGET_RATE, rate=BUDGET_RATE, answers_until=max(answered_at)
     )
     assert least <= len(answers) <= most, (
@@ -935,7 +875,7 @@ def test_a_burst_gets_the_burst_then_the_rate(budgeted: Guarded) -> None:
     """50 OPTIONS at once: 5 answers; then 20 a second for 2 s: 5 answers a second.
 
     Each request's time of sending and of its answer are kept, and the
-    expected counts come from them (`budget_bounds`). A request from
+    expected counts come from them (`bucket_bounds`). A request from
     another unknown address, answered, marks the moment every request sent
     before it was decided: sipguard reads one socket in order.
     """
@@ -959,8 +899,11 @@ def test_a_burst_gets_the_burst_then_the_rate(budgeted: Guarded) -> None:
         request = other.request("OPTIONS", "100")
         assert request.call_id in other.ask([request], wait=MARKER_TIMEOUT)
 
-    def timeline() -> list[Asked]:
-        return [Asked(sent, answered) for sent, answered in asked.values()]  # type: ignore[arg-type]
+    def timeline() -> list[Decision]:
+        return [
+            Decision(sent, answered, answered is not None)  # type: ignore[arg-type]
+            for sent, answered in asked.values()
+        ]
 
     statuses: set[tuple[str, str | None]] = set()
     with (
@@ -974,7 +917,7 @@ def test_a_burst_gets_the_burst_then_the_rate(budgeted: Guarded) -> None:
         marker(other)
         collect(probe.pending())
         burst = sum(answered is not None for _, answered in asked.values())
-        burst_least, burst_most = budget_bounds(timeline(), burst=BUDGET_RATE, rate=BUDGET_RATE)
+        burst_least, burst_most = bucket_bounds(timeline(), burst=BUDGET_RATE, rate=BUDGET_RATE)
         # And so is the trunk.
         assert options_ping(budgeted.port, source_port=budgeted.trunk_port, timeout=2.0) == 200
 
@@ -989,7 +932,7 @@ def test_a_burst_gets_the_burst_then_the_rate(budgeted: Guarded) -> None:
         f"{burst} answers to a burst of 50, expected {burst_least} to {burst_most}"
     )
     answers = sum(answered is not None for _, answered in asked.values())
-    least, most = budget_bounds(timeline(), burst=BUDGET_RATE, rate=BUDGET_RATE)
+    least, most = bucket_bounds(timeline(), burst=BUDGET_RATE, rate=BUDGET_RATE)
     sending = max(sent for sent, _ in asked.values() if sent is not None) - first_sent
     assert least <= answers <= most, (
         f"{answers} answers to {len(asked)} requests sent over {sending:.2f} s, "
