@@ -39,9 +39,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.buckets import Decision
 from tests.integration.ports import PortTaken, free_ports, with_fresh_ports
@@ -1256,8 +1259,12 @@ def limits_rules_text(
     limits: Mapping[str, object] | None = None,
     other_limits: Mapping[str, object] | None = None,
     transport: str = "udp",
+    metrics_port: int | None = None,
 ) -> str:
     """The text of the two-trunk limits rule file (see the section comment).
+
+    With `metrics_port`, sipguard serves its Prometheus metrics there
+    (`scrape_metrics`, `wait_until_idle`).
 
     `limits` and `other_limits` are the ``limits:`` mappings of ``trunk-a``
     and ``trunk-b`` (None: no limits), written as YAML flow mappings, e.g.
@@ -1295,6 +1302,8 @@ def limits_rules_text(
         *trunk(TRUNK_A, trunk_ports, limits),
         *trunk(TRUNK_B, [other_trunk_port], other_limits),
     ]
+    if metrics_port is not None:
+        lines.append(f'metrics: "{HOST}:{metrics_port}"')
     return "\n".join(lines) + "\n"
 
 
@@ -1411,6 +1420,38 @@ def cps_decisions(outcomes: Sequence[CallOutcome]) -> list[Decision]:
     return [Decision(o.sent_at, o.ended_at, o.outcome == "answered") for o in outcomes]
 
 
+MetricSamples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_metrics(port: int) -> MetricSamples:
+    """sipguard's /metrics on 127.0.0.1:`port`: each sample by name and sorted labels."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10.0) as response:
+        text = response.read().decode("utf-8")
+    samples: MetricSamples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def wait_until_idle(port: int, *, timeout: float) -> MetricSamples:
+    """Wait until sipguard's metrics show no transaction and no live call; the last scrape.
+
+    What an engineer reads before a clean stop: every timer of every call
+    (Timers K, I, D... after the last message) has run. Returns the last
+    scrape whether or not it got there within `timeout`; the caller asserts.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape_metrics(port)
+        busy = samples.get(("sipguard_transactions", ()), 1.0) + sum(
+            value for (name, _), value in samples.items() if name == "sipguard_live_calls"
+        )
+        if busy == 0 or time.monotonic() >= deadline:
+            return samples
+        time.sleep(0.2)
+
+
 _SHUTDOWN_LINE = re.compile(r"sipguard stopping: ((?:\w+=\d+ ?)+)")
 
 
@@ -1435,12 +1476,14 @@ class LimitsPath(CallPath):
         trunk_ports: the source ports of ``trunk-a``.
         other_trunk_port: the source port of ``trunk-b``.
         uas_port: the SIPp UAS's port (both trunks' route).
+        metrics_port: where sipguard serves its metrics; None: it does not.
         retired_uas: the UASes `replace_uas` stopped, oldest first.
     """
 
     trunk_ports: tuple[int, ...] = ()
     other_trunk_port: int = 0
     uas_port: int = 0
+    metrics_port: int | None = None
     retired_uas: list[SippRun] = field(default_factory=list)
     _clients: list[SippClient] = field(default_factory=list)
 
@@ -1547,8 +1590,11 @@ __all__ += [
     "LimitedCaller",
     "LimitsPath",
     "SIPP_CLOCK_SLACK",
+    "MetricSamples",
     "call_outcomes",
     "cps_decisions",
+    "scrape_metrics",
+    "wait_until_idle",
     "limits_rules_text",
     "shutdown_summary",
     "write_limited_callers",
