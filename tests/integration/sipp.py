@@ -1116,6 +1116,20 @@ def wait_for_log(guard: Sipguard, text: str, *, count: int = 1, timeout: float =
         time.sleep(0.05)
 
 
+def wait_for_lines(path: Path, text: str, *, count: int, timeout: float = 10.0) -> bool:
+    """Wait until `count` lines of the file at `path` contain `text`; False on timeout.
+
+    For the log a SIPp scenario writes as it goes (``-trace_logs``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if sum(text in line for line in _read_text(path).splitlines()) >= count:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def send_sighup(guard: Sipguard) -> None:
     """Ask sipguard to reload its rule file."""
     guard.process.send_signal(signal.SIGHUP)
@@ -1230,6 +1244,7 @@ __all__ += [
     "replace_file",
     "send_sighup",
     "start_uac",
+    "wait_for_lines",
     "wait_for_log",
 ]
 
