@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Decision", "bucket_bounds"]
+__all__ = ["Decision", "bucket_bounds", "one_bucket"]
 
 # Of the float arithmetic, not of the measurement.
 _EPSILON = 1e-6
@@ -99,3 +99,25 @@ def bucket_bounds(
         if math.isfinite(accrued):
             fewest = max(fewest, math.floor(accrued - _EPSILON) + 1)
     return fewest, most
+
+
+def one_bucket(
+    times: Sequence[float], *, burst: int, rate: float, empty_at: float | None = None
+) -> list[bool]:
+    """Which requests, decided at `times` (ascending), one bucket admits.
+
+    The generic cell rate algorithm written out again, as an oracle
+    independent of sipguard's: a bucket of `burst` tokens refilled at `rate`
+    a second, full before the first request, or empty at `empty_at`.
+    """
+    interval = 1.0 / rate
+    tolerance = (burst - 1) * interval
+    full_at = -math.inf if empty_at is None else empty_at + burst * interval
+    admitted = []
+    for now in times:
+        full_at = max(full_at, now)
+        allowed = full_at - now <= tolerance + _EPSILON * interval
+        if allowed:
+            full_at += interval
+        admitted.append(allowed)
+    return admitted

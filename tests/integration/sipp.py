@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import os
 import re
 import secrets
@@ -1100,6 +1101,25 @@ def start_uac(
     return SippClient(path, command, process, workdir, timeout)
 
 
+# sipguard's log format: "%(asctime)s ...", local time to the millisecond.
+_LOG_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) ")
+
+
+def log_times(guard: Sipguard, text: str) -> list[float]:
+    """When sipguard logged each line containing `text`, in order.
+
+    Seconds since the epoch, on the clock of `time.time()`, truncated to
+    the millisecond (a line is logged as its event happens: a decision
+    line as the call is decided).
+    """
+    times = []
+    for line in guard.stderr.splitlines():
+        if text in line and (match := _LOG_TIME.match(line)):
+            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+            times.append(stamp.timestamp() + int(match.group(2)) / 1000)
+    return times
+
+
 def log_count(guard: Sipguard, text: str) -> int:
     """How many lines of sipguard's log so far contain `text`."""
     return sum(text in line for line in guard.stderr.splitlines())
@@ -1240,6 +1260,7 @@ __all__ += [
     "SippClient",
     "VALID_CALLERS_CSV",
     "log_count",
+    "log_times",
     "policy_rules_text",
     "replace_file",
     "send_sighup",
