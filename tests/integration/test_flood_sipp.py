@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import re
 import secrets
@@ -578,12 +579,15 @@ def test_flood_at_ten_times_the_limit_spares_the_neighbour_and_leaves_nothing(
             timeout=sipp_timeout,
         )
         flood_started = time.monotonic()
-        # health checks from trunk-a's second source port while the flood runs
-        while flood.running() and time.monotonic() - flood_started < sipp_timeout:
-            time.sleep(PROBE_INTERVAL / 2)
+        # health checks from trunk-a's second source port while the flood
+        # runs, on a fixed schedule (a slow probe does not push the next back)
+        for number in itertools.count():
+            due = flood_started + PROBE_INTERVAL / 2 + number * PROBE_INTERVAL
+            if not flood.running() or due - flood_started >= sipp_timeout:
+                break
+            time.sleep(max(0.0, due - time.monotonic()))
             if flood.running():
                 probes.append(probe(guard.port, path.trunk_ports[1], timeout=PROBE_TIMEOUT))
-                time.sleep(PROBE_INTERVAL / 2)
         run_a, run_b = flood.wait(), neighbour.wait()
         hwm_kib = vm_kib(guard.process.pid, "VmHWM")
     runs = (run_a, run_b)
