@@ -1,7 +1,8 @@
 """Fixtures for the SIPp integration tests: a call path per test.
 
 A call path is SIPp UAC -> sipguard -> SIPp UAS on 127.0.0.1, every process
-with its own free port and its own directory under the test's ``tmp_path``.
+with its own free port and its own directory under the test's ``tmp_path``;
+a start that finds a port taken after all starts again with fresh ports.
 `start_call_path` starts the UAS and sipguard; the fixture stops both at
 teardown, whatever the test did (UAS first, so it can finish its calls while
 sipguard still relays them).
@@ -21,11 +22,11 @@ from tests.integration.sipp import (
     CallPath,
     PolicyPath,
     StartCallPath,
-    free_ports,
     policy_rules_text,
     sipp_available,
     start_sipguard,
     start_uas,
+    with_fresh_ports,
     write_rules,
 )
 
@@ -50,22 +51,26 @@ def start_call_path(tmp_path: Path) -> Iterator[StartCallPath]:
         limits: Mapping[str, int] | None = None,
     ) -> CallPath:
         workdir = tmp_path / f"path-{len(started) + 1}-{transport}"
-        listen_port, trunk_port, uas_port = free_ports(3)
-        server = start_uas(uas, port=uas_port, transport=transport, workdir=workdir / "uas")
-        try:
-            rules = write_rules(
-                workdir,
-                listen_port=listen_port,
-                trunk_source_port=trunk_port,
-                uas_port=uas_port,
-                transport=transport,
-                limits=limits,
-            )
-            guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
-        except BaseException:
-            server.stop(timeout=2.0)
-            raise
-        path = CallPath(transport, guard, server, trunk_port, workdir)
+
+        def start_on(ports: list[int]) -> CallPath:
+            listen_port, trunk_port, uas_port = ports
+            server = start_uas(uas, port=uas_port, transport=transport, workdir=workdir / "uas")
+            try:
+                rules = write_rules(
+                    workdir,
+                    listen_port=listen_port,
+                    trunk_source_port=trunk_port,
+                    uas_port=uas_port,
+                    transport=transport,
+                    limits=limits,
+                )
+                guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
+            except BaseException:
+                server.stop(timeout=2.0)
+                raise
+            return CallPath(transport, guard, server, trunk_port, workdir)
+
+        path = with_fresh_ports(3, start_on)
         started.append(path)
         stack.callback(path.close)
         return path
@@ -101,40 +106,48 @@ def start_policy_path(tmp_path: Path) -> Iterator[Callable[..., PolicyPath]]:
         extra_rules: str = "",
     ) -> PolicyPath:
         workdir = tmp_path / f"policy-{len(started) + 1}-{transport}"
-        listen_port, other_port, uas_port, *trunk_ports = free_ports(3 + trunk_port_count)
-        server = start_uas(
-            uas, port=uas_port, transport=transport, workdir=workdir / "uas", extra_args=uas_args
-        )
-        try:
-            workdir.mkdir(parents=True, exist_ok=True)
-            rules = workdir / "rules.yaml"
-            rules.write_text(
-                policy_rules_text(
-                    listen_port=listen_port,
-                    trunk_ports=trunk_ports,
-                    other_trunk_port=other_port,
-                    uas_port=uas_port,
-                    transport=transport,
+
+        def start_on(ports: list[int]) -> PolicyPath:
+            listen_port, other_port, uas_port, *trunk_ports = ports
+            server = start_uas(
+                uas,
+                port=uas_port,
+                transport=transport,
+                workdir=workdir / "uas",
+                extra_args=uas_args,
+            )
+            try:
+                workdir.mkdir(parents=True, exist_ok=True)
+                rules = workdir / "rules.yaml"
+                rules.write_text(
+                    policy_rules_text(
+                        listen_port=listen_port,
+                        trunk_ports=trunk_ports,
+                        other_trunk_port=other_port,
+                        uas_port=uas_port,
+                        transport=transport,
+                    )
+                    + extra_rules,
+                    encoding="utf-8",
                 )
-                + extra_rules,
-                encoding="utf-8",
+                guard = start_sipguard(
+                    rules, port=listen_port, workdir=workdir / "sipguard", extra_args=sipguard_args
+                )
+            except BaseException:
+                server.stop(timeout=2.0)
+                raise
+            return PolicyPath(
+                transport,
+                guard,
+                server,
+                trunk_ports[0],
+                workdir,
+                trunk_ports=tuple(trunk_ports),
+                other_trunk_port=other_port,
+                uas_port=uas_port,
             )
-            guard = start_sipguard(
-                rules, port=listen_port, workdir=workdir / "sipguard", extra_args=sipguard_args
-            )
-        except BaseException:
-            server.stop(timeout=2.0)
-            raise
-        path = PolicyPath(
-            transport,
-            guard,
-            server,
-            trunk_ports[0],
-            workdir,
-            trunk_ports=tuple(trunk_ports),
-            other_trunk_port=other_port,
-            uas_port=uas_port,
-        )
+
+        path = with_fresh_ports(3 + trunk_port_count, start_on)
         started.append(path)
         stack.callback(path.close)
         return path
@@ -165,44 +178,48 @@ def start_edge_path(tmp_path: Path) -> Iterator[Callable[..., EdgePath]]:
         if layout not in ("front", "behind"):
             raise ValueError(f"layout must be front or behind, not {layout!r}")
         workdir = tmp_path / f"edge-{len(started) + 1}-{layout}-{transport}"
-        listen_port, proxy_port, caller_port, other_port, uas_port = free_ports(5)
-        server = start_uas(uas, port=uas_port, transport=transport, workdir=workdir / "uas")
-        kamailio: Kamailio | None = None
-        try:
-            suffix = ";transport=tcp" if transport == "tcp" else ""
-            front = layout == "front"
-            next_hop = f"sip:{HOST}:{listen_port if front else uas_port}{suffix}"
-            kamailio = start_kamailio(
-                port=proxy_port, next_hop=next_hop, workdir=workdir / "kamailio"
+
+        def start_on(ports: list[int]) -> EdgePath:
+            listen_port, proxy_port, caller_port, other_port, uas_port = ports
+            server = start_uas(uas, port=uas_port, transport=transport, workdir=workdir / "uas")
+            kamailio: Kamailio | None = None
+            try:
+                suffix = ";transport=tcp" if transport == "tcp" else ""
+                front = layout == "front"
+                next_hop = f"sip:{HOST}:{listen_port if front else uas_port}{suffix}"
+                kamailio = start_kamailio(
+                    port=proxy_port, next_hop=next_hop, workdir=workdir / "kamailio"
+                )
+                workdir.mkdir(parents=True, exist_ok=True)
+                rules = workdir / "rules.yaml"
+                rules.write_text(
+                    policy_rules_text(
+                        listen_port=listen_port,
+                        trunk_ports=[proxy_port if front else caller_port],
+                        other_trunk_port=other_port,
+                        uas_port=uas_port if front else proxy_port,
+                        transport=transport,
+                    ),
+                    encoding="utf-8",
+                )
+                guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
+            except BaseException:
+                server.stop(timeout=2.0)
+                if kamailio is not None:
+                    kamailio.stop()
+                raise
+            return EdgePath(
+                transport,
+                guard,
+                server,
+                caller_port,
+                workdir,
+                kamailio=kamailio,
+                layout=layout,
+                entry_port=proxy_port if front else listen_port,
             )
-            workdir.mkdir(parents=True, exist_ok=True)
-            rules = workdir / "rules.yaml"
-            rules.write_text(
-                policy_rules_text(
-                    listen_port=listen_port,
-                    trunk_ports=[proxy_port if front else caller_port],
-                    other_trunk_port=other_port,
-                    uas_port=uas_port if front else proxy_port,
-                    transport=transport,
-                ),
-                encoding="utf-8",
-            )
-            guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
-        except BaseException:
-            server.stop(timeout=2.0)
-            if kamailio is not None:
-                kamailio.stop()
-            raise
-        path = EdgePath(
-            transport,
-            guard,
-            server,
-            caller_port,
-            workdir,
-            kamailio=kamailio,
-            layout=layout,
-            entry_port=proxy_port if front else listen_port,
-        )
+
+        path = with_fresh_ports(5, start_on)
         started.append(path)
         stack.callback(path.close)
         return path

@@ -39,6 +39,7 @@ from tests.integration.sipp import (
     DEFAULT_UAC_TIMEOUT,
     HOST,
     CallPath,
+    PortTaken,
     SippRun,
     options_ping,
     run_uac,
@@ -116,6 +117,7 @@ def start_kamailio(
         workdir: its working and runtime directory, where its log is kept.
 
     Raises:
+        PortTaken: Kamailio could not bind `port` (another process has it).
         RuntimeError: Kamailio exited, or did not answer OPTIONS and accept a
             TCP connection within `ready_timeout` seconds.
     """
@@ -144,6 +146,8 @@ def start_kamailio(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             kamailio.stop()
+            if "Address already in use" in kamailio.log:
+                raise PortTaken(f"kamailio could not bind {HOST}:{port}\n{kamailio.describe()}")
             raise RuntimeError(f"kamailio exited at start\n{kamailio.describe()}")
         if options_ping(port, timeout=0.2) == 200 and _accepts_tcp(port):
             return kamailio

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.ports import PortTaken, free_ports
+
 HOST = "127.0.0.1"
+# redis-server's log line for a port in use ("... Address already in use").
+_PORT_TAKEN = "Address already in use"
+# First starts that lose their port to another process before giving up.
+_ATTEMPTS = 3
 
 
 def redis_server_path() -> str:
@@ -31,20 +37,20 @@ def redis_server_path() -> str:
     return path
 
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class RedisServer:
-    """One redis-server process on `port`, with its log in `workdir`."""
+    """One redis-server process on `port`, with its log in `workdir`.
+
+    Without a `port` it takes a free one (`free_ports`); should another
+    process bind that port before the first start does, the first start
+    tries again on a fresh one. Later starts keep the port.
+    """
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = workdir
-        self.port = port or free_tcp_port()
+        self._port_is_ours = port is None
+        self.port = port or free_ports(1)[0]
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = False
         workdir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -53,6 +59,18 @@ class RedisServer:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                self._start()
+            except PortTaken:
+                if self._started or not self._port_is_ours or attempt == _ATTEMPTS:
+                    raise
+                self.port = free_ports(1)[0]
+                continue
+            self._started = True
+            return
+
+    def _start(self) -> None:
         command = [
             redis_server_path(),
             "--bind", HOST,
@@ -68,7 +86,10 @@ class RedisServer:
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.log()}")
+                log = self.log()
+                if _PORT_TAKEN in log:
+                    raise PortTaken(f"redis-server could not bind {HOST}:{self.port}: {log}")
+                raise RuntimeError(f"redis-server exited: {log}")
             if self.ping():
                 return
             time.sleep(0.05)

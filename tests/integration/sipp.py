@@ -4,7 +4,10 @@ This is a helper module for the integration tests, not a test file. It owns
 the process plumbing, so that a test reads as "start a callee, start
 sipguard, place N calls, check the counts":
 
-- `free_ports()` picks 127.0.0.1 ports free for both UDP and TCP;
+- `free_ports()` picks 127.0.0.1 ports free for both UDP and TCP, outside
+  the kernel's ephemeral range and claimed for this process (ports.py);
+  a start that still finds its port taken raises `PortTaken`, and
+  `with_fresh_ports()` starts again with new ones;
 - `write_rules()` writes a one-trunk rule file into a temporary directory;
 - `start_sipguard()` starts ``sipguard run --rules FILE`` and waits until it
   answers a SIP OPTIONS (`options_ping()`) over UDP;
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import os
 import re
 import secrets
@@ -36,9 +40,15 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.buckets import Decision
+from tests.integration.ports import PortTaken, free_ports, with_fresh_ports
 
 __all__ = [
     "HOST",
@@ -46,6 +56,7 @@ __all__ = [
     "CALLERS_CSV",
     "CallPath",
     "MessageCount",
+    "PortTaken",
     "SippRun",
     "SippServer",
     "SippStats",
@@ -60,6 +71,7 @@ __all__ = [
     "sipp_available",
     "start_sipguard",
     "start_uas",
+    "with_fresh_ports",
     "write_rules",
 ]
 
@@ -85,40 +97,6 @@ _LOG_TAIL_CHARS = 4000
 def sipp_available() -> bool:
     """Whether a ``sipp`` binary is on PATH."""
     return shutil.which("sipp") is not None
-
-
-# --------------------------------------------------------------------------
-# Ports
-
-
-def free_ports(count: int) -> list[int]:
-    """Return `count` distinct ports on 127.0.0.1 free for UDP and TCP alike.
-
-    Each candidate comes from the kernel (bind to port 0 over UDP) and is
-    kept only if a TCP socket can bind the same number. All sockets stay
-    open until every port is chosen, so the ports are distinct; they are
-    closed before returning, so there is a small window in which another
-    process could take one.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held.append(udp)
-            udp.bind((HOST, 0))
-            port = udp.getsockname()[1]
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(tcp)
-            try:
-                tcp.bind((HOST, port))
-            except OSError:
-                continue
-            ports.append(port)
-    finally:
-        for sock in held:
-            sock.close()
-    return ports
 
 
 # --------------------------------------------------------------------------
@@ -295,6 +273,10 @@ class Sipguard:
         return _terminate(self.process, timeout=timeout)
 
 
+# How sipguard's one-line error for a listen port in use ends.
+_SIPGUARD_PORT_TAKEN = ": address already in use"
+
+
 def start_sipguard(
     rules: Path,
     *,
@@ -311,6 +293,8 @@ def start_sipguard(
     its stdout and stderr are kept.
 
     Raises:
+        PortTaken: sipguard could not listen on a port of its rule file
+            (another process has it).
         RuntimeError: sipguard exited, or did not answer within
             `ready_timeout` seconds; the message carries its stderr.
     """
@@ -331,6 +315,8 @@ def start_sipguard(
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if _SIPGUARD_PORT_TAKEN in guard.stderr:
+                raise PortTaken(f"sipguard could not listen\n{guard.describe()}")
             raise RuntimeError(f"sipguard exited before it was ready\n{guard.describe()}")
         if options_ping(port, timeout=0.2) is not None:
             return guard
@@ -731,14 +717,20 @@ def start_uas(
 ) -> SippServer:
     """Start a SIPp UAS on 127.0.0.1:`port` and wait until it listens.
 
-    Readiness: for TCP the port accepts a connection; for UDP the port can
-    no longer be bound by us (SIPp holds it).
+    Readiness: this SIPp process holds a socket bound to the port (UDP) or
+    listening on it (TCP), as the kernel's socket tables say; a port held
+    by another process is never taken for SIPp's.
 
     Raises:
+        PortTaken: SIPp could not bind the port (another process has it).
         RuntimeError: SIPp exited or did not bind its port in time.
     """
     path = _scenario_path(scenario)
     workdir.mkdir(parents=True, exist_ok=True)
+    # A start again in the same directory (`with_fresh_ports`) must not read
+    # the files of the attempt before it.
+    for leftover in (*workdir.glob("*.csv"), *workdir.glob("*.log")):
+        leftover.unlink()
     command = [
         *_sipp_base_command(path, local_port=port, transport=transport, workdir=workdir),
         *extra_args,
@@ -754,25 +746,46 @@ def start_uas(
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if _SIPP_PORT_TAKEN in _read_text(workdir / "errors.log"):
+                raise PortTaken(f"SIPp UAS could not bind {HOST}:{port}\n{server.describe()}")
             raise RuntimeError(f"SIPp UAS exited at start\n{server.describe()}")
-        if _port_taken(port, transport):
+        if _holds_port(process.pid, port, transport):
             return server
         time.sleep(0.05)
     server.stop(timeout=2.0)
     raise RuntimeError(f"SIPp UAS did not bind {HOST}:{port}\n{server.describe()}")
 
 
-def _port_taken(port: int, transport: str) -> bool:
-    if transport == "tcp":
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.2)
-            return sock.connect_ex((HOST, port)) == 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return True
+# SIPp's error log line for a port in use (errno 98, EADDRINUSE).
+_SIPP_PORT_TAKEN = "Unable to bind main socket"
+
+
+def _holds_port(pid: int, port: int, transport: str) -> bool:
+    """Whether process `pid` has a socket bound to 127.0.0.1:`port` (TCP: listening).
+
+    Reads the kernel's socket table (``/proc/net/udp`` or ``/proc/net/tcp``)
+    for the sockets on that port, then the process's descriptors for one of
+    them.
+    """
+    table = Path("/proc/net/udp" if transport == "udp" else "/proc/net/tcp")
+    local = f"{socket.htonl(0x7F000001):08X}:{port:04X}"
+    inodes = set()
+    for line in _read_text(table).splitlines()[1:]:
+        fields = line.split()
+        # sl local_address rem_address st ... inode (the tenth field)
+        if len(fields) > 9 and fields[1] == local and (transport == "udp" or fields[3] == "0A"):
+            inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
         return False
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):
+            if os.readlink(descriptor) in inodes:
+                return True
+    return False
 
 
 def _scenario_path(scenario: str | Path) -> Path:
@@ -1088,6 +1101,25 @@ def start_uac(
     return SippClient(path, command, process, workdir, timeout)
 
 
+# sipguard's log format: "%(asctime)s ...", local time to the millisecond.
+_LOG_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) ")
+
+
+def log_times(guard: Sipguard, text: str) -> list[float]:
+    """When sipguard logged each line containing `text`, in order.
+
+    Seconds since the epoch, on the clock of `time.time()`, truncated to
+    the millisecond (a line is logged as its event happens: a decision
+    line as the call is decided).
+    """
+    times = []
+    for line in guard.stderr.splitlines():
+        if text in line and (match := _LOG_TIME.match(line)):
+            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+            times.append(stamp.timestamp() + int(match.group(2)) / 1000)
+    return times
+
+
 def log_count(guard: Sipguard, text: str) -> int:
     """How many lines of sipguard's log so far contain `text`."""
     return sum(text in line for line in guard.stderr.splitlines())
@@ -1100,6 +1132,20 @@ def wait_for_log(guard: Sipguard, text: str, *, count: int = 1, timeout: float =
         if log_count(guard, text) >= count:
             return True
         if time.monotonic() >= deadline or guard.process.poll() is not None:
+            return False
+        time.sleep(0.05)
+
+
+def wait_for_lines(path: Path, text: str, *, count: int, timeout: float = 10.0) -> bool:
+    """Wait until `count` lines of the file at `path` contain `text`; False on timeout.
+
+    For the log a SIPp scenario writes as it goes (``-trace_logs``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if sum(text in line for line in _read_text(path).splitlines()) >= count:
+            return True
+        if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
 
@@ -1214,10 +1260,12 @@ __all__ += [
     "SippClient",
     "VALID_CALLERS_CSV",
     "log_count",
+    "log_times",
     "policy_rules_text",
     "replace_file",
     "send_sighup",
     "start_uac",
+    "wait_for_lines",
     "wait_for_log",
 ]
 
@@ -1247,8 +1295,12 @@ def limits_rules_text(
     limits: Mapping[str, object] | None = None,
     other_limits: Mapping[str, object] | None = None,
     transport: str = "udp",
+    metrics_port: int | None = None,
 ) -> str:
     """The text of the two-trunk limits rule file (see the section comment).
+
+    With `metrics_port`, sipguard serves its Prometheus metrics there
+    (`scrape_metrics`, `wait_until_idle`).
 
     `limits` and `other_limits` are the ``limits:`` mappings of ``trunk-a``
     and ``trunk-b`` (None: no limits), written as YAML flow mappings, e.g.
@@ -1286,6 +1338,8 @@ def limits_rules_text(
         *trunk(TRUNK_A, trunk_ports, limits),
         *trunk(TRUNK_B, [other_trunk_port], other_limits),
     ]
+    if metrics_port is not None:
+        lines.append(f'metrics: "{HOST}:{metrics_port}"')
     return "\n".join(lines) + "\n"
 
 
@@ -1334,7 +1388,8 @@ class CallOutcome:
         rule: the rule a refusal named (Reason text); ``""`` otherwise.
         retry_after: the refusal's Retry-After in seconds; None when absent.
         ended_at: when the final response came, seconds on SIPp's clock,
-            where the scenario logs it (uac_no_answer.xml); None otherwise.
+            where the scenario logs it (uac_limited.xml, uac_no_answer.xml);
+            None otherwise.
     """
 
     sent_at: float
@@ -1375,6 +1430,64 @@ def call_outcomes(run: SippRun | SippClient) -> list[CallOutcome]:
     return sorted(outcomes, key=lambda outcome: outcome.call_number)
 
 
+def _sipp_clock_slack() -> float:
+    """How much earlier than the moment it stamps a time on SIPp's clock may read.
+
+    SIPp 3.6 reads CLOCK_MONOTONIC_COARSE, which lags by up to one kernel
+    tick, and keeps whole milliseconds.
+    """
+    try:
+        tick = time.clock_getres(6)  # CLOCK_MONOTONIC_COARSE on Linux
+    except OSError:
+        tick = 0.01
+    return tick + 0.001
+
+
+# See `_sipp_clock_slack`.
+SIPP_CLOCK_SLACK = _sipp_clock_slack()
+
+
+def cps_decisions(outcomes: Sequence[CallOutcome]) -> list[Decision]:
+    """Calls of one caller as `bucket_bounds` takes them: answered is admitted.
+
+    The caller's scenario must log when the final response came
+    (uac_limited.xml); SIPp's times are bounds given `SIPP_CLOCK_SLACK`.
+    """
+    return [Decision(o.sent_at, o.ended_at, o.outcome == "answered") for o in outcomes]
+
+
+MetricSamples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_metrics(port: int) -> MetricSamples:
+    """sipguard's /metrics on 127.0.0.1:`port`: each sample by name and sorted labels."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10.0) as response:
+        text = response.read().decode("utf-8")
+    samples: MetricSamples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def wait_until_idle(port: int, *, timeout: float) -> MetricSamples:
+    """Wait until sipguard's metrics show no transaction and no live call; the last scrape.
+
+    What an engineer reads before a clean stop: every timer of every call
+    (Timers K, I, D... after the last message) has run. Returns the last
+    scrape whether or not it got there within `timeout`; the caller asserts.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape_metrics(port)
+        busy = samples.get(("sipguard_transactions", ()), 1.0) + sum(
+            value for (name, _), value in samples.items() if name == "sipguard_live_calls"
+        )
+        if busy == 0 or time.monotonic() >= deadline:
+            return samples
+        time.sleep(0.2)
+
+
 _SHUTDOWN_LINE = re.compile(r"sipguard stopping: ((?:\w+=\d+ ?)+)")
 
 
@@ -1399,12 +1512,14 @@ class LimitsPath(CallPath):
         trunk_ports: the source ports of ``trunk-a``.
         other_trunk_port: the source port of ``trunk-b``.
         uas_port: the SIPp UAS's port (both trunks' route).
+        metrics_port: where sipguard serves its metrics; None: it does not.
         retired_uas: the UASes `replace_uas` stopped, oldest first.
     """
 
     trunk_ports: tuple[int, ...] = ()
     other_trunk_port: int = 0
     uas_port: int = 0
+    metrics_port: int | None = None
     retired_uas: list[SippRun] = field(default_factory=list)
     _clients: list[SippClient] = field(default_factory=list)
 
@@ -1510,7 +1625,12 @@ __all__ += [
     "CallOutcome",
     "LimitedCaller",
     "LimitsPath",
+    "SIPP_CLOCK_SLACK",
+    "MetricSamples",
     "call_outcomes",
+    "cps_decisions",
+    "scrape_metrics",
+    "wait_until_idle",
     "limits_rules_text",
     "shutdown_summary",
     "write_limited_callers",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import re
 import secrets
@@ -35,19 +36,22 @@ from typing import Protocol
 
 import pytest
 
+from tests.integration.buckets import bucket_bounds
 from tests.integration.sipp import (
     HOST,
     OUTCOME_LOG,
+    SIPP_CLOCK_SLACK,
     TRUNK_A,
     TRUNK_B,
     CallOutcome,
     LimitedCaller,
     LimitsPath,
+    PortTaken,
     Sipguard,
     SippClient,
     SippRun,
     call_outcomes,
-    free_ports,
+    cps_decisions,
     limits_rules_text,
     log_count,
     options_ping,
@@ -56,6 +60,9 @@ from tests.integration.sipp import (
     start_sipguard,
     start_uac,
     start_uas,
+    wait_for_log,
+    wait_until_idle,
+    with_fresh_ports,
     write_limited_callers,
 )
 
@@ -87,6 +94,7 @@ class StartLimitsPath(Protocol):
         uas: str = ...,
         uas_args: Sequence[str] = ...,
         trunk_port_count: int = ...,
+        metrics: bool = ...,
     ) -> LimitsPath: ...
 
 
@@ -97,7 +105,8 @@ def start_limits_path(tmp_path: Path) -> Iterator[StartLimitsPath]:
     ``limits`` and ``other_limits`` are the ``limits:`` of ``trunk-a`` and
     ``trunk-b`` (None: none), ``uas`` the UAS scenario, ``uas_args`` more
     options for it, ``trunk_port_count`` how many source ports ``trunk-a``
-    has. Everything is stopped at teardown.
+    has, ``metrics`` whether sipguard serves its metrics (on the path's
+    ``metrics_port``). Everything is stopped at teardown.
     """
     if not sipp_available():
         pytest.fail("SIPp is not on PATH: install it (Debian package sip-tester; `make setup`)")
@@ -110,40 +119,48 @@ def start_limits_path(tmp_path: Path) -> Iterator[StartLimitsPath]:
         uas: str = "uas_check_identity.xml",
         uas_args: Sequence[str] = (),
         trunk_port_count: int = 2,
+        metrics: bool = False,
     ) -> LimitsPath:
         workdir = tmp_path / "flood"
-        listen_port, other_port, uas_port, *trunk_ports = free_ports(3 + trunk_port_count)
-        server = start_uas(
-            uas,
-            port=uas_port,
-            transport="udp",
-            workdir=workdir / f"uas-1-{Path(uas).stem}",
-            extra_args=uas_args,
-        )
-        try:
-            rules = write_rule_file(
-                workdir,
-                listen_port=listen_port,
-                trunk_ports=trunk_ports,
-                other_trunk_port=other_port,
-                route_port=uas_port,
-                limits=limits,
-                other_limits=other_limits,
+
+        def start_on(ports: list[int]) -> LimitsPath:
+            metrics_port = ports.pop() if metrics else None
+            listen_port, other_port, uas_port, *trunk_ports = ports
+            server = start_uas(
+                uas,
+                port=uas_port,
+                transport="udp",
+                workdir=workdir / f"uas-1-{Path(uas).stem}",
+                extra_args=uas_args,
             )
-            guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
-        except BaseException:
-            server.stop(timeout=2.0)
-            raise
-        path = LimitsPath(
-            "udp",
-            guard,
-            server,
-            trunk_ports[0],
-            workdir,
-            trunk_ports=tuple(trunk_ports),
-            other_trunk_port=other_port,
-            uas_port=uas_port,
-        )
+            try:
+                rules = write_rule_file(
+                    workdir,
+                    listen_port=listen_port,
+                    trunk_ports=trunk_ports,
+                    other_trunk_port=other_port,
+                    route_port=uas_port,
+                    limits=limits,
+                    other_limits=other_limits,
+                    metrics_port=metrics_port,
+                )
+                guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
+            except BaseException:
+                server.stop(timeout=2.0)
+                raise
+            return LimitsPath(
+                "udp",
+                guard,
+                server,
+                trunk_ports[0],
+                workdir,
+                trunk_ports=tuple(trunk_ports),
+                other_trunk_port=other_port,
+                uas_port=uas_port,
+                metrics_port=metrics_port,
+            )
+
+        path = with_fresh_ports(3 + trunk_port_count + metrics, start_on)
         stack.callback(path.close)
         return path
 
@@ -160,6 +177,7 @@ def write_rule_file(
     route_port: int,
     limits: Mapping[str, object] | None = None,
     other_limits: Mapping[str, object] | None = None,
+    metrics_port: int | None = None,
 ) -> Path:
     """The two-trunk limits rule file, both trunks routed to `route_port` over UDP."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +190,7 @@ def write_rule_file(
             uas_port=route_port,
             limits=limits,
             other_limits=other_limits,
+            metrics_port=metrics_port,
         ),
         encoding="utf-8",
     )
@@ -216,6 +235,24 @@ def assert_no_defect(guard: Sipguard) -> None:
         assert log_count(guard, marker) == 0, guard.describe()
 
 
+# How long sipguard may take, after a test's last message, to run every timer
+# still due: Timers K and I (T4) of the last transactions, and a generous
+# margin for a busy machine; `wait_until_idle` returns as soon as it is done.
+SETTLE_TIMEOUT = T4 + 30.0
+
+
+def settle(metrics_port: int | None, explain: Explain) -> None:
+    """Wait until sipguard holds no transaction and no call (its metrics say so)."""
+    assert metrics_port is not None
+    samples = wait_until_idle(metrics_port, timeout=SETTLE_TIMEOUT)
+    busy = {
+        name: value
+        for (name, _), value in samples.items()
+        if name in ("sipguard_transactions", "sipguard_live_calls") and value
+    }
+    assert not busy, f"still busy {SETTLE_TIMEOUT:.0f} s after the last call: {busy}\n{explain()}"
+
+
 def stop_and_count(guard: Sipguard, explain: Explain) -> dict[str, int]:
     """SIGTERM sipguard; it must exit 0 and log its shutdown counters."""
     assert guard.stop() == 0, explain()
@@ -237,7 +274,12 @@ def vm_kib(pid: int, name: str) -> int | None:
 
 
 class RssSampler:
-    """Samples a process's resident set size (``VmRSS``) every `interval` seconds."""
+    """Samples a process's resident set size (``VmRSS``) every `interval` seconds.
+
+    The samples keep to a fixed schedule from the start (a late one is
+    taken at once, not pushed back), so a run of T seconds holds one
+    sample for each interval begun, however busy the machine.
+    """
 
     def __init__(self, pid: int, *, interval: float = 1.0) -> None:
         self.pid = pid
@@ -255,11 +297,13 @@ class RssSampler:
         self._thread.join()
 
     def _run(self) -> None:
+        due = time.monotonic()
         while True:
             value = vm_kib(self.pid, "VmRSS")
             if value is not None:
                 self.samples.append(value)
-            if self._stop.wait(self.interval):
+            due += self.interval
+            if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
 
     @property
@@ -298,6 +342,8 @@ def cancel_request(*, target_port: int, local_port: int, call_id: str, callee: s
     ).encode("ascii")
 
 
+# How long the last CANCELs' answers may take, once every resend went out.
+CANCEL_TIMEOUT = 10.0
 _STATUS_LINE = re.compile(rb"^SIP/2\.0 (\d{3}) ")
 _CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 
@@ -309,7 +355,8 @@ def send_cancels(
 
     Like a UAC's Timer E, a CANCEL still unanswered 0.5 s after the last
     one went out is sent again (loopback UDP may drop a datagram when a
-    receive buffer is full), up to three times.
+    receive buffer is full), up to three times; then the answers still due
+    get `CANCEL_TIMEOUT` to come.
     """
     answers: dict[str, list[int]] = {call_id: [] for call_id in call_ids}
     requests = {
@@ -325,12 +372,14 @@ def send_cancels(
         sock.bind((HOST, local_port))
         sock.setblocking(False)
 
-        def collect(until: float) -> None:
+        def collect(until: float, *, until_answered: bool = False) -> None:
             while True:
                 try:
                     data = sock.recv(65535)
                 except BlockingIOError:
                     if time.monotonic() >= until:
+                        return
+                    if until_answered and all(answers.values()):
                         return
                     time.sleep(0.002)
                     continue
@@ -348,6 +397,7 @@ def send_cancels(
             pending = [call_id for call_id in pending if not answers[call_id]]
             if not pending:
                 break
+        collect(until=time.monotonic() + CANCEL_TIMEOUT, until_answered=True)
     return answers
 
 
@@ -486,7 +536,8 @@ def test_flood_at_ten_times_the_limit_spares_the_neighbour_and_leaves_nothing(
     callee that answers at once and checks the asserted identity.
 
     - trunk-a admits its burst, then 10 calls/s: burst + 10 * (first to
-      last INVITE) calls, within 10 %; every other call gets 503
+      last INVITE) calls, as bounded by when each INVITE went out and its
+      answer came (`bucket_bounds`); every other call gets 503
       ``cps_limit`` with Retry-After;
     - trunk-b: every call answered, none failed;
     - an OPTIONS from a source port of trunk-a, every few seconds of the
@@ -528,12 +579,15 @@ def test_flood_at_ten_times_the_limit_spares_the_neighbour_and_leaves_nothing(
             timeout=sipp_timeout,
         )
         flood_started = time.monotonic()
-        # health checks from trunk-a's second source port while the flood runs
-        while flood.running() and time.monotonic() - flood_started < sipp_timeout:
-            time.sleep(PROBE_INTERVAL / 2)
+        # health checks from trunk-a's second source port while the flood
+        # runs, on a fixed schedule (a slow probe does not push the next back)
+        for number in itertools.count():
+            due = flood_started + PROBE_INTERVAL / 2 + number * PROBE_INTERVAL
+            if not flood.running() or due - flood_started >= sipp_timeout:
+                break
+            time.sleep(max(0.0, due - time.monotonic()))
             if flood.running():
                 probes.append(probe(guard.port, path.trunk_ports[1], timeout=PROBE_TIMEOUT))
-                time.sleep(PROBE_INTERVAL / 2)
         run_a, run_b = flood.wait(), neighbour.wait()
         hwm_kib = vm_kib(guard.process.pid, "VmHWM")
     runs = (run_a, run_b)
@@ -544,11 +598,15 @@ def test_flood_at_ten_times_the_limit_spares_the_neighbour_and_leaves_nothing(
     admitted = len(answered)
     duration = outcomes_a[-1].sent_at - outcomes_a[0].sent_at if outcomes_a else 0.0
     expected = FLOOD_BURST + FLOOD_CPS * duration
+    least, most = bucket_bounds(
+        cps_decisions(outcomes_a), burst=FLOOD_BURST, rate=FLOOD_CPS, slack=SIPP_CLOCK_SLACK
+    )
     latencies = [p.latency for p in probes]
     figures = (
         f"trunk-a offered {offered} calls in {duration:.2f} s "
         f"({(offered - 1) / duration if duration else 0:.1f}/s), admitted {admitted} "
-        f"(expected {expected:.0f}: {(admitted - FLOOD_BURST) / duration if duration else 0:.2f}/s "
+        f"(expected {expected:.0f}, bounds {least} to {most}: "
+        f"{(admitted - FLOOD_BURST) / duration if duration else 0:.2f}/s "
         f"after the burst), refused {len(refused)}; trunk-b offered {neighbour_calls}, answered "
         f"{sum(o.outcome == 'answered' for o in call_outcomes(run_b))}; "
         f"OPTIONS {len(probes)} probes, statuses {sorted({p.status for p in probes}, key=str)}, "
@@ -566,12 +624,11 @@ def test_flood_at_ten_times_the_limit_spares_the_neighbour_and_leaves_nothing(
     # SIPp itself kept up: every call of both callers ended as its scenario allows
     assert_clean_run(run_a, offered, explain)
     assert_clean_run(run_b, neighbour_calls, explain)
-    assert duration == pytest.approx((offered - 1) / FLOOD_OFFERED_RATE, rel=0.05), explain()
 
     # trunk-a: the burst, then its rate; everything else refused 503 cps_limit
     assert admitted + len(refused) == offered, explain()
     assert shape(outcomes_a[:FLOOD_BURST]) == [("answered", "")] * FLOOD_BURST, explain()
-    assert admitted == pytest.approx(expected, rel=0.10), explain()
+    assert least <= admitted <= most, explain()
     assert {(o.status, o.rule) for o in refused} == {(503, "cps_limit")}, explain()
     without_retry_after = [o for o in refused if o.retry_after is None or o.retry_after < 1]
     assert not without_retry_after, explain()
@@ -647,7 +704,9 @@ def test_unacked_invites_and_stray_cancels_leak_nothing(
     lingered their T4 (Timer K), sipguard stops holding nothing: no call,
     dialog, transaction or rate slot.
     """
-    path = start_limits_path(uas="uas_check_identity.xml", uas_args=KEEP_RETRANSMITTING)
+    path = start_limits_path(
+        uas="uas_check_identity.xml", uas_args=KEEP_RETRANSMITTING, metrics=True
+    )
     guard = path.sipguard
     injection = write_limited_callers(tmp_path / "no_ack.csv", callers(UNACKED_CALLS, "none"))
 
@@ -662,7 +721,10 @@ def test_unacked_invites_and_stray_cancels_leak_nothing(
     live_ids = [f"{n}-{no_ack.process.pid}@{HOST}" for n in range(1, STRAY_CANCELS // 2 + 1)]
     random_ids = [f"{secrets.token_hex(12)}@{HOST}" for _ in range(STRAY_CANCELS - len(live_ids))]
     cancel_ids = [cid for pair in zip(random_ids, live_ids, strict=True) for cid in pair]
-    time.sleep(0.5)  # the first calls are up
+    # the calls of those Call-IDs are up (SIPp places them in order)
+    assert wait_for_log(guard, f"allow   trunk={TRUNK_A} ", count=len(live_ids), timeout=TIMER_L), (
+        path.explain(no_ack.wait())
+    )
     cancels_started = time.monotonic()
     answers = send_cancels(
         target_port=guard.port,
@@ -674,8 +736,6 @@ def test_unacked_invites_and_stray_cancels_leak_nothing(
     assert no_ack.running(), path.explain(no_ack.wait())  # all sent well before Timer L
 
     run = no_ack.wait()
-    # Timer K of the last BYE transactions (T4 after their 200), and a margin
-    time.sleep(T4 + 1.0)
 
     statuses = [tuple(codes) for codes in answers.values()]
     events = call_events(run)
@@ -719,6 +779,8 @@ def test_unacked_invites_and_stray_cancels_leak_nothing(
 
     assert log_count(guard, f"allow   trunk={TRUNK_A} ") == UNACKED_CALLS, explain()
     assert log_count(guard, "reject ") == 0, explain()
+    # Timer K of the last BYE transactions (T4 after their 200) has run
+    settle(path.metrics_port, explain)
     summary = stop_and_count(guard, explain)
     assert summary == {"active_calls": 0, "dialogs": 0, "transactions": 0, "rate_slots": 0}, (
         f"shutdown counters {summary}\n{explain()}"
@@ -732,6 +794,23 @@ def test_unacked_invites_and_stray_cancels_leak_nothing(
 
 FAULT_CALLS = 20
 FAULT_RATE = 20
+
+
+@dataclass
+class FaultNode:
+    """The ports of one sipguard of the next-hop fault test, and the sipguard."""
+
+    listen: int
+    trunk: int
+    other: int
+    route: int
+    metrics: int
+    guard: Sipguard | None = None
+
+    @property
+    def sipguard(self) -> Sipguard:
+        assert self.guard is not None
+        return self.guard
 
 
 def test_dead_or_garbage_next_hop_gets_408_after_timer_b_and_frees_everything(
@@ -750,56 +829,72 @@ def test_dead_or_garbage_next_hop_gets_408_after_timer_b_and_frees_everything(
 
     Both callers (uac_no_answer.xml) run at the same time, so the test
     waits for Timer B once. Once the 408s are ACKed and Timer I has run,
-    each sipguard stops holding no call, dialog, transaction or rate slot.
+    each sipguard stops holding no call, dialog, transaction or rate slot
+    (the test waits until their metrics say so, then stops them).
     """
     if not sipp_available():
         pytest.fail("SIPp is not on PATH: install it (Debian package sip-tester; `make setup`)")
-    ports = free_ports(8)
-    dead_listen, dead_trunk, dead_other, dead_route = ports[:4]
-    junk_listen, junk_trunk, junk_other, junk_route = ports[4:]
     injection = write_limited_callers(tmp_path / "callers.csv", callers(FAULT_CALLS, "none"))
+    names = ("dead", "garbage")
 
-    with contextlib.ExitStack() as stack, GarbageResponder(junk_route) as responder:
-        guards: dict[str, Sipguard] = {}
-        for name, listen, trunk, other, route in (
-            ("dead", dead_listen, dead_trunk, dead_other, dead_route),
-            ("garbage", junk_listen, junk_trunk, junk_other, junk_route),
-        ):
-            rules = write_rule_file(
-                tmp_path / name,
-                listen_port=listen,
-                trunk_ports=[trunk],
-                other_trunk_port=other,
-                route_port=route,
-            )
-            guard = start_sipguard(rules, port=listen, workdir=tmp_path / name / "sipguard")
-            stack.callback(guard.stop)
-            guards[name] = guard
+    with contextlib.ExitStack() as stack:
+
+        def start_on(ports: list[int]) -> tuple[GarbageResponder, dict[str, FaultNode]]:
+            with contextlib.ExitStack() as started:  # undone if a start fails
+                nodes = {
+                    name: FaultNode(*ports[5 * index : 5 * index + 5])
+                    for index, name in enumerate(names)
+                }
+                responder = GarbageResponder(nodes["garbage"].route)
+                try:
+                    started.enter_context(responder)
+                except OSError as exc:
+                    raise PortTaken(f"garbage next hop: {exc}") from exc
+                for name, node in nodes.items():
+                    rules = write_rule_file(
+                        tmp_path / name,
+                        listen_port=node.listen,
+                        trunk_ports=[node.trunk],
+                        other_trunk_port=node.other,
+                        route_port=node.route,
+                        metrics_port=node.metrics,
+                    )
+                    node.guard = start_sipguard(
+                        rules, port=node.listen, workdir=tmp_path / name / "sipguard"
+                    )
+                    started.callback(node.guard.stop)
+                stack.push(started.pop_all())
+            return responder, nodes
+
+        responder, nodes = with_fresh_ports(5 * len(names), start_on)
+        guards = {name: node.sipguard for name, node in nodes.items()}
         clients = {
             name: start_caller(
                 guards[name],
                 "uac_no_answer.xml",
-                local_port=trunk,
+                local_port=node.trunk,
                 calls=FAULT_CALLS,
                 rate=FAULT_RATE,
                 injection=injection,
                 workdir=tmp_path / name / "uac",
                 timeout=int(TIMER_B) + 15,
             )
-            for name, trunk in (("dead", dead_trunk), ("garbage", junk_trunk))
+            for name, node in nodes.items()
         }
         for client in clients.values():
             stack.callback(client.stop)
         runs = {name: client.wait() for name, client in clients.items()}
-        # Timer I (T4) of the last server transactions after their ACK, and a margin
-        time.sleep(T4 + 1.0)
+
+        def explain(name: str) -> str:
+            return f"{runs[name].describe()}\n\n{guards[name].describe()}"
+
+        # Timer I (T4) of the last server transactions after their ACK has run
+        for name, node in nodes.items():
+            settle(node.metrics, functools.partial(explain, name))
         received = list(responder.received)
         garbage_sent = responder.sent
         methods = responder.methods()
         call_ids = responder.call_ids()
-
-        def explain(name: str) -> str:
-            return f"{runs[name].describe()}\n\n{guards[name].describe()}"
 
         for name, run in runs.items():
             assert_clean_run(run, FAULT_CALLS, functools.partial(explain, name))

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.buckets import bucket_bounds
 from tests.integration.sipp import (
+    SIPP_CLOCK_SLACK,
     TRUNK_A,
     TRUNK_B,
     CallOutcome,
@@ -43,13 +45,15 @@ from tests.integration.sipp import (
     LimitsPath,
     SippRun,
     call_outcomes,
-    free_ports,
+    cps_decisions,
     limits_rules_text,
     log_count,
     shutdown_summary,
     sipp_available,
     start_sipguard,
     start_uas,
+    wait_for_log,
+    with_fresh_ports,
     write_limited_callers,
 )
 
@@ -85,42 +89,46 @@ def start_limits_path(tmp_path: Path) -> Iterator[StartLimitsPath]:
         trunk_port_count: int = 1,
     ) -> LimitsPath:
         workdir = tmp_path / "limits"
-        listen_port, other_port, uas_port, *trunk_ports = free_ports(3 + trunk_port_count)
-        server = start_uas(
-            uas,
-            port=uas_port,
-            transport="udp",
-            workdir=workdir / f"uas-1-{Path(uas).stem}",
-            extra_args=uas_args,
-        )
-        try:
-            workdir.mkdir(parents=True, exist_ok=True)
-            rules = workdir / "rules.yaml"
-            rules.write_text(
-                limits_rules_text(
-                    listen_port=listen_port,
-                    trunk_ports=trunk_ports,
-                    other_trunk_port=other_port,
-                    uas_port=uas_port,
-                    limits=limits,
-                    other_limits=other_limits,
-                ),
-                encoding="utf-8",
+
+        def start_on(ports: list[int]) -> LimitsPath:
+            listen_port, other_port, uas_port, *trunk_ports = ports
+            server = start_uas(
+                uas,
+                port=uas_port,
+                transport="udp",
+                workdir=workdir / f"uas-1-{Path(uas).stem}",
+                extra_args=uas_args,
             )
-            guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
-        except BaseException:
-            server.stop(timeout=2.0)
-            raise
-        path = LimitsPath(
-            "udp",
-            guard,
-            server,
-            trunk_ports[0],
-            workdir,
-            trunk_ports=tuple(trunk_ports),
-            other_trunk_port=other_port,
-            uas_port=uas_port,
-        )
+            try:
+                workdir.mkdir(parents=True, exist_ok=True)
+                rules = workdir / "rules.yaml"
+                rules.write_text(
+                    limits_rules_text(
+                        listen_port=listen_port,
+                        trunk_ports=trunk_ports,
+                        other_trunk_port=other_port,
+                        uas_port=uas_port,
+                        limits=limits,
+                        other_limits=other_limits,
+                    ),
+                    encoding="utf-8",
+                )
+                guard = start_sipguard(rules, port=listen_port, workdir=workdir / "sipguard")
+            except BaseException:
+                server.stop(timeout=2.0)
+                raise
+            return LimitsPath(
+                "udp",
+                guard,
+                server,
+                trunk_ports[0],
+                workdir,
+                trunk_ports=tuple(trunk_ports),
+                other_trunk_port=other_port,
+                uas_port=uas_port,
+            )
+
+        path = with_fresh_ports(3 + trunk_port_count, start_on)
         stack.callback(path.close)
         return path
 
@@ -219,10 +227,12 @@ def test_cps_limit_admits_its_rate_and_spares_the_other_trunk(
 
     The bucket starts full: A's first `BURST` calls pass at once, then it
     refills at `CPS` a second. So over the offered stream of T seconds
-    (first INVITE to last) A admits BURST + CPS * T calls, and its admitted
-    rate after the burst, (admitted - BURST) / T, must be CPS within 10 %.
-    B has the same limits but is offered half its rate: its calls must all
-    pass, which they would not if A's flood drew on B's bucket.
+    (first INVITE to last) A admits about BURST + CPS * T calls; exactly how
+    many is bounded by the time each INVITE went out and its answer came
+    (`bucket_bounds`), which is what sipguard's pace and the machine's
+    allowed, not what the nominal rates promise. B has the same limits but
+    is offered half its rate: its calls must all pass, which they would not
+    if A's flood drew on B's bucket.
     """
     limits = {"cps": CPS, "burst": BURST}
     path = start_limits_path(limits=limits, other_limits=limits, uas="uas_check_identity.xml")
@@ -263,13 +273,12 @@ def test_cps_limit_admits_its_rate_and_spares_the_other_trunk(
 
     # the rate after the burst, over the offered stream (first to last INVITE)
     duration = outcomes_a[-1].sent_at - outcomes_a[0].sent_at
-    assert duration == pytest.approx((offered - 1) / OFFERED_RATE, rel=0.05), path.explain(
-        run_a, run_b
+    least, most = bucket_bounds(
+        cps_decisions(outcomes_a), burst=BURST, rate=CPS, slack=SIPP_CLOCK_SLACK
     )
-    admitted_rate = (admitted - BURST) / duration
-    assert admitted_rate == pytest.approx(CPS, rel=0.10), (
-        f"admitted {admitted} of {offered} in {duration:.3f} s: "
-        f"{admitted_rate:.2f} calls/s after the burst of {BURST}\n{path.explain(run_a, run_b)}"
+    assert least <= admitted <= most, (
+        f"admitted {admitted} of {offered} offered over {duration:.3f} s, expected "
+        f"{least} to {most} (about {BURST} + {CPS}/s)\n{path.explain(run_a, run_b)}"
     )
 
     # every refusal: 503, cps_limit, with Retry-After
@@ -500,8 +509,11 @@ def test_concurrency_returns_to_zero_after_callee_never_answers(
     silent = path.start(
         "uac_no_answer.xml", calls=concurrent, rate=100, injection=injection, timeout=40
     )
-    # meanwhile, both slots are taken: a call from the trunk's other port is refused
-    time.sleep(1.0)
+    # meanwhile, both slots are taken (once sipguard let both calls through):
+    # a call from the trunk's other port is refused
+    assert wait_for_log(
+        path.sipguard, f"allow   trunk={TRUNK_A} ", count=concurrent, timeout=TIMER_B / 2
+    ), path.explain()
     third = path.run(
         "uac_limited.xml",
         calls=1,

@@ -18,7 +18,6 @@ calls in flight go on, and a bad file changes nothing:
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tests.integration.sipp import (
     log_count,
     replace_file,
     send_sighup,
+    wait_for_lines,
     wait_for_log,
 )
 
@@ -188,7 +188,10 @@ def test_broken_reload_keeps_old_rules_under_load(start_policy_path: StartPolicy
     replace_file(rules, "\n".join(typo) + "\n")
     send_sighup(guard)
     first_refused = wait_for_log(guard, "unknown key 'soruces'", timeout=5)
-    time.sleep(1.0)
+    # calls go on between the two refused reloads: about a second's worth
+    assert wait_for_log(guard, ALLOW, count=log_count(guard, ALLOW) + LOAD_RATE, timeout=15), (
+        path.explain(client.wait())
+    )
     replace_file(rules, "\n".join(unclosed) + "\n")
     send_sighup(guard)
     second_refused = wait_for_log(guard, "invalid YAML", timeout=5)
@@ -248,15 +251,17 @@ def test_reload_refuses_new_calls_of_removed_caller(
     path = start_policy_path(transport="udp", sipguard_args=("--no-watch",))
     guard = path.sipguard
 
+    up_log = tmp_path / "held-up.log"
     held = path.start(
         "uac_policy.xml",
         calls=held_calls,
         rate=20,
         injection=held_csv,
-        extra_args=("-d", "4000"),
+        extra_args=("-d", "4000", "-trace_logs", "-log_file", str(up_log)),
     )
     assert wait_for_log(guard, ALLOW, count=held_calls, timeout=10), path.explain(held.wait())
-    time.sleep(0.5)  # the callee answers at once: every held call is up now
+    # every held call is up: the caller has ACKed its 200
+    assert wait_for_lines(up_log, ";up", count=held_calls, timeout=10), path.explain(held.wait())
     replace_file(guard.rules, path.rules_text(ranges=shrunk))
     send_sighup(guard)
     reloaded = wait_for_log(guard, RELOADED, timeout=5)

@@ -2,14 +2,22 @@
 
 An in-process server on 127.0.0.1 with a `protection:` section small enough
 to reach in a test: two TCP connections per address, a message must arrive
-whole within one second, 4 KiB messages.
+whole within `MESSAGE_TIMEOUT`, 4 KiB messages.
+
+The server reads the time from its event loop only, which is the test's:
+a test moves that clock forward (`Clock.advance`) to pass a deadline at
+once, rather than sleeping and hoping the machine kept pace. The timeout
+is long in real time, so no step of a test, however slow the machine, can
+reach it by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +30,20 @@ from tests.integration.sipp import free_ports
 
 pytestmark = pytest.mark.integration
 
-RULES = """\
+# tcp_message_timeout of RULES, and the server's housekeeping period, which
+# closes connections past it (server._HOUSEKEEPING_INTERVAL).
+MESSAGE_TIMEOUT = 60.0
+HOUSEKEEPING = 2.0
+# How long a step that needs no deadline to pass may take: generous.
+STEP_TIMEOUT = 10.0
+
+RULES = f"""\
 version: 1
-numbering: {country_code: "86"}
+numbering: {{country_code: "86"}}
 listen: ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
 protection:
   tcp_connections_per_source: 2
-  tcp_message_timeout: 1s
+  tcp_message_timeout: {MESSAGE_TIMEOUT:.0f}s
   max_message_size: 4096
   unknown_source_rate: 3
 trunks:
@@ -47,6 +62,61 @@ def options(branch: str, *, transport: str = "TCP") -> bytes:
         f"To: <sip:probe@127.0.0.1>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\n"
         f"Content-Length: 0\r\n\r\n"
     ).encode()
+
+
+class Clock:
+    """The running loop's clock, plus an offset the test moves forward.
+
+    Every reader of `loop.time()` (the server, its timers, asyncio's own
+    sleeps and timeouts) sees the moved clock; real time runs on under it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._real = loop.time
+        self.offset = 0.0
+        self._frozen_at: float | None = None
+
+    def time(self) -> float:
+        if self._frozen_at is not None:
+            return self._frozen_at
+        return self._real() + self.offset
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Hold the clock still; no timer comes due meanwhile (wait with `until`)."""
+        self._frozen_at = self.time()
+        try:
+            yield
+        finally:
+            self._frozen_at = None
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock `seconds` on and let the timers now due run."""
+        self.offset += seconds
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def clock() -> AsyncIterator[Clock]:
+    loop = asyncio.get_running_loop()
+    moved = Clock(loop)
+    loop.time = moved.time  # type: ignore[method-assign]
+    try:
+        yield moved
+    finally:
+        del loop.time  # the loop's own method again
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = STEP_TIMEOUT) -> None:
+    """Wait until `condition()` holds, checking as the loop runs; fail after `timeout`.
+
+    It yields to the loop without a timer, so it works on a frozen clock too.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -82,61 +152,74 @@ async def test_a_source_gets_at_most_its_tcp_connections(server: Server) -> None
         for _, writer in connections:
             writer.close()
     # Closing frees the places: a new connection is served.
-    await asyncio.sleep(0.1)
+    await until(lambda: server.transports.tcp_connection_count == 0, "the server saw them close")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(options("z9hG4bKagain"))
     assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)).startswith(b"SIP/2.0")
     writer.close()
 
 
-async def test_a_slow_sender_is_closed(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_slow_sender_is_closed(
+    server: Server, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server, "tcp"))
     try:
         message = options("z9hG4bKslow")
         writer.write(message[:40])  # a message begins, and goes no further
         await writer.drain()
-        await asyncio.sleep(1.2)
+        # Its clock runs from the moment the server took the connection.
+        await until(lambda: server.transports.tcp_connection_count == 1, "the server took it")
+        await clock.advance(MESSAGE_TIMEOUT + 0.1)
         # Past its deadline: closed now, or already by the server's own
-        # housekeeping (every 2 s), whichever ran first.
+        # housekeeping, which the moved clock made due, whichever ran first.
         server.transports.close_idle()
-        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+        assert await asyncio.wait_for(reader.read(), STEP_TIMEOUT) == b""
         assert "no whole message since it opened; closing" in caplog.text
         assert server.transports.tcp_connection_count == 0
     finally:
         writer.close()
 
 
-async def test_a_sender_that_finishes_in_time_is_kept(server: Server) -> None:
+async def test_a_sender_that_finishes_in_time_is_kept(server: Server, clock: Clock) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server, "tcp"))
     try:
         message = options("z9hG4bKsteady")
         writer.write(message[:40])
-        await asyncio.sleep(0.5)
+        await until(lambda: server.transports.tcp_connection_count == 1, "the server took it")
+        await clock.advance(MESSAGE_TIMEOUT / 2)
         writer.write(message[40:])
-        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)).startswith(b"SIP/2.0")
-        await asyncio.sleep(0.7)  # past the timeout since the first byte, but between messages
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), STEP_TIMEOUT)
+        assert answer.startswith(b"SIP/2.0")
+        # past the timeout since the first byte, but between messages
+        await clock.advance(MESSAGE_TIMEOUT / 2 + 0.1)
         assert server.transports.close_idle() == 0
+        assert server.transports.tcp_connection_count == 1
     finally:
         writer.close()
 
 
-async def test_a_silent_tcp_connection_is_closed_at_its_deadline(server: Server) -> None:
+async def test_a_silent_tcp_connection_is_closed_at_its_deadline(
+    server: Server, clock: Clock
+) -> None:
     """Connecting and saying nothing does not hold a connection for the idle
-    timeout: the first message is due within tcp_message_timeout (1 s here).
+    timeout: the first message is due within tcp_message_timeout.
 
-    The server's own housekeeping (every 2 s) does the closing, so the test
-    waits for it with a generous bound. The speaker connects first: the pass
-    that closes the silent connection is past the speaker's deadline too, and
-    keeps it only because its first message came in time.
+    The server's own housekeeping does the closing: the test moves the clock
+    past the deadline and a housekeeping period, and waits for the close
+    with a generous bound. The speaker connects first: the pass that closes
+    the silent connection is past the speaker's deadline too, and keeps it
+    only because its first message came in time.
     """
     port = port_of(server, "tcp")
     speaker_reader, speaker_writer = await asyncio.open_connection("127.0.0.1", port)
     silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         speaker_writer.write(options("z9hG4bKearly"))
-        answer = await asyncio.wait_for(speaker_reader.readuntil(b"\r\n\r\n"), 5.0)
+        answer = await asyncio.wait_for(speaker_reader.readuntil(b"\r\n\r\n"), STEP_TIMEOUT)
         assert answer.startswith(b"SIP/2.0 403")
-        assert await asyncio.wait_for(silent_reader.read(), 15.0) == b""  # EOF: closed
+        await until(lambda: server.transports.tcp_connection_count == 2, "the server took both")
+        await clock.advance(MESSAGE_TIMEOUT + HOUSEKEEPING + 0.1)
+        assert await asyncio.wait_for(silent_reader.read(), STEP_TIMEOUT) == b""  # EOF: closed
         speaker_writer.write(options("z9hG4bKlater"))
         answer = await asyncio.wait_for(speaker_reader.readuntil(b"\r\n\r\n"), 5.0)
         assert answer.startswith(b"SIP/2.0 403")
@@ -193,26 +276,34 @@ async def test_an_oversized_datagram_gets_513_or_the_strangers_403(
         assert answer.startswith(b"SIP/2.0 " + status)
 
 
-async def test_unknown_udp_source_answers_are_budgeted(server: Server) -> None:
-    """A forged-source flood cannot be reflected: 3 answers, then silence."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+async def test_unknown_udp_source_answers_are_budgeted(server: Server, clock: Clock) -> None:
+    """A forged-source flood cannot be reflected: 3 answers, then silence.
+
+    The server decides on the loop's clock, which the test holds still
+    while the ten datagrams are decided, so the budget cannot refill in
+    between however slowly the machine runs: exactly the burst is answered.
+    """
+    assert server.core is not None
+    core = server.core
+    with clock.frozen(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        sock.settimeout(0.5)
+        sock.setblocking(False)
         for index in range(10):
             sock.sendto(
                 options(f"z9hG4bKu{index}", transport="UDP"), ("127.0.0.1", port_of(server, "udp"))
             )
-        answers = 0
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                data = await loop.run_in_executor(None, sock.recv, 65535)
-            except TimeoutError:
-                break
-            assert data.startswith(b"SIP/2.0 403 Forbidden")
-            answers += 1
-        assert answers == 3
-        assert server.core is not None and server.core.dropped_unknown == 7
+        answers: list[bytes] = []
+
+        def decided() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    answers.append(sock.recv(65535))
+            return len(answers) + core.dropped_unknown >= 10
+
+        await until(decided, "all ten datagrams decided")
+    assert all(data.startswith(b"SIP/2.0 403 Forbidden") for data in answers), answers
+    assert len(answers) == 3
+    assert core.dropped_unknown == 7
 
 
 TRUNK_RULES = """\
