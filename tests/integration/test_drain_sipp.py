@@ -136,7 +136,8 @@ def test_live_calls_finish_and_new_calls_get_503(drain_path: DrainPath) -> None:
         extra_args=["-d", "3000", "-l", "3"],
     )
     try:
-        time.sleep(1.5)  # the three calls are up, held for 3 s
+        # The three calls are admitted (each is then held 3 s after its answer).
+        assert wait_for_log(path.sipguard, "allow   trunk=", count=3), path.sipguard.describe()
         assert options_ping(path.sipguard.port, source_port=path.probe_port) == 200
         path.sipguard.process.send_signal(signal.SIGTERM)
         assert wait_for_log(path.sipguard, "draining: 3 live call(s)"), path.sipguard.describe()
@@ -196,7 +197,8 @@ def test_calls_still_up_at_the_deadline_are_hung_up(drain_path: DrainPath) -> No
         timeout=30,
     )
     try:
-        time.sleep(1.5)
+        # Both calls are admitted before the drain starts.
+        assert wait_for_log(path.sipguard, "allow   trunk=", count=2), path.sipguard.describe()
         path.sipguard.process.send_signal(signal.SIGTERM)
         status = wait_exit(path.sipguard, 10.0)
         run = caller.wait()
