@@ -2,8 +2,9 @@
 
 `B2BUA` consumes parsed messages (or raw datagrams) with the peer they came
 from and `now`, and produces `Transmit` commands (`datagrams_to_send`) and
-call events (`next_event`). It never reads a clock or touches a socket: the
-driver calls `handle_timer(now=...)` at `next_deadline()`.
+call events (`next_event`), both defined in `sipguard.events`. It never
+reads a clock or touches a socket: the driver calls `handle_timer(now=...)`
+at `next_deadline()`.
 
 Call model: the inbound leg A (we are its UAS) and the outbound leg B (we are
 its UAC) have their own Call-ID, tags, CSeq and Via. Requests are relayed
@@ -36,7 +37,16 @@ from typing import Protocol
 from sipguard.answercache import AnswerCache
 from sipguard.dialog import IdFactory, Leg, LocalAddress, reconnect_address
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
-from sipguard.peer import speaks_for
+from sipguard.events import (
+    CallEnded,
+    CallRefused,
+    CallStarted,
+    Event,
+    InDialogMonitored,
+    MessageRejected,
+    Transmit,
+)
+from sipguard.peer import Peer, speaks_for
 from sipguard.policy.decision import Allow, Refuse, Relay
 from sipguard.policy.engine import IdentityNumbers
 from sipguard.policy.numbers import number_of_uri
@@ -65,24 +75,17 @@ from sipguard.transaction import (
     DEFAULT_RING_TIMEOUT,
     ClientInviteTransaction,
     ClientNonInviteTransaction,
-    Peer,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     Transaction,
-    Transmit,
     TxState,
 )
 
 __all__ = [
     "Allow",
     "B2BUA",
-    "CallEnded",
-    "CallRefused",
-    "CallStarted",
-    "Event",
+    "CoreConfig",
     "Gate",
-    "InDialogMonitored",
-    "MessageRejected",
     "Relay",
     "Refuse",
     "end_to_end_headers",
@@ -164,95 +167,6 @@ class Gate(Protocol):
 # a drain lasts up to its timeout (30 s by default), while a trunk at its
 # protection ceiling has room again as soon as a few calls end.
 _RETRY_AFTER = {"draining": 30, "trunk_capacity": 5}
-
-
-# --- events: what the core tells the driver ----------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallStarted:
-    """A new call was admitted and relayed to its route."""
-
-    trunk: str
-    peer: Peer
-    a_call_id: str
-    b_call_id: str
-    caller: str
-    callee: str
-    time: float
-    monitor_rule: str | None = None  # relayed although this rule fired (monitored, or emergency)
-    emergency: bool = False  # a call to an emergency number: no rule of sipguard's refused it
-    warnings: tuple[str, ...] = ()  # rate rules whose warn level the call passed
-    request: Request | None = None  # the caller's INVITE, for the audit trail
-    # A home-country caller ID from abroad, relayed withheld (home_cli:
-    # anonymize): intercepted, not authenticated.
-    anonymized: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CallRefused:
-    """A new call was refused before any state was created (or, with rule
-    `identity_changed`, a mid-call request that changed the caller's identity).
-
-    `status` is None when the INVITE was dropped unanswered: an unknown
-    source in `drop` mode or past its answer budget (`reason` is then "").
-    """
-
-    trunk: str | None
-    peer: Peer
-    call_id: str
-    status: int | None
-    rule: str
-    reason: str
-    time: float
-    caller: str | None = None  # the normalised caller number, when readable
-    callee: str | None = None  # the normalised called number, when readable
-    request: Request | None = None  # the refused INVITE, for the audit trail
-    detail: str = ""  # why, in full, for the operator (the caller may see less)
-    noted: str | None = None  # a monitored rule that fired before `rule` refused the call
-
-
-@dataclass(frozen=True, slots=True)
-class InDialogMonitored:
-    """A rule fired on the caller's mid-call request (`identity_changed`) but
-    the trunk only monitors it: the request was relayed all the same."""
-
-    trunk: str
-    peer: Peer
-    call_id: str
-    rule: str
-    time: float
-    caller: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    """A call that was started has ended; emitted exactly once per call."""
-
-    trunk: str
-    a_call_id: str
-    b_call_id: str
-    status: int  # final status of the INVITE as relayed to the caller
-    ended_by: str  # "caller", "callee", "timeout", "error"
-    answered: bool
-    start: float  # when the caller's INVITE came in
-    time: float  # when the call ended
-    caller: str = ""  # the validated caller number (or the From URI)
-    ringing_for: float | None = None  # unanswered calls: seconds since the first 18x
-    rate_counted: bool = False  # the rate table counted it: release it now
-    answered_at: float | None = None  # answered calls: when the 2xx was relayed to the caller
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRejected:
-    """A message was answered with an error or dropped before any call logic."""
-
-    peer: Peer
-    status: int | None  # None when dropped unanswered
-    reason: str
-
-
-Event = CallStarted | CallRefused | CallEnded | MessageRejected | InDialogMonitored
 
 
 # --- per-call state -----------------------------------------------------------

@@ -31,8 +31,8 @@ rings forever).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
+from sipguard.events import Transmit
 from sipguard.peer import Peer
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.serializer import to_bytes
@@ -42,8 +42,6 @@ __all__ = [
     "T2",
     "T4",
     "DEFAULT_RING_TIMEOUT",
-    "Peer",
-    "Transmit",
     "TxEvent",
     "TxKind",
     "TxState",
@@ -72,20 +70,6 @@ TIMER_L = 64 * T1  # RFC 6026 §8.7: absorb INVITE retransmissions after 2xx
 TIMER_M = 64 * T1  # RFC 6026 §8.4: accept 2xx retransmissions from forks
 # A next hop may ring for minutes; three minutes is RFC 3261's Timer C floor.
 DEFAULT_RING_TIMEOUT = 180.0
-
-
-@dataclass(frozen=True, slots=True)
-class Transmit:
-    """A command to the driver: send `data` to `peer`.
-
-    `reconnect` is where to open a new TCP connection when `peer`'s (an
-    inbound connection, from a port nothing listens on) is gone: the same
-    host at the port its Contact or first Route names (RFC 3261 §18.1.1).
-    """
-
-    peer: Peer
-    data: bytes
-    reconnect: Peer | None = None
 
 
 class TxKind(enum.Enum):

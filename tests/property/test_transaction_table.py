@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from sipguard.events import Transmit
 from sipguard.peer import Peer
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.serializer import build_response, to_bytes
@@ -26,7 +27,6 @@ from sipguard.transaction import (
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     Transaction,
-    Transmit,
     TxEvent,
     TxKind,
     TxState,

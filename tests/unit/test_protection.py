@@ -16,15 +16,9 @@ import random
 import pytest
 
 from sipguard.answercache import AnswerCache
-from sipguard.b2bua import (
-    B2BUA,
-    CallEnded,
-    CallRefused,
-    CallStarted,
-    CoreConfig,
-    MessageRejected,
-)
+from sipguard.b2bua import B2BUA, CoreConfig
 from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.events import CallEnded, CallRefused, CallStarted, MessageRejected
 from sipguard.peer import Peer
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.sip.message import Request, Response

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from sipguard.events import Transmit
 from sipguard.peer import Peer
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import parse_message
@@ -21,7 +22,6 @@ from sipguard.transaction import (
     ClientNonInviteTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
-    Transmit,
     TxState,
 )
 
