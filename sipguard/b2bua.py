@@ -52,8 +52,15 @@ from sipguard.policy.engine import IdentityNumbers
 from sipguard.policy.numbers import number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS
 from sipguard.rules.values import SERVICE_REFUSALS
-from sipguard.sip.headers import CALLER_IDENTITY_HEADERS, STIR_HEADERS, header_key
-from sipguard.sip.message import Headers, Request, Response
+from sipguard.sip.builders import (
+    cancel_for,
+    end_to_end_headers,
+    make_response,
+    option_tags,
+    outbound_uri,
+)
+from sipguard.sip.headers import CALLER_IDENTITY_HEADERS, STIR_HEADERS
+from sipguard.sip.message import Request, Response
 from sipguard.sip.parser import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PARSE_LIMITS,
@@ -61,15 +68,15 @@ from sipguard.sip.parser import (
     parse_message,
     peek_top_via,
 )
+from sipguard.sip.salvage import error_response_for
 from sipguard.sip.serializer import (
-    build_response,
     hostport,
     printable,
     reason_value,
     to_bytes,
     warning_value,
 )
-from sipguard.sip.uri import NameAddr, SipUri, TelUri, Via, parse_name_addr
+from sipguard.sip.uri import NameAddr, Via, parse_name_addr
 from sipguard.sourcelimit import AnswerBudget
 from sipguard.transaction import (
     DEFAULT_RING_TIMEOUT,
@@ -88,35 +95,11 @@ __all__ = [
     "Gate",
     "Relay",
     "Refuse",
-    "end_to_end_headers",
-    "make_response",
-    "outbound_uri",
 ]
 
 ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
 _RELAYED_IN_DIALOG = frozenset(
     {"INVITE", "UPDATE", "INFO", "OPTIONS", "MESSAGE", "NOTIFY", "REFER"}
-)
-# Headers that belong to one hop or one dialog and are rebuilt per leg; every
-# other header is end-to-end and copied across.
-_PER_LEG = frozenset(
-    {
-        "via",
-        "route",
-        "record-route",
-        "contact",
-        "from",
-        "to",
-        "call-id",
-        "cseq",
-        "max-forwards",
-        "content-length",
-        "rseq",
-        "rack",
-        "proxy-require",
-        "proxy-authorization",
-        "authorization",
-    }
 )
 _NONE: frozenset[str] = frozenset()
 # Extensions sipguard can relay transparently; a Require naming anything else
@@ -1151,18 +1134,7 @@ class B2BUA:
         if call.cancel_sent:
             return
         call.cancel_sent = True
-        invite = tx.request
-        fields = [
-            # RFC 3261 §9.1: a single Via, the top one of the INVITE.
-            ("Via", str(invite.top_via)),
-            *(("Route", route) for route in invite.headers.get_all("route")),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("from") or ""),
-            ("To", invite.headers.get("to") or ""),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.seq} CANCEL"),
-        ]
-        cancel = Request("CANCEL", invite.uri, Headers(fields))
+        cancel = cancel_for(tx.request)
         client_tx = ClientNonInviteTransaction(
             cancel, key=_client_key(cancel), peer=tx.peer, outbox=self._outbox, now=now
         )
@@ -1576,46 +1548,6 @@ def _client_key_of_response(response: Response) -> tuple[str, ...]:
     return (response.top_via.branch or "", response.cseq.method)
 
 
-def make_response(
-    request: Request,
-    peer: Peer,
-    status: int,
-    reason: str,
-    *,
-    to_tag: str | None = None,
-    extra: Iterable[tuple[str, str]] = (),
-    body: bytes = b"",
-    top_via_only: bool = False,
-) -> Response:
-    """A response to `request` from `peer`, with received/rport (RFC 3581 §4)."""
-    via = request.top_via
-    return build_response(
-        request,
-        status,
-        reason,
-        to_tag=to_tag,
-        extra=extra,
-        body=body,
-        received=peer.host if via.host != peer.host else None,
-        rport=peer.port if via.has_param("rport") else None,
-        top_via_only=top_via_only,
-    )
-
-
-def end_to_end_headers(headers: Headers, strip: frozenset[str]) -> Iterable[tuple[str, str]]:
-    """The headers a message carries to the other leg: all but the per-leg ones
-    and `strip`, with 100rel taken out of Supported (it is not relayed)."""
-    for name, value in headers.fields:
-        key = name.lower()
-        if key in _PER_LEG or key in strip:
-            continue
-        if key == "supported":
-            value = ", ".join(v for v in _tokens(value) if v.lower() != "100rel")
-            if not value:
-                continue
-        yield name, value
-
-
 def _parse_call_headers(request: Request) -> IdentityNumbers:
     """Parse what `_start_call` reads from a new INVITE; its identity numbers.
 
@@ -1648,28 +1580,9 @@ def _identity_numbers(request: Request) -> IdentityNumbers:
     return number_of_uri(request.from_.uri), asserted
 
 
-def _tokens(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _unsupported(request: Request) -> str:
-    required = [item for value in request.headers.get_all("require") for item in _tokens(value)]
+    required = [item for value in request.headers.get_all("require") for item in option_tags(value)]
     return ", ".join(item for item in required if item.lower() not in _SUPPORTED_EXTENSIONS)
-
-
-def outbound_uri(request: Request, route: Peer) -> str:
-    """The B leg's Request-URI: the callee's user part at the route's address."""
-    uri = request.request_uri
-    if isinstance(uri, SipUri):
-        user = uri.user
-    elif isinstance(uri, TelUri):
-        user = uri.number
-    else:
-        user = None
-    transport = ";transport=tcp" if route.transport == "tcp" else ""
-    host = f"[{route.host}]" if ":" in route.host else route.host
-    user_part = f"{user}@" if user else ""
-    return f"sip:{user_part}{host}:{route.port}{transport}"
 
 
 def _parse_from(value: str) -> NameAddr:
@@ -1679,63 +1592,3 @@ def _parse_from(value: str) -> NameAddr:
 def _short(text: str) -> str:
     """A reason phrase: one line, bounded, no control characters."""
     return printable(text, limit=120)
-
-
-def error_response_for(
-    data: bytes,
-    status: int,
-    reason: str,
-    extra: Iterable[tuple[str, str]] = (),
-    *,
-    first_via_only: bool = False,
-) -> bytes | None:
-    """Best-effort error response to bytes that did not parse (RFC 3261 §8.2).
-
-    Answers requests that have a Via line to answer along; copies From, To,
-    Call-ID and CSeq when present (RFC 4475 §3.1.2.18: a request missing
-    one of them still gets its 400), and only the first Via line when
-    `first_via_only` (an answer to a stranger). Responses, ACKs and anything
-    without a Via are dropped: returns None.
-    """
-    head = data.split(b"\r\n\r\n", 1)[0]
-    try:
-        lines = head.decode("utf-8").split("\r\n")
-    except UnicodeDecodeError:
-        return None
-    request_line = lines[0]
-    if request_line[:4].upper() == "SIP/" or request_line.split(" ", 1)[0] in ("ACK", ""):
-        return None
-    copied: list[str] = []
-    seen: set[str] = set()
-    for line in lines[1:]:
-        name, colon, _ = line.partition(":")
-        if not colon or line[:1] in (" ", "\t"):
-            continue  # not a header line of its own (no colon, or a fold)
-        key = header_key(name.strip(" \t"))
-        if key == "via" and first_via_only and "via" in seen:
-            continue
-        if key in _ECHOED_ON_ERROR:
-            # A control character (a NUL, a C1 code) in a header the answer
-            # must carry goes back %-escaped: the answer still has its From,
-            # To, Call-ID and CSeq, and carries nothing unprintable.
-            copied.append(line if line.replace("\t", " ").isprintable() else _escaped(line))
-            seen.add(key)
-    if "via" not in seen:
-        return None
-    added = [f"{name}: {value}" for name, value in extra]
-    return "\r\n".join(
-        [f"SIP/2.0 {status} {reason}", *copied, *added, "Content-Length: 0", "", ""]
-    ).encode()
-
-
-_ECHOED_ON_ERROR = frozenset({"via", "from", "to", "call-id", "cseq"})
-
-
-def _escaped(line: str) -> str:
-    """`line` with every unprintable character (tab aside) as %XX of its UTF-8."""
-    return "".join(
-        char
-        if char.isprintable() or char == "\t"
-        else "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
-        for char in line
-    )

@@ -34,7 +34,8 @@ import enum
 
 from sipguard.events import Transmit
 from sipguard.peer import Peer
-from sipguard.sip.message import Headers, Request, Response
+from sipguard.sip.builders import ack_for_failure
+from sipguard.sip.message import Request, Response
 from sipguard.sip.serializer import to_bytes
 
 __all__ = [
@@ -320,7 +321,7 @@ class ClientInviteTransaction(Transaction):
             self._retransmit_at = None
             self._timeout_at = now + TIMER_M
         else:
-            self._ack = to_bytes(self._build_ack(response))
+            self._ack = to_bytes(ack_for_failure(self.request, response))
             self._send(self._ack)
             self._linger(TIMER_D, now=now)
         return response
@@ -335,22 +336,6 @@ class ClientInviteTransaction(Transaction):
             self.timed_out = True
         else:
             self._fire(TxEvent.LINGER_DONE)
-
-    def _build_ack(self, response: Response) -> Request:
-        """RFC 3261 §17.1.1.3: the ACK for a non-2xx final response."""
-        invite = self.request
-        # §17.1.1.3: "the ACK MUST contain a single Via header field ... equal
-        # to the top Via header field of the original request".
-        fields: list[tuple[str, str]] = [("Via", str(invite.top_via))]
-        fields.extend(("Route", value) for value in invite.headers.get_all("route"))
-        fields += [
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("from") or ""),
-            ("To", response.headers.get("to") or ""),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.seq} ACK"),
-        ]
-        return Request("ACK", invite.uri, Headers(fields))
 
 
 class ClientNonInviteTransaction(Transaction):
