@@ -11,6 +11,12 @@ its UAC) have their own Call-ID, tags, CSeq and Via. Requests are relayed
 between the legs by pairing a server transaction on one leg with a client
 transaction on the other (`_Relay`); responses travel back the same pair.
 
+The core runs the call flows and hands the rest to parts that own their
+state: `Protection` (sipguard/protection.py) says whether a stranger gets
+an answer, whether a trunk is at its ceiling, and what a retransmitted
+INVITE was answered; the messages it writes come from
+`sipguard.sip.builders` and `sipguard.sip.salvage`.
+
 Rules:
 1. No open relay. A new call is admitted only by the `Gate` (trunk lookup and
    policy); a response, an in-dialog request or a CANCEL is accepted only
@@ -28,13 +34,11 @@ from __future__ import annotations
 
 import enum
 import heapq
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sipguard.answercache import AnswerCache
 from sipguard.dialog import IdFactory, Leg, LocalAddress, reconnect_address
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
 from sipguard.events import (
@@ -51,6 +55,7 @@ from sipguard.policy.decision import Allow, Refuse, Relay
 from sipguard.policy.engine import IdentityNumbers
 from sipguard.policy.numbers import number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS
+from sipguard.protection import Protection
 from sipguard.rules.values import SERVICE_REFUSALS
 from sipguard.sip.builders import (
     cancel_for,
@@ -77,7 +82,6 @@ from sipguard.sip.serializer import (
     warning_value,
 )
 from sipguard.sip.uri import NameAddr, Via, parse_name_addr
-from sipguard.sourcelimit import AnswerBudget
 from sipguard.transaction import (
     DEFAULT_RING_TIMEOUT,
     ClientInviteTransaction,
@@ -138,12 +142,6 @@ class Gate(Protocol):
         set up with identity `initial`, that presents `current` (rule
         `identity_changed`)."""
         ...
-
-
-# The uniform answer to a source of no trunk, whatever it sent (as the gate's
-# `unknown_source` refusal of an INVITE).
-# The answer to strangers is the gate's unknown_source refusal: Reason and
-# Warning name the rule, the same for every request.
 
 
 # Retry-After of the 503s of sipguard's own (SERVICE_REFUSALS), in seconds:
@@ -265,28 +263,20 @@ class B2BUA:
         self._scheduled: dict[int, float] = {}
         self._timer_seq = 0
         self.calls_active = 0
-        self._calls_by_trunk: dict[str, int] = {}
-        self._txs_by_trunk: dict[str, int] = {}
-        self._tx_trunk: dict[tuple[str, ...], str] = {}
-        rate = self.config.unknown_source_rate
-        self._unknown_answers = AnswerBudget(rate=rate, burst=max(1, math.ceil(rate)))
-        # The one answer to strangers, per transport (its Warning's warn-agent):
-        # the rule id, never more, whatever the trunks' answers.detail.
-        status = self.config.unknown_source_status[0]
-        self._unknown_headers = {
-            transport: (
-                ("Reason", reason_value(status, "unknown_source")),
-                ("Warning", self._warning(transport, "unknown_source")),
-            )
-            for transport in {"udp", "tcp", *self.config.local}
-        }
-        self.dropped_unknown = 0
+        # Strangers' answers, per-trunk ceilings and stateless answers.
+        self._protection = Protection(
+            calls_per_trunk=config.calls_per_trunk,
+            transactions_per_trunk=config.transactions_per_trunk,
+            unknown_source_answer=config.unknown_source_answer,
+            unknown_source_rate=config.unknown_source_rate,
+            unknown_source_status=config.unknown_source_status,
+            transports=frozenset({"udp", "tcp", *config.local}),
+            warning=self._warning,
+        )
         self._own_sent_by = tuple({f"{a.host}:{a.port}" for a in config.local.values()})
         # Responses dropped because they came from another address than the
         # request's peer (forged answers).
         self.foreign_responses = 0
-        # Out-of-dialog INVITEs answered statelessly, for their retransmissions.
-        self._stateless = AnswerCache()
         # Set when the process is stopping: calls in progress go on, new ones
         # are answered 503 so a load balancer sends them elsewhere.
         self.draining = False
@@ -328,7 +318,7 @@ class B2BUA:
         INVITE's branch) is absorbed by a lookup on its top Via, unparsed."""
         via = peek_top_via(data)
         key = None if via is None else _via_key(via, "INVITE")
-        return key is not None and self._stateless.answer_for((peer, key), now=now) is not None
+        return key is not None and self._protection.stateless_answer(peer, key, now=now) is not None
 
     def receive_message(self, message: Request | Response, peer: Peer, *, now: float) -> None:
         """Handle one parsed message from `peer`."""
@@ -354,7 +344,13 @@ class B2BUA:
     @property
     def calls_by_trunk(self) -> dict[str, int]:
         """Live calls per trunk (a copy)."""
-        return dict(self._calls_by_trunk)
+        return self._protection.calls_by_trunk
+
+    @property
+    def dropped_unknown(self) -> int:
+        """Requests of sources of no trunk dropped unanswered (`drop` mode, or
+        past the address's answer budget)."""
+        return self._protection.dropped_unknown
 
     def transport_failed(self, peer: Peer, *, now: float) -> None:
         """The driver could not reach `peer`: fail its pending client transactions."""
@@ -459,7 +455,7 @@ class B2BUA:
         else:
             if self._server_txs.get(tx.key) is tx:
                 del self._server_txs[tx.key]
-                self._release_server_tx(tx.key)
+                self._protection.transaction_forgotten(tx.key)
             self._invite_calls.pop(tx.key, None)
 
     # -- requests -----------------------------------------------------------------
@@ -527,8 +523,8 @@ class B2BUA:
         stranger's answer budget, so a primed answer cannot be replayed at
         will (reflection).
         """
-        cache_key = (peer, key)
-        answer = self._stateless.answer_for(cache_key, now=now)
+        protection = self._protection
+        answer = protection.stateless_answer(peer, key, now=now)
         if answer is not None:
             if answer:
                 self._outbox.append(Transmit(peer, answer))
@@ -541,7 +537,7 @@ class B2BUA:
         if key not in self._server_txs:  # answered statelessly, or dropped unanswered
             answers = [t.data for t in self._outbox[queued:] if t.peer == peer]
             answer = answers[0] if answers and trunk is not None else b""
-            self._stateless.remember(cache_key, answer, now=now)
+            protection.remember_stateless(peer, key, answer, now=now)
 
     def _on_new_invite(
         self, request: Request, key: tuple[str, ...], trunk: str | None, peer: Peer, *, now: float
@@ -553,7 +549,7 @@ class B2BUA:
             # the caller of this method, with no event).
             detail = RULE_DEFAULTS["unknown_source"][1]
             if self._refuse_unknown(request, peer, now=now):
-                status, phrase = self.config.unknown_source_status
+                status, phrase = self._protection.stranger_status
                 refused = CallRefused(
                     None,
                     peer,
@@ -566,11 +562,7 @@ class B2BUA:
                     detail=detail,
                 )
             else:
-                why = (
-                    "unknown_source_answer: drop"
-                    if self.config.unknown_source_answer == "drop"
-                    else "past the address's answer budget (unknown_source_rate)"
-                )
+                why = self._protection.why_unanswered
                 refused = CallRefused(
                     None,
                     peer,
@@ -600,7 +592,7 @@ class B2BUA:
             self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
             self._events.append(MessageRejected(peer, 420, f"Require: {unsupported}"))
             return
-        full = self._capacity_reached(trunk, calls=True)
+        full = self._protection.capacity_reached(trunk, calls=True)
         if full is not None:
             self._refuse_new_call(request, peer, trunk, "trunk_capacity", now=now, why=full)
             return
@@ -724,8 +716,7 @@ class B2BUA:
         self._dialogs[(a_leg.call_id, a_leg.local_tag)] = (call, Side.A)
         self._dialogs[(b_leg.call_id, b_leg.local_tag)] = (call, Side.B)
         self.calls_active += 1
-        calls = self._calls_by_trunk
-        calls[call.trunk] = calls.get(call.trunk, 0) + 1
+        self._protection.call_started(call.trunk)
         self._watch(server_tx)
         self._watch(client_tx)
         return call
@@ -1178,7 +1169,7 @@ class B2BUA:
         self._dialogs.pop((call.b.call_id, call.b.local_tag), None)
         self._invite_calls.pop(call.a_invite.key, None)
         self.calls_active -= 1
-        _decrement(self._calls_by_trunk, call.trunk)
+        self._protection.call_ended(call.trunk)
         self._events.append(
             CallEnded(
                 call.trunk,
@@ -1317,7 +1308,7 @@ class B2BUA:
             self._reply(request, peer, 481, "Call/Transaction Does Not Exist")
             return 481
         return (
-            self.config.unknown_source_status[0]
+            self._protection.stranger_status[0]
             if self._refuse_unknown(request, peer, now=now)
             else None
         )
@@ -1331,9 +1322,10 @@ class B2BUA:
         address anyone can forge; a TCP peer completed a handshake from its
         address). ACKs are never answered.
         """
-        if request.method == "ACK" or not self._may_answer_unknown(peer, now=now):
+        protection = self._protection
+        if request.method == "ACK" or not protection.may_answer_stranger(peer, now=now):
             return False
-        status, phrase = self.config.unknown_source_status
+        status, phrase = protection.stranger_status
         # The top Via alone: what a stranger can make sipguard send stays
         # within the size of what it sent, whatever Via chain it carried.
         self._reply(
@@ -1341,32 +1333,10 @@ class B2BUA:
             peer,
             status,
             phrase,
-            extra=self._unknown_headers[peer.transport],
+            extra=protection.stranger_headers(peer.transport),
             top_via_only=True,
         )
         return True
-
-    def _may_answer_unknown(self, peer: Peer, *, now: float) -> bool:
-        """Whether an unknown source gets an answer now (mode and budget); counts drops."""
-        if self.config.unknown_source_answer == "drop" or (
-            peer.transport == "udp" and not self._unknown_answers.allow(peer.host, now=now)
-        ):
-            self.dropped_unknown += 1
-            return False
-        return True
-
-    def _capacity_reached(self, trunk: str, *, calls: bool) -> str | None:
-        """The protection ceiling `trunk` is at, in words; None below them.
-
-        `calls`: count its live calls too (for a new call), not only its
-        transactions.
-        """
-        config = self.config
-        if calls and self._calls_by_trunk.get(trunk, 0) >= config.calls_per_trunk:
-            return f"trunk {trunk} holds calls_per_trunk {config.calls_per_trunk}"
-        if self._txs_by_trunk.get(trunk, 0) >= config.transactions_per_trunk:
-            return f"trunk {trunk} holds transactions_per_trunk {config.transactions_per_trunk}"
-        return None
 
     def _over_capacity(self, request: Request, peer: Peer, trunk: str, *, calls: bool) -> bool:
         """Answer 503 if `trunk` holds its most calls or transactions (protection).
@@ -1375,7 +1345,7 @@ class B2BUA:
         would be (`trunk_capacity`), but no decision: a flood of them is what
         the ceiling stops, and a record each would let it write the trail.
         """
-        full = self._capacity_reached(trunk, calls=calls)
+        full = self._protection.capacity_reached(trunk, calls=calls)
         if full is None:
             return False
         if request.method != "ACK":
@@ -1419,14 +1389,7 @@ class B2BUA:
         self, tx: ServerInviteTransaction | ServerNonInviteTransaction, trunk: str
     ) -> None:
         self._server_txs[tx.key] = tx
-        self._tx_trunk[tx.key] = trunk
-        counts = self._txs_by_trunk
-        counts[trunk] = counts.get(trunk, 0) + 1
-
-    def _release_server_tx(self, key: tuple[str, ...]) -> None:
-        trunk = self._tx_trunk.pop(key, None)
-        if trunk is not None:
-            _decrement(self._txs_by_trunk, trunk)
+        self._protection.transaction_added(tx.key, trunk)
 
     def _reply(
         self,
@@ -1451,10 +1414,15 @@ class B2BUA:
         if not self.gate.is_known(peer):
             # A stranger learns no more from a broken message than from a
             # good one: the uniform 403, within its budget, or nothing.
-            if self._may_answer_unknown(peer, now=now):
-                status, phrase = self.config.unknown_source_status
+            protection = self._protection
+            if protection.may_answer_stranger(peer, now=now):
+                status, phrase = protection.stranger_status
                 response = error_response_for(
-                    data, status, phrase, self._unknown_headers[peer.transport], first_via_only=True
+                    data,
+                    status,
+                    phrase,
+                    protection.stranger_headers(peer.transport),
+                    first_via_only=True,
                 )
             else:
                 response = None
@@ -1507,15 +1475,6 @@ def _parse_essentials(message: Request | Response) -> None:
     _ = (message.from_, message.to, message.cseq)
     if isinstance(message, Request):
         _ = message.max_forwards
-
-
-def _decrement(counts: dict[str, int], key: str) -> None:
-    """One less of `key`; a count that reaches zero leaves the dict."""
-    left = counts[key] - 1
-    if left:
-        counts[key] = left
-    else:
-        del counts[key]
 
 
 def _server_key(request: Request, *, method: str | None = None) -> tuple[str, ...]:

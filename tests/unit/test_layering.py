@@ -54,7 +54,15 @@ RING_1 = frozenset(
         "sipguard.strangers",
     }
 )
-RING_2 = frozenset({"sipguard.events", "sipguard.transaction", "sipguard.dialog", "sipguard.b2bua"})
+RING_2 = frozenset(
+    {
+        "sipguard.events",
+        "sipguard.transaction",
+        "sipguard.dialog",
+        "sipguard.protection",
+        "sipguard.b2bua",
+    }
+)
 RING_3 = frozenset(
     {
         "sipguard.server",
