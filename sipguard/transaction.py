@@ -179,8 +179,10 @@ class Transaction:
     """State shared by the four kinds: state, peer, timers, outbox.
 
     `deadline` is the earliest absolute time at which `handle_timer` must run,
-    or None. `timed_out` becomes True when the transaction ended by a timeout
-    rather than by a response; the TU reads it after `handle_timer`.
+    or None. `handle_timer` and `transport_failed` return True when the
+    transaction has just ended by a timeout (or a transport error) rather
+    than by a response: the TU must react to that once. `timed_out` records
+    that it did, and stays True.
     """
 
     kind: TxKind
@@ -256,15 +258,19 @@ class Transaction:
     def _timeout_due(self, now: float) -> bool:
         return self._timeout_at is not None and now >= self._timeout_at
 
-    def handle_timer(self, *, now: float) -> None:
-        """Run the timers due at `now` (each kind overrides this)."""
+    def handle_timer(self, *, now: float) -> bool:
+        """Run the timers due at `now` (each kind overrides this); whether the
+        transaction timed out now."""
         raise NotImplementedError
 
-    def transport_failed(self) -> None:
-        """The driver could not deliver to `peer` (RFC 3261 §17.1.4, §17.2.4)."""
+    def transport_failed(self) -> bool:
+        """The driver could not deliver to `peer` (RFC 3261 §17.1.4, §17.2.4);
+        whether that ended the transaction now (as a timeout)."""
         if self._fire(TxEvent.TIMEOUT):
             self.timed_out = True
             self.transport_error = True
+            return True
+        return False
 
 
 class ClientInviteTransaction(Transaction):
@@ -326,16 +332,17 @@ class ClientInviteTransaction(Transaction):
             self._linger(TIMER_D, now=now)
         return response
 
-    def handle_timer(self, *, now: float) -> None:
+    def handle_timer(self, *, now: float) -> bool:
         """Run due timers: A retransmits; B or the ring timeout time out; D/M end."""
         if not self._timeout_due(now):
             self._retransmit_due(now, cap=float("inf"))
-            return
+            return False
         if self.state in (TxState.CALLING, TxState.PROCEEDING):
             self._fire(TxEvent.TIMEOUT)
             self.timed_out = True
-        else:
-            self._fire(TxEvent.LINGER_DONE)
+            return True
+        self._fire(TxEvent.LINGER_DONE)
+        return False
 
 
 class ClientNonInviteTransaction(Transaction):
@@ -377,16 +384,17 @@ class ClientNonInviteTransaction(Transaction):
         self._linger(TIMER_K, now=now)
         return response
 
-    def handle_timer(self, *, now: float) -> None:
+    def handle_timer(self, *, now: float) -> bool:
         """Run due timers: E retransmits; F times out; K ends."""
         if not self._timeout_due(now):
             self._retransmit_due(now, cap=T2)
-            return
+            return False
         if self.state is TxState.COMPLETED:
             self._fire(TxEvent.LINGER_DONE)
-        else:
-            self._fire(TxEvent.TIMEOUT)
-            self.timed_out = True
+            return False
+        self._fire(TxEvent.TIMEOUT)
+        self.timed_out = True
+        return True
 
 
 class ServerInviteTransaction(Transaction):
@@ -464,19 +472,21 @@ class ServerInviteTransaction(Transaction):
             self.ack_received = True
             self._stop_retransmit()
 
-    def handle_timer(self, *, now: float) -> None:
+    def handle_timer(self, *, now: float) -> bool:
         """Run due timers: G (or 2xx) retransmits; H or L end the wait."""
         if not self._timeout_due(now):
             self._retransmit_due(now, cap=T2)
-            return
+            return False
         if self.state is TxState.COMPLETED:
             self._fire(TxEvent.TIMEOUT)  # Timer H: the ACK never came
             self.timed_out = True
-        elif self.state is TxState.ACCEPTED:
+            return True
+        if self.state is TxState.ACCEPTED:
             self.timed_out = not self.ack_received  # §13.3.1.4: no ACK -> BYE
             self._fire(TxEvent.LINGER_DONE)
-        else:
-            self._fire(TxEvent.LINGER_DONE)
+            return self.timed_out
+        self._fire(TxEvent.LINGER_DONE)
+        return False
 
 
 class ServerNonInviteTransaction(Transaction):
@@ -508,7 +518,8 @@ class ServerNonInviteTransaction(Transaction):
         if event is not TxEvent.PROVISIONAL:
             self._linger(TIMER_J, now=now)
 
-    def handle_timer(self, *, now: float) -> None:
-        """Timer J ends the transaction."""
+    def handle_timer(self, *, now: float) -> bool:
+        """Timer J ends the transaction (never a timeout the TU reacts to)."""
         if self._timeout_due(now):
             self._fire(TxEvent.LINGER_DONE)
+        return False
