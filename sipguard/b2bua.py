@@ -12,10 +12,12 @@ between the legs by pairing a server transaction on one leg with a client
 transaction on the other (`_Relay`); responses travel back the same pair.
 
 The core runs the call flows and hands the rest to parts that own their
-state: `Protection` (sipguard/protection.py) says whether a stranger gets
-an answer, whether a trunk is at its ceiling, and what a retransmitted
-INVITE was answered; the messages it writes come from
-`sipguard.sip.builders` and `sipguard.sip.salvage`.
+state: `TxTable` (sipguard/txtable.py) holds the live transactions by key
+and their timers, and reports which timed out; `Protection`
+(sipguard/protection.py) says whether a stranger gets an answer, whether a
+trunk is at its ceiling, and what a retransmitted INVITE was answered. The
+messages the core writes come from `sipguard.sip.builders` and
+`sipguard.sip.salvage`.
 
 Rules:
 1. No open relay. A new call is admitted only by the `Gate` (trunk lookup and
@@ -33,7 +35,6 @@ Rules:
 from __future__ import annotations
 
 import enum
-import heapq
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ from sipguard.sip.serializer import (
     to_bytes,
     warning_value,
 )
-from sipguard.sip.uri import NameAddr, Via, parse_name_addr
+from sipguard.sip.uri import NameAddr, parse_name_addr
 from sipguard.transaction import (
     DEFAULT_RING_TIMEOUT,
     ClientInviteTransaction,
@@ -91,6 +92,7 @@ from sipguard.transaction import (
     Transaction,
     TxState,
 )
+from sipguard.txtable import TxTable, client_key, response_key, server_key, via_key
 
 __all__ = [
     "Allow",
@@ -249,19 +251,12 @@ class B2BUA:
         self._ids = ids
         self._outbox: list[Transmit] = []
         self._events: deque[Event] = deque()
-        self._server_txs: dict[
-            tuple[str, ...], ServerInviteTransaction | ServerNonInviteTransaction
-        ] = {}
-        self._client_txs: dict[
-            tuple[str, ...], ClientInviteTransaction | ClientNonInviteTransaction
-        ] = {}
+        # Every live transaction, by key, and when each is next due.
+        self._txs = TxTable()
         self._relays: dict[tuple[str, ...], _Relay] = {}
         self._invite_calls: dict[tuple[str, ...], Call] = {}
         self._b_invites: dict[tuple[str, ...], Call] = {}
         self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
-        self._timers: list[tuple[float, int, Transaction]] = []
-        self._scheduled: dict[int, float] = {}
-        self._timer_seq = 0
         self.calls_active = 0
         # Strangers' answers, per-trunk ceilings and stateless answers.
         self._protection = Protection(
@@ -317,7 +312,7 @@ class B2BUA:
         """The ACK of a stateless answer (RFC 3261 §17.2.3: it carries the
         INVITE's branch) is absorbed by a lookup on its top Via, unparsed."""
         via = peek_top_via(data)
-        key = None if via is None else _via_key(via, "INVITE")
+        key = None if via is None else via_key(via, "INVITE")
         return key is not None and self._protection.stateless_answer(peer, key, now=now) is not None
 
     def receive_message(self, message: Request | Response, peer: Peer, *, now: float) -> None:
@@ -354,11 +349,12 @@ class B2BUA:
 
     def transport_failed(self, peer: Peer, *, now: float) -> None:
         """The driver could not reach `peer`: fail its pending client transactions."""
-        txs = self._client_txs.values()
+        txs = self._txs.client.values()
         for tx in [tx for tx in txs if tx.peer == peer or tx.reconnect == peer]:
             if tx.state in (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING):
-                tx.transport_failed()
-                self._after_client_tx(tx, now=now)
+                if tx.transport_failed():
+                    self._client_timed_out(tx, now=now)
+                self._watch(tx)
 
     def hang_up_all(self, *, now: float) -> int:
         """End every call now (a drain's deadline passed); return how many.
@@ -392,36 +388,22 @@ class B2BUA:
 
     def next_deadline(self) -> float | None:
         """The earliest time `handle_timer` must run, or None."""
-        timers = self._timers
-        while timers:
-            deadline, _, tx = timers[0]
-            if self._scheduled.get(id(tx)) == deadline and not tx.is_terminated:
-                return deadline
-            heapq.heappop(timers)
-            if self._scheduled.get(id(tx)) == deadline:
-                del self._scheduled[id(tx)]
-        return None
+        return self._txs.next_deadline()
 
     def handle_timer(self, *, now: float) -> None:
-        """Run every transaction timer due at `now`."""
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            deadline, _, tx = heapq.heappop(timers)
-            if self._scheduled.get(id(tx)) != deadline:
-                continue
-            del self._scheduled[id(tx)]
-            if tx.is_terminated:
-                continue
-            tx.handle_timer(now=now)
-            if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
-                self._after_client_tx(tx, now=now)
-            elif isinstance(tx, ServerInviteTransaction | ServerNonInviteTransaction):
-                self._after_server_tx(tx, now=now)
+        """Run every transaction timer due at `now`, and react to timeouts."""
+        for tx, timed_out in self._txs.run_timers(now=now):
+            if timed_out:
+                if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
+                    self._client_timed_out(tx, now=now)
+                elif isinstance(tx, ServerInviteTransaction):
+                    self._server_invite_timed_out(tx, now=now)
+            self._watch(tx)
 
     @property
     def transaction_count(self) -> int:
         """Live transactions (for leak checks and metrics)."""
-        return len(self._server_txs) + len(self._client_txs)
+        return len(self._txs)
 
     @property
     def dialog_count(self) -> int:
@@ -434,27 +416,17 @@ class B2BUA:
         """Schedule `tx`'s deadline; forget it once terminated."""
         if tx.is_terminated:
             self._forget(tx)
-            return
-        deadline = tx.deadline
-        if deadline is None:
-            return
-        scheduled = self._scheduled.get(id(tx))
-        if scheduled is not None and scheduled <= deadline:
-            return  # the earlier entry fires first and re-schedules
-        self._scheduled[id(tx)] = deadline
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (deadline, self._timer_seq, tx))
+        else:
+            self._txs.schedule(tx)
 
     def _forget(self, tx: Transaction) -> None:
-        self._scheduled.pop(id(tx), None)
+        """Drop a terminated `tx` from the table and whatever the calls keyed on it."""
+        removed = self._txs.forget(tx)
         if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
-            if self._client_txs.get(tx.key) is tx:
-                del self._client_txs[tx.key]
             self._relays.pop(tx.key, None)
             self._b_invites.pop(tx.key, None)
         else:
-            if self._server_txs.get(tx.key) is tx:
-                del self._server_txs[tx.key]
+            if removed:
                 self._protection.transaction_forgotten(tx.key)
             self._invite_calls.pop(tx.key, None)
 
@@ -462,8 +434,8 @@ class B2BUA:
 
     def _on_request(self, request: Request, peer: Peer, *, now: float) -> None:
         method = request.method
-        key = _server_key(request)
-        existing = self._server_txs.get(key)
+        key = server_key(request)
+        existing = self._txs.server.get(key)
         if existing is not None:
             if not speaks_for(existing.peer, peer):
                 # Another sender's copy of a transaction: its answers go to
@@ -534,7 +506,7 @@ class B2BUA:
         trunk = self.gate.trunk_of(peer)
         queued = len(self._outbox)
         self._on_new_invite(request, key, trunk, peer, now=now)
-        if key not in self._server_txs:  # answered statelessly, or dropped unanswered
+        if key not in self._txs.server:  # answered statelessly, or dropped unanswered
             answers = [t.data for t in self._outbox[queued:] if t.peer == peer]
             answer = answers[0] if answers and trunk is not None else b""
             protection.remember_stateless(peer, key, answer, now=now)
@@ -699,13 +671,13 @@ class B2BUA:
         )
         client_tx = ClientInviteTransaction(
             invite,
-            key=_client_key(invite),
+            key=client_key(invite),
             peer=route,
             outbox=self._outbox,
             now=now,
             ring_timeout=self.config.ring_timeout,
         )
-        self._client_txs[client_tx.key] = client_tx
+        self._txs.add_client(client_tx)
         call = Call(decision.trunk, a_leg, b_leg, server_tx, client_tx, start=now)
         call.identity = identity
         call.caller = decision.caller or str(request.from_.uri)
@@ -722,7 +694,7 @@ class B2BUA:
         return call
 
     def _on_cancel(self, request: Request, peer: Peer, *, now: float) -> None:
-        invite_key = _server_key(request, method="INVITE")
+        invite_key = server_key(request, method="INVITE")
         call = self._invite_calls.get(invite_key)
         if call is None or not self._speaks_for_leg(call, Side.A, peer):
             # RFC 3261 §9.2: no matching INVITE transaction -> 481.
@@ -731,7 +703,7 @@ class B2BUA:
         if self._over_capacity(request, peer, call.trunk, calls=False):
             return
         cancel_tx = ServerNonInviteTransaction(
-            request, key=_server_key(request), peer=peer, outbox=self._outbox
+            request, key=server_key(request), peer=peer, outbox=self._outbox
         )
         self._add_server_tx(cancel_tx, call.trunk)
         cancel_tx.send_response(make_response(request, peer, 200, "OK"), now=now)
@@ -762,7 +734,7 @@ class B2BUA:
             return
         if request.method in ("INVITE", "UPDATE"):
             _identity_numbers(request)  # broken identity headers: 400, before any state
-        key = _server_key(request)
+        key = server_key(request)
         server_tx: ServerInviteTransaction | ServerNonInviteTransaction
         if request.method == "INVITE":
             server_tx = ServerInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
@@ -935,7 +907,7 @@ class B2BUA:
         if request.method == "INVITE":
             client_tx = ClientInviteTransaction(
                 outbound,
-                key=_client_key(outbound),
+                key=client_key(outbound),
                 peer=target.peer,
                 reconnect=target.reconnect,
                 outbox=self._outbox,
@@ -945,21 +917,21 @@ class B2BUA:
         else:
             client_tx = ClientNonInviteTransaction(
                 outbound,
-                key=_client_key(outbound),
+                key=client_key(outbound),
                 peer=target.peer,
                 outbox=self._outbox,
                 now=now,
                 reconnect=target.reconnect,
             )
         relay = _Relay(call, side, server_tx, cseq)
-        self._client_txs[client_tx.key] = client_tx
+        self._txs.add_client(client_tx)
         self._relays[client_tx.key] = relay
         self._watch(client_tx)
         return relay
 
     def _on_response(self, response: Response, peer: Peer, *, now: float) -> None:
-        key = _client_key_of_response(response)
-        tx = self._client_txs.get(key)
+        key = response_key(response)
+        tx = self._txs.client.get(key)
         if tx is None:
             return  # stray or late: nothing to match (RFC 3261 §17.1.3)
         if not speaks_for(tx.peer, peer):
@@ -1127,9 +1099,9 @@ class B2BUA:
         call.cancel_sent = True
         cancel = cancel_for(tx.request)
         client_tx = ClientNonInviteTransaction(
-            cancel, key=_client_key(cancel), peer=tx.peer, outbox=self._outbox, now=now
+            cancel, key=client_key(cancel), peer=tx.peer, outbox=self._outbox, now=now
         )
-        self._client_txs[client_tx.key] = client_tx
+        self._txs.add_client(client_tx)
         self._watch(client_tx)
 
     def _ack_b(self, call: Call, *, now: float) -> None:
@@ -1149,13 +1121,13 @@ class B2BUA:
         bye = leg.build_request("BYE", cseq=leg.next_cseq(), branch=self._ids.branch())
         client_tx = ClientNonInviteTransaction(
             bye,
-            key=_client_key(bye),
+            key=client_key(bye),
             peer=leg.peer,
             outbox=self._outbox,
             now=now,
             reconnect=leg.reconnect,
         )
-        self._client_txs[client_tx.key] = client_tx
+        self._txs.add_client(client_tx)
         self._watch(client_tx)
 
     def _end_call(self, call: Call, ended_by: str, *, now: float) -> None:
@@ -1187,15 +1159,6 @@ class B2BUA:
             )
         )
 
-    def _after_client_tx(
-        self, tx: ClientInviteTransaction | ClientNonInviteTransaction, *, now: float
-    ) -> None:
-        """React to a client transaction that a timer or the transport ended."""
-        if tx.timed_out:
-            tx.timed_out = False
-            self._client_timed_out(tx, now=now)
-        self._watch(tx)
-
     def _client_timed_out(
         self, tx: ClientInviteTransaction | ClientNonInviteTransaction, *, now: float
     ) -> None:
@@ -1220,14 +1183,6 @@ class B2BUA:
             self._respond(relay.server_tx, status, reason, now=now)
         if relay.call.invite_relay is relay:
             relay.call.invite_relay = None
-
-    def _after_server_tx(
-        self, tx: ServerInviteTransaction | ServerNonInviteTransaction, *, now: float
-    ) -> None:
-        if tx.timed_out and isinstance(tx, ServerInviteTransaction):
-            tx.timed_out = False
-            self._server_invite_timed_out(tx, now=now)
-        self._watch(tx)
 
     def _server_invite_timed_out(self, tx: ServerInviteTransaction, *, now: float) -> None:
         """No ACK came for our 2xx (§13.3.1.4): hang up both legs."""
@@ -1273,7 +1228,7 @@ class B2BUA:
         own = self._own_sent_by
         if not any(sent_by in value for value in request.headers.get_all("via") for sent_by in own):
             return False
-        client_txs = self._client_txs
+        client_txs = self._txs.client
         return any((via.branch or "", "INVITE") in client_txs for via in request.vias)
 
     def _speaks_for_leg(self, call: Call, side: Side, peer: Peer) -> bool:
@@ -1388,7 +1343,7 @@ class B2BUA:
     def _add_server_tx(
         self, tx: ServerInviteTransaction | ServerNonInviteTransaction, trunk: str
     ) -> None:
-        self._server_txs[tx.key] = tx
+        self._txs.add_server(tx)
         self._protection.transaction_added(tx.key, trunk)
 
     def _reply(
@@ -1475,36 +1430,6 @@ def _parse_essentials(message: Request | Response) -> None:
     _ = (message.from_, message.to, message.cseq)
     if isinstance(message, Request):
         _ = message.max_forwards
-
-
-def _server_key(request: Request, *, method: str | None = None) -> tuple[str, ...]:
-    """RFC 3261 §17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
-    via = request.top_via
-    name = method or request.method
-    if name == "ACK":
-        name = "INVITE"
-    key = _via_key(via, name)
-    if key is not None:
-        return key
-    # RFC 2543 peers: fall back to the dialog and CSeq identifiers.
-    return (request.call_id, request.from_.tag or "", str(request.cseq.seq), via.sent_by, name)
-
-
-def _via_key(via: Via, method: str) -> tuple[str, ...] | None:
-    """The RFC 3261 transaction key of a magic-cookie branch; None for older peers."""
-    branch = via.branch
-    if branch is None or not branch.startswith("z9hG4bK"):
-        return None
-    return (branch, via.sent_by, method)
-
-
-def _client_key(request: Request) -> tuple[str, ...]:
-    return (request.top_via.branch or "", request.cseq.method)
-
-
-def _client_key_of_response(response: Response) -> tuple[str, ...]:
-    """RFC 3261 §17.1.3: match on the top Via branch and the CSeq method."""
-    return (response.top_via.branch or "", response.cseq.method)
 
 
 def _parse_call_headers(request: Request) -> IdentityNumbers:

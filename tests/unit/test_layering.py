@@ -60,6 +60,7 @@ RING_2 = frozenset(
         "sipguard.transaction",
         "sipguard.dialog",
         "sipguard.protection",
+        "sipguard.txtable",
         "sipguard.b2bua",
     }
 )
