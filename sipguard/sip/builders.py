@@ -1,8 +1,9 @@
 """Messages sipguard writes from messages it received (RFC 3261 §8.2.6, §9.1, §17.1.1.3).
 
-Four builders, each the one place its message is made:
+The builders, each the one place its message is made:
 
-- `make_response`: any response sipguard sends, stateless or through a
+- `build_response`: a response to a request, echoing what §8.2.6.2 asks
+  for; `make_response`, the one sipguard sends, stateless or through a
   transaction, stamped with the source the request really came from
   (received/rport, RFC 3261 §18.2.1, RFC 3581 §4);
 - `cancel_for` and `ack_for_failure`: the two requests that belong to an
@@ -30,12 +31,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sipguard.peer import Peer
+from sipguard.sip.headers import key_and_name
 from sipguard.sip.message import Headers, Request, Response
-from sipguard.sip.serializer import build_response
-from sipguard.sip.uri import SipUri, TelUri
+from sipguard.sip.serializer import REASON_PHRASES
+from sipguard.sip.uri import SipUri, TelUri, format_params
 
 __all__ = [
     "ack_for_failure",
+    "build_response",
     "cancel_for",
     "end_to_end_headers",
     "make_response",
@@ -43,6 +46,9 @@ __all__ = [
     "outbound_uri",
 ]
 
+# RFC 3261 §8.2.6.2: the fields a response copies from its request (To too,
+# with the tag added, see `_tagged`).
+_ECHOED = frozenset({"via", "from", "call-id", "cseq"})
 # Headers that belong to one hop or one dialog and are rebuilt per leg; every
 # other header is end-to-end and copied across.
 _PER_LEG = frozenset(
@@ -64,6 +70,96 @@ _PER_LEG = frozenset(
         "authorization",
     }
 )
+
+
+def build_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    received: str | None = None,
+    rport: int | None = None,
+    top_via_only: bool = False,
+) -> Response:
+    """Build a response to `request`.
+
+    Args:
+        to_tag: added to To when the request's To has no tag (§8.2.6.2).
+        extra: further header fields, appended after the echoed ones.
+        received, rport: the real source of the request, written into the
+            top Via as RFC 3261 §18.2.1 and RFC 3581 §4 require.
+        top_via_only: echo the top Via value alone (an answer to a stranger:
+            its size stays bounded whatever Via chain the request carried).
+    """
+    fields: list[tuple[str, str]] = []
+    keys: list[str] = []
+    stamp = received is not None or rport is not None or top_via_only
+    vias = 0
+    for key, name, value in request.headers.keyed():
+        if key == "via":
+            vias += 1
+            if top_via_only and vias > 1:
+                continue
+            if stamp:
+                value = _stamp_via(request, received, rport, alone=top_via_only)
+                stamp = False
+        elif key == "to":
+            value = _tagged(request, value, to_tag)
+        elif key not in _ECHOED:
+            continue
+        fields.append((name, value))
+        keys.append(key)
+    for name, value in extra:
+        key, canonical = key_and_name(name)
+        fields.append((canonical, value))
+        keys.append(key)
+    headers = Headers.from_keyed(fields, keys)
+    return Response(status, reason or REASON_PHRASES.get(status, "Unknown"), headers, body)
+
+
+def _tagged(request: Request, value: str, to_tag: str | None) -> str:
+    if to_tag is None or request.to.tag is not None:
+        return value
+    return f"{value};tag={to_tag}"
+
+
+def _stamp_via(
+    request: Request, received: str | None, rport: int | None, *, alone: bool = False
+) -> str:
+    """Rewrite the first Via value with received/rport (the rest of a
+    comma-joined Via line is kept as it was, unless `alone`)."""
+    raw = request.headers.get("via") or ""
+    top = request.top_via
+    params = [(k, v) for k, v in top.params if k not in ("received", "rport")]
+    if received is not None:
+        params.append(("received", received))
+    if rport is not None and top.has_param("rport"):
+        params.append(("rport", str(rport)))
+    stamped = f"SIP/2.0/{top.transport} {top.sent_by}{format_params(tuple(params))}"
+    if alone:
+        return stamped
+    comma = _first_top_level_comma(raw)
+    return stamped if comma < 0 else stamped + raw[comma:]
+
+
+def _first_top_level_comma(value: str) -> int:
+    if "," not in value:
+        return -1
+    in_quotes = False
+    escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif in_quotes and char == "\\":
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char == "," and not in_quotes:
+            return index
+    return -1
 
 
 def make_response(

@@ -18,8 +18,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from sipguard.events import Transmit
 from sipguard.peer import Peer
+from sipguard.sip.builders import build_response
 from sipguard.sip.message import Headers, Request, Response
-from sipguard.sip.serializer import build_response, to_bytes
+from sipguard.sip.serializer import to_bytes
 from sipguard.transaction import (
     TRANSITIONS,
     ClientInviteTransaction,

@@ -6,9 +6,9 @@ import pytest
 
 from sipguard.events import Transmit
 from sipguard.peer import Peer
+from sipguard.sip.builders import build_response
 from sipguard.sip.message import Headers, Request
 from sipguard.sip.parser import parse_message
-from sipguard.sip.serializer import build_response
 from sipguard.transaction import (
     T1,
     ClientInviteTransaction,
