@@ -39,17 +39,15 @@ Benchmarks (one pyperf benchmark each; times are per call):
    call_ended" ends one call per admitted one, so the live count stays
    steady. The times include the loop's own cost (iterating, advancing
    the table's clock).
-4. answers: the stateless 403 (`build_response` with the Reason header of
+4. answers: the stateless 403 (`make_response` with the Reason header of
    the gate's refusal and the Warning the core signs with its address,
    received/rport and a To-tag, then `to_bytes`), as `B2BUA._reply` builds
-   it; and the outbound INVITE of an
-   allowed call, then `to_bytes`. `Leg.build_request` is public but the
-   core's composition of the outbound INVITE (`B2BUA._start_call`) and two
-   small helpers it uses (the end-to-end header filter and the outbound
-   Request-URI) are private, so the benchmark rebuilds the same request
-   from public parts (`IdFactory`, `LocalAddress`, `Leg`,
-   `parse_name_addr`) with local copies of those two helpers. It leaves out
-   the client transaction and dialog bookkeeping the core adds.
+   it; and the outbound INVITE of an allowed call, then `to_bytes`. The
+   core's composition of the outbound INVITE (`B2BUA._start_call`) is
+   private, so the benchmark rebuilds the same request from public parts
+   (`IdFactory`, `LocalAddress`, `Leg`, `parse_name_addr`, and the
+   builders the core uses: `end_to_end_headers`, `outbound_uri`). It
+   leaves out the client transaction and dialog bookkeeping the core adds.
 5. the reject path from bytes, without I/O: `parse_message` of a spoofed
    INVITE, `PolicyGate.decide`, the 403 of 4, to bytes. The core adds its
    transaction and answer-cache lookups, not timed here.
@@ -86,7 +84,6 @@ import pyperf  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sipguard.b2bua import end_to_end_headers, make_response, outbound_uri  # noqa: E402
 from sipguard.dialog import IdFactory, Leg, LocalAddress  # noqa: E402
 from sipguard.gate import PolicyGate, build_policy, call_view  # noqa: E402
 from sipguard.peer import Peer  # noqa: E402
@@ -100,6 +97,7 @@ from sipguard.ratetable import (  # noqa: E402
     WindowLimit,
 )
 from sipguard.rules.values import Endpoint, Numbering, RuleSet, SourceMatch, Trunk  # noqa: E402
+from sipguard.sip.builders import end_to_end_headers, make_response, outbound_uri  # noqa: E402
 from sipguard.sip.message import Request, Response  # noqa: E402
 from sipguard.sip.parser import parse_message  # noqa: E402
 from sipguard.sip.serializer import hostport, to_bytes, warning_value  # noqa: E402

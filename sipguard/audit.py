@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sipguard.b2bua import CallEnded, CallRefused, CallStarted, InDialogMonitored
+from sipguard.events import CallEnded, CallRefused, CallStarted, InDialogMonitored
 
 __all__ = ["AuditLog", "AuditSettings", "AuditStats", "record_of"]
 

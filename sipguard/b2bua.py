@@ -2,13 +2,22 @@
 
 `B2BUA` consumes parsed messages (or raw datagrams) with the peer they came
 from and `now`, and produces `Transmit` commands (`datagrams_to_send`) and
-call events (`next_event`). It never reads a clock or touches a socket: the
-driver calls `handle_timer(now=...)` at `next_deadline()`.
+call events (`next_event`), both defined in `sipguard.events`. It never
+reads a clock or touches a socket: the driver calls `handle_timer(now=...)`
+at `next_deadline()`.
 
 Call model: the inbound leg A (we are its UAS) and the outbound leg B (we are
 its UAC) have their own Call-ID, tags, CSeq and Via. Requests are relayed
 between the legs by pairing a server transaction on one leg with a client
 transaction on the other (`_Relay`); responses travel back the same pair.
+
+The core runs the call flows and hands the rest to parts that own their
+state: `TxTable` (sipguard/txtable.py) holds the live transactions by key
+and their timers, and reports which timed out; `Protection`
+(sipguard/protection.py) says whether a stranger gets an answer, whether a
+trunk is at its ceiling, and what a retransmitted INVITE was answered. The
+messages the core writes come from `sipguard.sip.builders` and
+`sipguard.sip.salvage`.
 
 Rules:
 1. No open relay. A new call is admitted only by the `Gate` (trunk lookup and
@@ -26,24 +35,38 @@ Rules:
 from __future__ import annotations
 
 import enum
-import heapq
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sipguard.answercache import AnswerCache
 from sipguard.dialog import IdFactory, Leg, LocalAddress, reconnect_address
 from sipguard.errors import MessageTooLarge, SipParseError, SipProtocolError
-from sipguard.peer import speaks_for
+from sipguard.events import (
+    CallEnded,
+    CallRefused,
+    CallStarted,
+    Event,
+    InDialogMonitored,
+    MessageRejected,
+    Transmit,
+)
+from sipguard.peer import Peer, speaks_for
 from sipguard.policy.decision import Allow, Refuse, Relay
 from sipguard.policy.engine import IdentityNumbers
 from sipguard.policy.numbers import number_of_uri
 from sipguard.policy.verdict import RULE_DEFAULTS
+from sipguard.protection import Protection
 from sipguard.rules.values import SERVICE_REFUSALS
-from sipguard.sip.headers import CALLER_IDENTITY_HEADERS, STIR_HEADERS, header_key
-from sipguard.sip.message import Headers, Request, Response
+from sipguard.sip.builders import (
+    cancel_for,
+    end_to_end_headers,
+    make_response,
+    option_tags,
+    outbound_uri,
+)
+from sipguard.sip.headers import CALLER_IDENTITY_HEADERS, STIR_HEADERS
+from sipguard.sip.message import Request, Response
 from sipguard.sip.parser import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PARSE_LIMITS,
@@ -51,69 +74,38 @@ from sipguard.sip.parser import (
     parse_message,
     peek_top_via,
 )
+from sipguard.sip.salvage import error_response_for
 from sipguard.sip.serializer import (
-    build_response,
     hostport,
     printable,
     reason_value,
     to_bytes,
     warning_value,
 )
-from sipguard.sip.uri import NameAddr, SipUri, TelUri, Via, parse_name_addr
-from sipguard.sourcelimit import AnswerBudget
+from sipguard.sip.uri import NameAddr, parse_name_addr
 from sipguard.transaction import (
     DEFAULT_RING_TIMEOUT,
     ClientInviteTransaction,
     ClientNonInviteTransaction,
-    Peer,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     Transaction,
-    Transmit,
     TxState,
 )
+from sipguard.txtable import TxTable, client_key, response_key, server_key, via_key
 
 __all__ = [
     "Allow",
     "B2BUA",
-    "CallEnded",
-    "CallRefused",
-    "CallStarted",
-    "Event",
+    "CoreConfig",
     "Gate",
-    "InDialogMonitored",
-    "MessageRejected",
     "Relay",
     "Refuse",
-    "end_to_end_headers",
-    "make_response",
-    "outbound_uri",
 ]
 
 ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
 _RELAYED_IN_DIALOG = frozenset(
     {"INVITE", "UPDATE", "INFO", "OPTIONS", "MESSAGE", "NOTIFY", "REFER"}
-)
-# Headers that belong to one hop or one dialog and are rebuilt per leg; every
-# other header is end-to-end and copied across.
-_PER_LEG = frozenset(
-    {
-        "via",
-        "route",
-        "record-route",
-        "contact",
-        "from",
-        "to",
-        "call-id",
-        "cseq",
-        "max-forwards",
-        "content-length",
-        "rseq",
-        "rack",
-        "proxy-require",
-        "proxy-authorization",
-        "authorization",
-    }
 )
 _NONE: frozenset[str] = frozenset()
 # Extensions sipguard can relay transparently; a Require naming anything else
@@ -154,105 +146,10 @@ class Gate(Protocol):
         ...
 
 
-# The uniform answer to a source of no trunk, whatever it sent (as the gate's
-# `unknown_source` refusal of an INVITE).
-# The answer to strangers is the gate's unknown_source refusal: Reason and
-# Warning name the rule, the same for every request.
-
-
 # Retry-After of the 503s of sipguard's own (SERVICE_REFUSALS), in seconds:
 # a drain lasts up to its timeout (30 s by default), while a trunk at its
 # protection ceiling has room again as soon as a few calls end.
 _RETRY_AFTER = {"draining": 30, "trunk_capacity": 5}
-
-
-# --- events: what the core tells the driver ----------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallStarted:
-    """A new call was admitted and relayed to its route."""
-
-    trunk: str
-    peer: Peer
-    a_call_id: str
-    b_call_id: str
-    caller: str
-    callee: str
-    time: float
-    monitor_rule: str | None = None  # relayed although this rule fired (monitored, or emergency)
-    emergency: bool = False  # a call to an emergency number: no rule of sipguard's refused it
-    warnings: tuple[str, ...] = ()  # rate rules whose warn level the call passed
-    request: Request | None = None  # the caller's INVITE, for the audit trail
-    # A home-country caller ID from abroad, relayed withheld (home_cli:
-    # anonymize): intercepted, not authenticated.
-    anonymized: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CallRefused:
-    """A new call was refused before any state was created (or, with rule
-    `identity_changed`, a mid-call request that changed the caller's identity).
-
-    `status` is None when the INVITE was dropped unanswered: an unknown
-    source in `drop` mode or past its answer budget (`reason` is then "").
-    """
-
-    trunk: str | None
-    peer: Peer
-    call_id: str
-    status: int | None
-    rule: str
-    reason: str
-    time: float
-    caller: str | None = None  # the normalised caller number, when readable
-    callee: str | None = None  # the normalised called number, when readable
-    request: Request | None = None  # the refused INVITE, for the audit trail
-    detail: str = ""  # why, in full, for the operator (the caller may see less)
-    noted: str | None = None  # a monitored rule that fired before `rule` refused the call
-
-
-@dataclass(frozen=True, slots=True)
-class InDialogMonitored:
-    """A rule fired on the caller's mid-call request (`identity_changed`) but
-    the trunk only monitors it: the request was relayed all the same."""
-
-    trunk: str
-    peer: Peer
-    call_id: str
-    rule: str
-    time: float
-    caller: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    """A call that was started has ended; emitted exactly once per call."""
-
-    trunk: str
-    a_call_id: str
-    b_call_id: str
-    status: int  # final status of the INVITE as relayed to the caller
-    ended_by: str  # "caller", "callee", "timeout", "error"
-    answered: bool
-    start: float  # when the caller's INVITE came in
-    time: float  # when the call ended
-    caller: str = ""  # the validated caller number (or the From URI)
-    ringing_for: float | None = None  # unanswered calls: seconds since the first 18x
-    rate_counted: bool = False  # the rate table counted it: release it now
-    answered_at: float | None = None  # answered calls: when the 2xx was relayed to the caller
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRejected:
-    """A message was answered with an error or dropped before any call logic."""
-
-    peer: Peer
-    status: int | None  # None when dropped unanswered
-    reason: str
-
-
-Event = CallStarted | CallRefused | CallEnded | MessageRejected | InDialogMonitored
 
 
 # --- per-call state -----------------------------------------------------------
@@ -354,42 +251,27 @@ class B2BUA:
         self._ids = ids
         self._outbox: list[Transmit] = []
         self._events: deque[Event] = deque()
-        self._server_txs: dict[
-            tuple[str, ...], ServerInviteTransaction | ServerNonInviteTransaction
-        ] = {}
-        self._client_txs: dict[
-            tuple[str, ...], ClientInviteTransaction | ClientNonInviteTransaction
-        ] = {}
+        # Every live transaction, by key, and when each is next due.
+        self._txs = TxTable()
         self._relays: dict[tuple[str, ...], _Relay] = {}
         self._invite_calls: dict[tuple[str, ...], Call] = {}
         self._b_invites: dict[tuple[str, ...], Call] = {}
         self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
-        self._timers: list[tuple[float, int, Transaction]] = []
-        self._scheduled: dict[int, float] = {}
-        self._timer_seq = 0
         self.calls_active = 0
-        self._calls_by_trunk: dict[str, int] = {}
-        self._txs_by_trunk: dict[str, int] = {}
-        self._tx_trunk: dict[tuple[str, ...], str] = {}
-        rate = self.config.unknown_source_rate
-        self._unknown_answers = AnswerBudget(rate=rate, burst=max(1, math.ceil(rate)))
-        # The one answer to strangers, per transport (its Warning's warn-agent):
-        # the rule id, never more, whatever the trunks' answers.detail.
-        status = self.config.unknown_source_status[0]
-        self._unknown_headers = {
-            transport: (
-                ("Reason", reason_value(status, "unknown_source")),
-                ("Warning", self._warning(transport, "unknown_source")),
-            )
-            for transport in {"udp", "tcp", *self.config.local}
-        }
-        self.dropped_unknown = 0
+        # Strangers' answers, per-trunk ceilings and stateless answers.
+        self._protection = Protection(
+            calls_per_trunk=config.calls_per_trunk,
+            transactions_per_trunk=config.transactions_per_trunk,
+            unknown_source_answer=config.unknown_source_answer,
+            unknown_source_rate=config.unknown_source_rate,
+            unknown_source_status=config.unknown_source_status,
+            transports=frozenset({"udp", "tcp", *config.local}),
+            warning=self._warning,
+        )
         self._own_sent_by = tuple({f"{a.host}:{a.port}" for a in config.local.values()})
         # Responses dropped because they came from another address than the
         # request's peer (forged answers).
         self.foreign_responses = 0
-        # Out-of-dialog INVITEs answered statelessly, for their retransmissions.
-        self._stateless = AnswerCache()
         # Set when the process is stopping: calls in progress go on, new ones
         # are answered 503 so a load balancer sends them elsewhere.
         self.draining = False
@@ -430,8 +312,8 @@ class B2BUA:
         """The ACK of a stateless answer (RFC 3261 §17.2.3: it carries the
         INVITE's branch) is absorbed by a lookup on its top Via, unparsed."""
         via = peek_top_via(data)
-        key = None if via is None else _via_key(via, "INVITE")
-        return key is not None and self._stateless.answer_for((peer, key), now=now) is not None
+        key = None if via is None else via_key(via, "INVITE")
+        return key is not None and self._protection.stateless_answer(peer, key, now=now) is not None
 
     def receive_message(self, message: Request | Response, peer: Peer, *, now: float) -> None:
         """Handle one parsed message from `peer`."""
@@ -457,15 +339,22 @@ class B2BUA:
     @property
     def calls_by_trunk(self) -> dict[str, int]:
         """Live calls per trunk (a copy)."""
-        return dict(self._calls_by_trunk)
+        return self._protection.calls_by_trunk
+
+    @property
+    def dropped_unknown(self) -> int:
+        """Requests of sources of no trunk dropped unanswered (`drop` mode, or
+        past the address's answer budget)."""
+        return self._protection.dropped_unknown
 
     def transport_failed(self, peer: Peer, *, now: float) -> None:
         """The driver could not reach `peer`: fail its pending client transactions."""
-        txs = self._client_txs.values()
+        txs = self._txs.client.values()
         for tx in [tx for tx in txs if tx.peer == peer or tx.reconnect == peer]:
             if tx.state in (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING):
-                tx.transport_failed()
-                self._after_client_tx(tx, now=now)
+                if tx.transport_failed():
+                    self._client_timed_out(tx, now=now)
+                self._watch(tx)
 
     def hang_up_all(self, *, now: float) -> int:
         """End every call now (a drain's deadline passed); return how many.
@@ -499,36 +388,22 @@ class B2BUA:
 
     def next_deadline(self) -> float | None:
         """The earliest time `handle_timer` must run, or None."""
-        timers = self._timers
-        while timers:
-            deadline, _, tx = timers[0]
-            if self._scheduled.get(id(tx)) == deadline and not tx.is_terminated:
-                return deadline
-            heapq.heappop(timers)
-            if self._scheduled.get(id(tx)) == deadline:
-                del self._scheduled[id(tx)]
-        return None
+        return self._txs.next_deadline()
 
     def handle_timer(self, *, now: float) -> None:
-        """Run every transaction timer due at `now`."""
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            deadline, _, tx = heapq.heappop(timers)
-            if self._scheduled.get(id(tx)) != deadline:
-                continue
-            del self._scheduled[id(tx)]
-            if tx.is_terminated:
-                continue
-            tx.handle_timer(now=now)
-            if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
-                self._after_client_tx(tx, now=now)
-            elif isinstance(tx, ServerInviteTransaction | ServerNonInviteTransaction):
-                self._after_server_tx(tx, now=now)
+        """Run every transaction timer due at `now`, and react to timeouts."""
+        for tx, timed_out in self._txs.run_timers(now=now):
+            if timed_out:
+                if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
+                    self._client_timed_out(tx, now=now)
+                elif isinstance(tx, ServerInviteTransaction):
+                    self._server_invite_timed_out(tx, now=now)
+            self._watch(tx)
 
     @property
     def transaction_count(self) -> int:
         """Live transactions (for leak checks and metrics)."""
-        return len(self._server_txs) + len(self._client_txs)
+        return len(self._txs)
 
     @property
     def dialog_count(self) -> int:
@@ -541,36 +416,26 @@ class B2BUA:
         """Schedule `tx`'s deadline; forget it once terminated."""
         if tx.is_terminated:
             self._forget(tx)
-            return
-        deadline = tx.deadline
-        if deadline is None:
-            return
-        scheduled = self._scheduled.get(id(tx))
-        if scheduled is not None and scheduled <= deadline:
-            return  # the earlier entry fires first and re-schedules
-        self._scheduled[id(tx)] = deadline
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (deadline, self._timer_seq, tx))
+        else:
+            self._txs.schedule(tx)
 
     def _forget(self, tx: Transaction) -> None:
-        self._scheduled.pop(id(tx), None)
+        """Drop a terminated `tx` from the table and whatever the calls keyed on it."""
+        removed = self._txs.forget(tx)
         if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
-            if self._client_txs.get(tx.key) is tx:
-                del self._client_txs[tx.key]
             self._relays.pop(tx.key, None)
             self._b_invites.pop(tx.key, None)
         else:
-            if self._server_txs.get(tx.key) is tx:
-                del self._server_txs[tx.key]
-                self._release_server_tx(tx.key)
+            if removed:
+                self._protection.transaction_forgotten(tx.key)
             self._invite_calls.pop(tx.key, None)
 
     # -- requests -----------------------------------------------------------------
 
     def _on_request(self, request: Request, peer: Peer, *, now: float) -> None:
         method = request.method
-        key = _server_key(request)
-        existing = self._server_txs.get(key)
+        key = server_key(request)
+        existing = self._txs.server.get(key)
         if existing is not None:
             if not speaks_for(existing.peer, peer):
                 # Another sender's copy of a transaction: its answers go to
@@ -630,8 +495,8 @@ class B2BUA:
         stranger's answer budget, so a primed answer cannot be replayed at
         will (reflection).
         """
-        cache_key = (peer, key)
-        answer = self._stateless.answer_for(cache_key, now=now)
+        protection = self._protection
+        answer = protection.stateless_answer(peer, key, now=now)
         if answer is not None:
             if answer:
                 self._outbox.append(Transmit(peer, answer))
@@ -641,10 +506,10 @@ class B2BUA:
         trunk = self.gate.trunk_of(peer)
         queued = len(self._outbox)
         self._on_new_invite(request, key, trunk, peer, now=now)
-        if key not in self._server_txs:  # answered statelessly, or dropped unanswered
+        if key not in self._txs.server:  # answered statelessly, or dropped unanswered
             answers = [t.data for t in self._outbox[queued:] if t.peer == peer]
             answer = answers[0] if answers and trunk is not None else b""
-            self._stateless.remember(cache_key, answer, now=now)
+            protection.remember_stateless(peer, key, answer, now=now)
 
     def _on_new_invite(
         self, request: Request, key: tuple[str, ...], trunk: str | None, peer: Peer, *, now: float
@@ -656,7 +521,7 @@ class B2BUA:
             # the caller of this method, with no event).
             detail = RULE_DEFAULTS["unknown_source"][1]
             if self._refuse_unknown(request, peer, now=now):
-                status, phrase = self.config.unknown_source_status
+                status, phrase = self._protection.stranger_status
                 refused = CallRefused(
                     None,
                     peer,
@@ -669,11 +534,7 @@ class B2BUA:
                     detail=detail,
                 )
             else:
-                why = (
-                    "unknown_source_answer: drop"
-                    if self.config.unknown_source_answer == "drop"
-                    else "past the address's answer budget (unknown_source_rate)"
-                )
+                why = self._protection.why_unanswered
                 refused = CallRefused(
                     None,
                     peer,
@@ -703,7 +564,7 @@ class B2BUA:
             self._reply(request, peer, 420, "Bad Extension", extra=[("Unsupported", unsupported)])
             self._events.append(MessageRejected(peer, 420, f"Require: {unsupported}"))
             return
-        full = self._capacity_reached(trunk, calls=True)
+        full = self._protection.capacity_reached(trunk, calls=True)
         if full is not None:
             self._refuse_new_call(request, peer, trunk, "trunk_capacity", now=now, why=full)
             return
@@ -810,13 +671,13 @@ class B2BUA:
         )
         client_tx = ClientInviteTransaction(
             invite,
-            key=_client_key(invite),
+            key=client_key(invite),
             peer=route,
             outbox=self._outbox,
             now=now,
             ring_timeout=self.config.ring_timeout,
         )
-        self._client_txs[client_tx.key] = client_tx
+        self._txs.add_client(client_tx)
         call = Call(decision.trunk, a_leg, b_leg, server_tx, client_tx, start=now)
         call.identity = identity
         call.caller = decision.caller or str(request.from_.uri)
@@ -827,14 +688,13 @@ class B2BUA:
         self._dialogs[(a_leg.call_id, a_leg.local_tag)] = (call, Side.A)
         self._dialogs[(b_leg.call_id, b_leg.local_tag)] = (call, Side.B)
         self.calls_active += 1
-        calls = self._calls_by_trunk
-        calls[call.trunk] = calls.get(call.trunk, 0) + 1
+        self._protection.call_started(call.trunk)
         self._watch(server_tx)
         self._watch(client_tx)
         return call
 
     def _on_cancel(self, request: Request, peer: Peer, *, now: float) -> None:
-        invite_key = _server_key(request, method="INVITE")
+        invite_key = server_key(request, method="INVITE")
         call = self._invite_calls.get(invite_key)
         if call is None or not self._speaks_for_leg(call, Side.A, peer):
             # RFC 3261 §9.2: no matching INVITE transaction -> 481.
@@ -843,7 +703,7 @@ class B2BUA:
         if self._over_capacity(request, peer, call.trunk, calls=False):
             return
         cancel_tx = ServerNonInviteTransaction(
-            request, key=_server_key(request), peer=peer, outbox=self._outbox
+            request, key=server_key(request), peer=peer, outbox=self._outbox
         )
         self._add_server_tx(cancel_tx, call.trunk)
         cancel_tx.send_response(make_response(request, peer, 200, "OK"), now=now)
@@ -874,7 +734,7 @@ class B2BUA:
             return
         if request.method in ("INVITE", "UPDATE"):
             _identity_numbers(request)  # broken identity headers: 400, before any state
-        key = _server_key(request)
+        key = server_key(request)
         server_tx: ServerInviteTransaction | ServerNonInviteTransaction
         if request.method == "INVITE":
             server_tx = ServerInviteTransaction(request, key=key, peer=peer, outbox=self._outbox)
@@ -1047,7 +907,7 @@ class B2BUA:
         if request.method == "INVITE":
             client_tx = ClientInviteTransaction(
                 outbound,
-                key=_client_key(outbound),
+                key=client_key(outbound),
                 peer=target.peer,
                 reconnect=target.reconnect,
                 outbox=self._outbox,
@@ -1057,21 +917,21 @@ class B2BUA:
         else:
             client_tx = ClientNonInviteTransaction(
                 outbound,
-                key=_client_key(outbound),
+                key=client_key(outbound),
                 peer=target.peer,
                 outbox=self._outbox,
                 now=now,
                 reconnect=target.reconnect,
             )
         relay = _Relay(call, side, server_tx, cseq)
-        self._client_txs[client_tx.key] = client_tx
+        self._txs.add_client(client_tx)
         self._relays[client_tx.key] = relay
         self._watch(client_tx)
         return relay
 
     def _on_response(self, response: Response, peer: Peer, *, now: float) -> None:
-        key = _client_key_of_response(response)
-        tx = self._client_txs.get(key)
+        key = response_key(response)
+        tx = self._txs.client.get(key)
         if tx is None:
             return  # stray or late: nothing to match (RFC 3261 §17.1.3)
         if not speaks_for(tx.peer, peer):
@@ -1237,22 +1097,11 @@ class B2BUA:
         if call.cancel_sent:
             return
         call.cancel_sent = True
-        invite = tx.request
-        fields = [
-            # RFC 3261 §9.1: a single Via, the top one of the INVITE.
-            ("Via", str(invite.top_via)),
-            *(("Route", route) for route in invite.headers.get_all("route")),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("from") or ""),
-            ("To", invite.headers.get("to") or ""),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.seq} CANCEL"),
-        ]
-        cancel = Request("CANCEL", invite.uri, Headers(fields))
+        cancel = cancel_for(tx.request)
         client_tx = ClientNonInviteTransaction(
-            cancel, key=_client_key(cancel), peer=tx.peer, outbox=self._outbox, now=now
+            cancel, key=client_key(cancel), peer=tx.peer, outbox=self._outbox, now=now
         )
-        self._client_txs[client_tx.key] = client_tx
+        self._txs.add_client(client_tx)
         self._watch(client_tx)
 
     def _ack_b(self, call: Call, *, now: float) -> None:
@@ -1272,13 +1121,13 @@ class B2BUA:
         bye = leg.build_request("BYE", cseq=leg.next_cseq(), branch=self._ids.branch())
         client_tx = ClientNonInviteTransaction(
             bye,
-            key=_client_key(bye),
+            key=client_key(bye),
             peer=leg.peer,
             outbox=self._outbox,
             now=now,
             reconnect=leg.reconnect,
         )
-        self._client_txs[client_tx.key] = client_tx
+        self._txs.add_client(client_tx)
         self._watch(client_tx)
 
     def _end_call(self, call: Call, ended_by: str, *, now: float) -> None:
@@ -1292,7 +1141,7 @@ class B2BUA:
         self._dialogs.pop((call.b.call_id, call.b.local_tag), None)
         self._invite_calls.pop(call.a_invite.key, None)
         self.calls_active -= 1
-        _decrement(self._calls_by_trunk, call.trunk)
+        self._protection.call_ended(call.trunk)
         self._events.append(
             CallEnded(
                 call.trunk,
@@ -1309,15 +1158,6 @@ class B2BUA:
                 answered_at=call.answered_at if answered else None,
             )
         )
-
-    def _after_client_tx(
-        self, tx: ClientInviteTransaction | ClientNonInviteTransaction, *, now: float
-    ) -> None:
-        """React to a client transaction that a timer or the transport ended."""
-        if tx.timed_out:
-            tx.timed_out = False
-            self._client_timed_out(tx, now=now)
-        self._watch(tx)
 
     def _client_timed_out(
         self, tx: ClientInviteTransaction | ClientNonInviteTransaction, *, now: float
@@ -1343,14 +1183,6 @@ class B2BUA:
             self._respond(relay.server_tx, status, reason, now=now)
         if relay.call.invite_relay is relay:
             relay.call.invite_relay = None
-
-    def _after_server_tx(
-        self, tx: ServerInviteTransaction | ServerNonInviteTransaction, *, now: float
-    ) -> None:
-        if tx.timed_out and isinstance(tx, ServerInviteTransaction):
-            tx.timed_out = False
-            self._server_invite_timed_out(tx, now=now)
-        self._watch(tx)
 
     def _server_invite_timed_out(self, tx: ServerInviteTransaction, *, now: float) -> None:
         """No ACK came for our 2xx (§13.3.1.4): hang up both legs."""
@@ -1396,7 +1228,7 @@ class B2BUA:
         own = self._own_sent_by
         if not any(sent_by in value for value in request.headers.get_all("via") for sent_by in own):
             return False
-        client_txs = self._client_txs
+        client_txs = self._txs.client
         return any((via.branch or "", "INVITE") in client_txs for via in request.vias)
 
     def _speaks_for_leg(self, call: Call, side: Side, peer: Peer) -> bool:
@@ -1431,7 +1263,7 @@ class B2BUA:
             self._reply(request, peer, 481, "Call/Transaction Does Not Exist")
             return 481
         return (
-            self.config.unknown_source_status[0]
+            self._protection.stranger_status[0]
             if self._refuse_unknown(request, peer, now=now)
             else None
         )
@@ -1445,9 +1277,10 @@ class B2BUA:
         address anyone can forge; a TCP peer completed a handshake from its
         address). ACKs are never answered.
         """
-        if request.method == "ACK" or not self._may_answer_unknown(peer, now=now):
+        protection = self._protection
+        if request.method == "ACK" or not protection.may_answer_stranger(peer, now=now):
             return False
-        status, phrase = self.config.unknown_source_status
+        status, phrase = protection.stranger_status
         # The top Via alone: what a stranger can make sipguard send stays
         # within the size of what it sent, whatever Via chain it carried.
         self._reply(
@@ -1455,32 +1288,10 @@ class B2BUA:
             peer,
             status,
             phrase,
-            extra=self._unknown_headers[peer.transport],
+            extra=protection.stranger_headers(peer.transport),
             top_via_only=True,
         )
         return True
-
-    def _may_answer_unknown(self, peer: Peer, *, now: float) -> bool:
-        """Whether an unknown source gets an answer now (mode and budget); counts drops."""
-        if self.config.unknown_source_answer == "drop" or (
-            peer.transport == "udp" and not self._unknown_answers.allow(peer.host, now=now)
-        ):
-            self.dropped_unknown += 1
-            return False
-        return True
-
-    def _capacity_reached(self, trunk: str, *, calls: bool) -> str | None:
-        """The protection ceiling `trunk` is at, in words; None below them.
-
-        `calls`: count its live calls too (for a new call), not only its
-        transactions.
-        """
-        config = self.config
-        if calls and self._calls_by_trunk.get(trunk, 0) >= config.calls_per_trunk:
-            return f"trunk {trunk} holds calls_per_trunk {config.calls_per_trunk}"
-        if self._txs_by_trunk.get(trunk, 0) >= config.transactions_per_trunk:
-            return f"trunk {trunk} holds transactions_per_trunk {config.transactions_per_trunk}"
-        return None
 
     def _over_capacity(self, request: Request, peer: Peer, trunk: str, *, calls: bool) -> bool:
         """Answer 503 if `trunk` holds its most calls or transactions (protection).
@@ -1489,7 +1300,7 @@ class B2BUA:
         would be (`trunk_capacity`), but no decision: a flood of them is what
         the ceiling stops, and a record each would let it write the trail.
         """
-        full = self._capacity_reached(trunk, calls=calls)
+        full = self._protection.capacity_reached(trunk, calls=calls)
         if full is None:
             return False
         if request.method != "ACK":
@@ -1532,15 +1343,8 @@ class B2BUA:
     def _add_server_tx(
         self, tx: ServerInviteTransaction | ServerNonInviteTransaction, trunk: str
     ) -> None:
-        self._server_txs[tx.key] = tx
-        self._tx_trunk[tx.key] = trunk
-        counts = self._txs_by_trunk
-        counts[trunk] = counts.get(trunk, 0) + 1
-
-    def _release_server_tx(self, key: tuple[str, ...]) -> None:
-        trunk = self._tx_trunk.pop(key, None)
-        if trunk is not None:
-            _decrement(self._txs_by_trunk, trunk)
+        self._txs.add_server(tx)
+        self._protection.transaction_added(tx.key, trunk)
 
     def _reply(
         self,
@@ -1565,10 +1369,15 @@ class B2BUA:
         if not self.gate.is_known(peer):
             # A stranger learns no more from a broken message than from a
             # good one: the uniform 403, within its budget, or nothing.
-            if self._may_answer_unknown(peer, now=now):
-                status, phrase = self.config.unknown_source_status
+            protection = self._protection
+            if protection.may_answer_stranger(peer, now=now):
+                status, phrase = protection.stranger_status
                 response = error_response_for(
-                    data, status, phrase, self._unknown_headers[peer.transport], first_via_only=True
+                    data,
+                    status,
+                    phrase,
+                    protection.stranger_headers(peer.transport),
+                    first_via_only=True,
                 )
             else:
                 response = None
@@ -1623,85 +1432,6 @@ def _parse_essentials(message: Request | Response) -> None:
         _ = message.max_forwards
 
 
-def _decrement(counts: dict[str, int], key: str) -> None:
-    """One less of `key`; a count that reaches zero leaves the dict."""
-    left = counts[key] - 1
-    if left:
-        counts[key] = left
-    else:
-        del counts[key]
-
-
-def _server_key(request: Request, *, method: str | None = None) -> tuple[str, ...]:
-    """RFC 3261 §17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
-    via = request.top_via
-    name = method or request.method
-    if name == "ACK":
-        name = "INVITE"
-    key = _via_key(via, name)
-    if key is not None:
-        return key
-    # RFC 2543 peers: fall back to the dialog and CSeq identifiers.
-    return (request.call_id, request.from_.tag or "", str(request.cseq.seq), via.sent_by, name)
-
-
-def _via_key(via: Via, method: str) -> tuple[str, ...] | None:
-    """The RFC 3261 transaction key of a magic-cookie branch; None for older peers."""
-    branch = via.branch
-    if branch is None or not branch.startswith("z9hG4bK"):
-        return None
-    return (branch, via.sent_by, method)
-
-
-def _client_key(request: Request) -> tuple[str, ...]:
-    return (request.top_via.branch or "", request.cseq.method)
-
-
-def _client_key_of_response(response: Response) -> tuple[str, ...]:
-    """RFC 3261 §17.1.3: match on the top Via branch and the CSeq method."""
-    return (response.top_via.branch or "", response.cseq.method)
-
-
-def make_response(
-    request: Request,
-    peer: Peer,
-    status: int,
-    reason: str,
-    *,
-    to_tag: str | None = None,
-    extra: Iterable[tuple[str, str]] = (),
-    body: bytes = b"",
-    top_via_only: bool = False,
-) -> Response:
-    """A response to `request` from `peer`, with received/rport (RFC 3581 §4)."""
-    via = request.top_via
-    return build_response(
-        request,
-        status,
-        reason,
-        to_tag=to_tag,
-        extra=extra,
-        body=body,
-        received=peer.host if via.host != peer.host else None,
-        rport=peer.port if via.has_param("rport") else None,
-        top_via_only=top_via_only,
-    )
-
-
-def end_to_end_headers(headers: Headers, strip: frozenset[str]) -> Iterable[tuple[str, str]]:
-    """The headers a message carries to the other leg: all but the per-leg ones
-    and `strip`, with 100rel taken out of Supported (it is not relayed)."""
-    for name, value in headers.fields:
-        key = name.lower()
-        if key in _PER_LEG or key in strip:
-            continue
-        if key == "supported":
-            value = ", ".join(v for v in _tokens(value) if v.lower() != "100rel")
-            if not value:
-                continue
-        yield name, value
-
-
 def _parse_call_headers(request: Request) -> IdentityNumbers:
     """Parse what `_start_call` reads from a new INVITE; its identity numbers.
 
@@ -1734,28 +1464,9 @@ def _identity_numbers(request: Request) -> IdentityNumbers:
     return number_of_uri(request.from_.uri), asserted
 
 
-def _tokens(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _unsupported(request: Request) -> str:
-    required = [item for value in request.headers.get_all("require") for item in _tokens(value)]
+    required = [item for value in request.headers.get_all("require") for item in option_tags(value)]
     return ", ".join(item for item in required if item.lower() not in _SUPPORTED_EXTENSIONS)
-
-
-def outbound_uri(request: Request, route: Peer) -> str:
-    """The B leg's Request-URI: the callee's user part at the route's address."""
-    uri = request.request_uri
-    if isinstance(uri, SipUri):
-        user = uri.user
-    elif isinstance(uri, TelUri):
-        user = uri.number
-    else:
-        user = None
-    transport = ";transport=tcp" if route.transport == "tcp" else ""
-    host = f"[{route.host}]" if ":" in route.host else route.host
-    user_part = f"{user}@" if user else ""
-    return f"sip:{user_part}{host}:{route.port}{transport}"
 
 
 def _parse_from(value: str) -> NameAddr:
@@ -1765,63 +1476,3 @@ def _parse_from(value: str) -> NameAddr:
 def _short(text: str) -> str:
     """A reason phrase: one line, bounded, no control characters."""
     return printable(text, limit=120)
-
-
-def error_response_for(
-    data: bytes,
-    status: int,
-    reason: str,
-    extra: Iterable[tuple[str, str]] = (),
-    *,
-    first_via_only: bool = False,
-) -> bytes | None:
-    """Best-effort error response to bytes that did not parse (RFC 3261 §8.2).
-
-    Answers requests that have a Via line to answer along; copies From, To,
-    Call-ID and CSeq when present (RFC 4475 §3.1.2.18: a request missing
-    one of them still gets its 400), and only the first Via line when
-    `first_via_only` (an answer to a stranger). Responses, ACKs and anything
-    without a Via are dropped: returns None.
-    """
-    head = data.split(b"\r\n\r\n", 1)[0]
-    try:
-        lines = head.decode("utf-8").split("\r\n")
-    except UnicodeDecodeError:
-        return None
-    request_line = lines[0]
-    if request_line[:4].upper() == "SIP/" or request_line.split(" ", 1)[0] in ("ACK", ""):
-        return None
-    copied: list[str] = []
-    seen: set[str] = set()
-    for line in lines[1:]:
-        name, colon, _ = line.partition(":")
-        if not colon or line[:1] in (" ", "\t"):
-            continue  # not a header line of its own (no colon, or a fold)
-        key = header_key(name.strip(" \t"))
-        if key == "via" and first_via_only and "via" in seen:
-            continue
-        if key in _ECHOED_ON_ERROR:
-            # A control character (a NUL, a C1 code) in a header the answer
-            # must carry goes back %-escaped: the answer still has its From,
-            # To, Call-ID and CSeq, and carries nothing unprintable.
-            copied.append(line if line.replace("\t", " ").isprintable() else _escaped(line))
-            seen.add(key)
-    if "via" not in seen:
-        return None
-    added = [f"{name}: {value}" for name, value in extra]
-    return "\r\n".join(
-        [f"SIP/2.0 {status} {reason}", *copied, *added, "Content-Length: 0", "", ""]
-    ).encode()
-
-
-_ECHOED_ON_ERROR = frozenset({"via", "from", "to", "call-id", "cseq"})
-
-
-def _escaped(line: str) -> str:
-    """`line` with every unprintable character (tab aside) as %XX of its UTF-8."""
-    return "".join(
-        char
-        if char.isprintable() or char == "\t"
-        else "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
-        for char in line
-    )

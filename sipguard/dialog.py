@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from sipguard.errors import SipParseError
+from sipguard.peer import Peer
 from sipguard.sip.message import Headers, Request
 from sipguard.sip.uri import NameAddr, SipUri, parse_name_addr, parse_uri
-from sipguard.transaction import Peer
 
 __all__ = [
     "DEFAULT_ID_BATCH",

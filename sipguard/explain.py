@@ -25,7 +25,6 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sipguard.b2bua import end_to_end_headers
 from sipguard.dialog import name_addr_with_tag
 from sipguard.errors import SipParseError
 from sipguard.gate import PolicyGate, build_policy
@@ -36,6 +35,7 @@ from sipguard.policy.verdict import Verdict
 from sipguard.ratetable import NO_LIMITS
 from sipguard.rules.schema import RuleSet
 from sipguard.rules.values import parse_host_port
+from sipguard.sip.builders import end_to_end_headers
 from sipguard.sip.message import Headers, Request
 from sipguard.sip.serializer import hostport, warning_value
 from sipguard.sip.uri import parse_name_addr

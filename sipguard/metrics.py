@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sipguard.b2bua import (
+from sipguard.events import (
     CallEnded,
     CallRefused,
     CallStarted,

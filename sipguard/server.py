@@ -22,18 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sipguard.audit import AuditLog, AuditSettings
-from sipguard.b2bua import (
-    B2BUA,
+from sipguard.b2bua import B2BUA, CoreConfig
+from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.errors import RuleFileErrors, SipProtocolError, StartupError
+from sipguard.events import (
     CallEnded,
     CallRefused,
     CallStarted,
-    CoreConfig,
     Event,
     InDialogMonitored,
     MessageRejected,
 )
-from sipguard.dialog import IdFactory, LocalAddress
-from sipguard.errors import RuleFileErrors, SipProtocolError, StartupError
 from sipguard.gate import PolicyGate, build_policy
 from sipguard.heap import CycleCollector, settle
 from sipguard.metrics import Metrics, StateReading

@@ -31,10 +31,11 @@ rings forever).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
+from sipguard.events import Transmit
 from sipguard.peer import Peer
-from sipguard.sip.message import Headers, Request, Response
+from sipguard.sip.builders import ack_for_failure
+from sipguard.sip.message import Request, Response
 from sipguard.sip.serializer import to_bytes
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
     "T2",
     "T4",
     "DEFAULT_RING_TIMEOUT",
-    "Peer",
-    "Transmit",
     "TxEvent",
     "TxKind",
     "TxState",
@@ -72,20 +71,6 @@ TIMER_L = 64 * T1  # RFC 6026 §8.7: absorb INVITE retransmissions after 2xx
 TIMER_M = 64 * T1  # RFC 6026 §8.4: accept 2xx retransmissions from forks
 # A next hop may ring for minutes; three minutes is RFC 3261's Timer C floor.
 DEFAULT_RING_TIMEOUT = 180.0
-
-
-@dataclass(frozen=True, slots=True)
-class Transmit:
-    """A command to the driver: send `data` to `peer`.
-
-    `reconnect` is where to open a new TCP connection when `peer`'s (an
-    inbound connection, from a port nothing listens on) is gone: the same
-    host at the port its Contact or first Route names (RFC 3261 §18.1.1).
-    """
-
-    peer: Peer
-    data: bytes
-    reconnect: Peer | None = None
 
 
 class TxKind(enum.Enum):
@@ -194,8 +179,10 @@ class Transaction:
     """State shared by the four kinds: state, peer, timers, outbox.
 
     `deadline` is the earliest absolute time at which `handle_timer` must run,
-    or None. `timed_out` becomes True when the transaction ended by a timeout
-    rather than by a response; the TU reads it after `handle_timer`.
+    or None. `handle_timer` and `transport_failed` return True when the
+    transaction has just ended by a timeout (or a transport error) rather
+    than by a response: the TU must react to that once. `timed_out` records
+    that it did, and stays True.
     """
 
     kind: TxKind
@@ -271,15 +258,19 @@ class Transaction:
     def _timeout_due(self, now: float) -> bool:
         return self._timeout_at is not None and now >= self._timeout_at
 
-    def handle_timer(self, *, now: float) -> None:
-        """Run the timers due at `now` (each kind overrides this)."""
+    def handle_timer(self, *, now: float) -> bool:
+        """Run the timers due at `now` (each kind overrides this); whether the
+        transaction timed out now."""
         raise NotImplementedError
 
-    def transport_failed(self) -> None:
-        """The driver could not deliver to `peer` (RFC 3261 §17.1.4, §17.2.4)."""
+    def transport_failed(self) -> bool:
+        """The driver could not deliver to `peer` (RFC 3261 §17.1.4, §17.2.4);
+        whether that ended the transaction now (as a timeout)."""
         if self._fire(TxEvent.TIMEOUT):
             self.timed_out = True
             self.transport_error = True
+            return True
+        return False
 
 
 class ClientInviteTransaction(Transaction):
@@ -336,37 +327,22 @@ class ClientInviteTransaction(Transaction):
             self._retransmit_at = None
             self._timeout_at = now + TIMER_M
         else:
-            self._ack = to_bytes(self._build_ack(response))
+            self._ack = to_bytes(ack_for_failure(self.request, response))
             self._send(self._ack)
             self._linger(TIMER_D, now=now)
         return response
 
-    def handle_timer(self, *, now: float) -> None:
+    def handle_timer(self, *, now: float) -> bool:
         """Run due timers: A retransmits; B or the ring timeout time out; D/M end."""
         if not self._timeout_due(now):
             self._retransmit_due(now, cap=float("inf"))
-            return
+            return False
         if self.state in (TxState.CALLING, TxState.PROCEEDING):
             self._fire(TxEvent.TIMEOUT)
             self.timed_out = True
-        else:
-            self._fire(TxEvent.LINGER_DONE)
-
-    def _build_ack(self, response: Response) -> Request:
-        """RFC 3261 §17.1.1.3: the ACK for a non-2xx final response."""
-        invite = self.request
-        # §17.1.1.3: "the ACK MUST contain a single Via header field ... equal
-        # to the top Via header field of the original request".
-        fields: list[tuple[str, str]] = [("Via", str(invite.top_via))]
-        fields.extend(("Route", value) for value in invite.headers.get_all("route"))
-        fields += [
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("from") or ""),
-            ("To", response.headers.get("to") or ""),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.seq} ACK"),
-        ]
-        return Request("ACK", invite.uri, Headers(fields))
+            return True
+        self._fire(TxEvent.LINGER_DONE)
+        return False
 
 
 class ClientNonInviteTransaction(Transaction):
@@ -408,16 +384,17 @@ class ClientNonInviteTransaction(Transaction):
         self._linger(TIMER_K, now=now)
         return response
 
-    def handle_timer(self, *, now: float) -> None:
+    def handle_timer(self, *, now: float) -> bool:
         """Run due timers: E retransmits; F times out; K ends."""
         if not self._timeout_due(now):
             self._retransmit_due(now, cap=T2)
-            return
+            return False
         if self.state is TxState.COMPLETED:
             self._fire(TxEvent.LINGER_DONE)
-        else:
-            self._fire(TxEvent.TIMEOUT)
-            self.timed_out = True
+            return False
+        self._fire(TxEvent.TIMEOUT)
+        self.timed_out = True
+        return True
 
 
 class ServerInviteTransaction(Transaction):
@@ -495,19 +472,21 @@ class ServerInviteTransaction(Transaction):
             self.ack_received = True
             self._stop_retransmit()
 
-    def handle_timer(self, *, now: float) -> None:
+    def handle_timer(self, *, now: float) -> bool:
         """Run due timers: G (or 2xx) retransmits; H or L end the wait."""
         if not self._timeout_due(now):
             self._retransmit_due(now, cap=T2)
-            return
+            return False
         if self.state is TxState.COMPLETED:
             self._fire(TxEvent.TIMEOUT)  # Timer H: the ACK never came
             self.timed_out = True
-        elif self.state is TxState.ACCEPTED:
+            return True
+        if self.state is TxState.ACCEPTED:
             self.timed_out = not self.ack_received  # §13.3.1.4: no ACK -> BYE
             self._fire(TxEvent.LINGER_DONE)
-        else:
-            self._fire(TxEvent.LINGER_DONE)
+            return self.timed_out
+        self._fire(TxEvent.LINGER_DONE)
+        return False
 
 
 class ServerNonInviteTransaction(Transaction):
@@ -539,7 +518,8 @@ class ServerNonInviteTransaction(Transaction):
         if event is not TxEvent.PROVISIONAL:
             self._linger(TIMER_J, now=now)
 
-    def handle_timer(self, *, now: float) -> None:
-        """Timer J ends the transaction."""
+    def handle_timer(self, *, now: float) -> bool:
+        """Timer J ends the transaction (never a timeout the TU reacts to)."""
         if self._timeout_due(now):
             self._fire(TxEvent.LINGER_DONE)
+        return False

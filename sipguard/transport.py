@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from sipguard.errors import SipProtocolError
+from sipguard.peer import Peer
 from sipguard.sip.parser import DEFAULT_MAX_MESSAGE_SIZE, StreamFramer
-from sipguard.transaction import Peer
 
 __all__ = ["MessageSink", "Transports", "DEFAULT_TCP_IDLE_TIMEOUT"]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from sipguard.b2bua import B2BUA, CoreConfig, Event
+from sipguard.b2bua import B2BUA, CoreConfig
 from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.events import Event
 from sipguard.peer import Peer
 from sipguard.policy.decision import Allow, Refuse, Relay
 from sipguard.policy.engine import IdentityNumbers

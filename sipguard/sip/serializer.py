@@ -1,9 +1,8 @@
-"""Messages to bytes, and responses built from requests (RFC 3261 §7, §8.2.6).
+"""Messages to bytes, and the free text they carry (RFC 3261 §7, §25.1).
 
 `to_bytes` writes the start line, the header fields in order, and a
-Content-Length computed from the body; `build_response` copies the headers a
-response must echo (§8.2.6.2: Via, From, To, Call-ID, CSeq) and adds the
-To-tag when one is given.
+Content-Length computed from the body. Responses are built from requests
+in `sipguard.sip.builders`.
 
 Free text in an answer (the text of a Warning or a Reason) is written by
 `quoted_string` only, whatever its origin: a rule file, or a number decoded
@@ -15,18 +14,14 @@ text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from sipguard.sip.headers import key_and_name
-from sipguard.sip.message import Headers, Request, Response
-from sipguard.sip.uri import format_params
+from sipguard.sip.message import Request, Response
 
 __all__ = [
     "MAX_QUOTED_TEXT",
     "REASON_PHRASES",
     "WARN_MISCELLANEOUS",
-    "build_response",
     "hostport",
+    "printable",
     "quoted_string",
     "reason_value",
     "to_bytes",
@@ -98,8 +93,6 @@ REASON_PHRASES: dict[int, str] = {
     608: "Rejected",  # RFC 8688
 }
 
-_ECHOED = frozenset({"via", "from", "call-id", "cseq"})
-
 # The most characters of free text one quoted-string of an answer carries:
 # room for a rule's explanation and what made it fire, far from the line
 # lengths peers accept.
@@ -168,93 +161,3 @@ def to_bytes(message: Request | Response) -> bytes:
     if head.count("\n") != expected or head.count("\r") != expected:
         raise ValueError("CR or LF inside a start line or header value")
     return head.encode("utf-8") + message.body
-
-
-def build_response(
-    request: Request,
-    status: int,
-    reason: str | None = None,
-    *,
-    to_tag: str | None = None,
-    extra: Iterable[tuple[str, str]] = (),
-    body: bytes = b"",
-    received: str | None = None,
-    rport: int | None = None,
-    top_via_only: bool = False,
-) -> Response:
-    """Build a response to `request`.
-
-    Args:
-        to_tag: added to To when the request's To has no tag (§8.2.6.2).
-        extra: further header fields, appended after the echoed ones.
-        received, rport: the real source of the request, written into the
-            top Via as RFC 3261 §18.2.1 and RFC 3581 §4 require.
-        top_via_only: echo the top Via value alone (an answer to a stranger:
-            its size stays bounded whatever Via chain the request carried).
-    """
-    fields: list[tuple[str, str]] = []
-    keys: list[str] = []
-    stamp = received is not None or rport is not None or top_via_only
-    vias = 0
-    for key, name, value in request.headers.keyed():
-        if key == "via":
-            vias += 1
-            if top_via_only and vias > 1:
-                continue
-            if stamp:
-                value = _stamp_via(request, received, rport, alone=top_via_only)
-                stamp = False
-        elif key == "to":
-            value = _tagged(request, value, to_tag)
-        elif key not in _ECHOED:
-            continue
-        fields.append((name, value))
-        keys.append(key)
-    for name, value in extra:
-        key, canonical = key_and_name(name)
-        fields.append((canonical, value))
-        keys.append(key)
-    headers = Headers.from_keyed(fields, keys)
-    return Response(status, reason or REASON_PHRASES.get(status, "Unknown"), headers, body)
-
-
-def _tagged(request: Request, value: str, to_tag: str | None) -> str:
-    if to_tag is None or request.to.tag is not None:
-        return value
-    return f"{value};tag={to_tag}"
-
-
-def _stamp_via(
-    request: Request, received: str | None, rport: int | None, *, alone: bool = False
-) -> str:
-    """Rewrite the first Via value with received/rport (the rest of a
-    comma-joined Via line is kept as it was, unless `alone`)."""
-    raw = request.headers.get("via") or ""
-    top = request.top_via
-    params = [(k, v) for k, v in top.params if k not in ("received", "rport")]
-    if received is not None:
-        params.append(("received", received))
-    if rport is not None and top.has_param("rport"):
-        params.append(("rport", str(rport)))
-    stamped = f"SIP/2.0/{top.transport} {top.sent_by}{format_params(tuple(params))}"
-    if alone:
-        return stamped
-    comma = _first_top_level_comma(raw)
-    return stamped if comma < 0 else stamped + raw[comma:]
-
-
-def _first_top_level_comma(value: str) -> int:
-    if "," not in value:
-        return -1
-    in_quotes = False
-    escaped = False
-    for index, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif in_quotes and char == "\\":
-            escaped = True
-        elif char == '"':
-            in_quotes = not in_quotes
-        elif char == "," and not in_quotes:
-            return index
-    return -1

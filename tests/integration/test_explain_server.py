@@ -27,9 +27,10 @@ import pytest
 from sipguard.cli import main
 from sipguard.rules.loader import load_rules
 from sipguard.server import Server, ServerOptions
+from sipguard.sip.builders import build_response
 from sipguard.sip.message import Request, Response
 from sipguard.sip.parser import parse_message
-from sipguard.sip.serializer import build_response, to_bytes
+from sipguard.sip.serializer import to_bytes
 from sipguard.sip.uri import parse_name_addr
 
 pytestmark = pytest.mark.integration

@@ -51,9 +51,10 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from sipguard.b2bua import B2BUA, CallEnded, CallStarted, CoreConfig, Event, MessageRejected
+from sipguard.b2bua import B2BUA, CoreConfig
 from sipguard.dialog import IdFactory, LocalAddress
 from sipguard.errors import MessageTooLarge, SipParseError
+from sipguard.events import CallEnded, CallStarted, Event, MessageRejected, Transmit
 from sipguard.gate import PolicyGate, build_policy
 from sipguard.peer import Peer
 from sipguard.policy.numbers import number_of_uri
@@ -63,7 +64,6 @@ from sipguard.sip.message import MAX_CSEQ, Request, Response
 from sipguard.sip.parser import StreamFramer, parse_message
 from sipguard.sip.serializer import to_bytes
 from sipguard.sip.uri import parse_name_addr, split_list
-from sipguard.transaction import Transmit
 from tests.helpers import CALLEE, CALLER, STRANGER, CorePair, in_dialog, invite, response_to
 
 pytestmark = pytest.mark.property

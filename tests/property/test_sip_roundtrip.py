@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sipguard.errors import MessageTooLarge, SipParseError
+from sipguard.sip.builders import build_response
 from sipguard.sip.headers import COMPACT_FORMS
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import StreamFramer, parse_message
-from sipguard.sip.serializer import build_response, quoted_string, to_bytes
+from sipguard.sip.serializer import quoted_string, to_bytes
 from sipguard.sip.uri import split_list
 
 pytestmark = pytest.mark.property

@@ -16,9 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from sipguard.events import Transmit
 from sipguard.peer import Peer
+from sipguard.sip.builders import build_response
 from sipguard.sip.message import Headers, Request, Response
-from sipguard.sip.serializer import build_response, to_bytes
+from sipguard.sip.serializer import to_bytes
 from sipguard.transaction import (
     TRANSITIONS,
     ClientInviteTransaction,
@@ -26,7 +28,6 @@ from sipguard.transaction import (
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     Transaction,
-    Transmit,
     TxEvent,
     TxKind,
     TxState,
@@ -283,7 +284,11 @@ class TransactionMachine(RuleBasedStateMachine):
         limit = time_limit(tx.kind, before_state, reliable=tx.peer.reliable)
         entered_at = self.entered_at
         before_sent = len(self.outbox)
-        self._step({E.TIMEOUT, E.LINGER_DONE}, lambda: tx.handle_timer(now=self.now))
+        was_timed_out = tx.timed_out
+        told: list[bool] = []
+        self._step({E.TIMEOUT, E.LINGER_DONE}, lambda: told.append(tx.handle_timer(now=self.now)))
+        # The TU is told of a timeout once: when `timed_out` turns True.
+        assert told == [tx.timed_out and not was_timed_out]
         # RFC 3261 §13.3.1.4: only a 2xx to an INVITE is retransmitted on a
         # reliable transport (by the UAS core, until the ACK).
         if tx.peer.reliable and not (
@@ -384,10 +389,12 @@ class TransactionMachine(RuleBasedStateMachine):
     def transport_failed(self) -> None:
         tx = self.tx
         assert tx is not None
-        was_terminated = tx.is_terminated
-        self._step({E.TIMEOUT}, tx.transport_failed)
+        was_terminated, was_timed_out = tx.is_terminated, tx.timed_out
+        told: list[bool] = []
+        self._step({E.TIMEOUT}, lambda: told.append(tx.transport_failed()))
         if tx.is_terminated and not was_terminated:
             assert tx.timed_out
+        assert told == [tx.timed_out and not was_timed_out]
 
     # --- invariants ---
 

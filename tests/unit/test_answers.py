@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sipguard.b2bua import B2BUA, CallRefused, CallStarted, CoreConfig, Event
+from sipguard.b2bua import B2BUA, CoreConfig
 from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.events import CallRefused, CallStarted, Event
 from sipguard.gate import PolicyGate, build_policy
 from sipguard.peer import Peer
 from sipguard.rules.loader import parse_rules

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sipguard.audit import AuditLog, AuditSettings, _timestamp, record_of
-from sipguard.b2bua import CallEnded, CallRefused, CallStarted
+from sipguard.events import CallEnded, CallRefused, CallStarted
 from sipguard.peer import Peer
 from sipguard.sip.message import Request
 from sipguard.sip.parser import parse_message

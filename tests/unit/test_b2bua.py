@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipguard.b2bua import CallEnded, CallRefused, CallStarted
+from sipguard.events import CallEnded, CallRefused, CallStarted
 from sipguard.sip.message import Request, Response
 from tests.helpers import (
     CALLEE,

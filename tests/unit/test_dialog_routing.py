@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from sipguard.b2bua import CallEnded
 from sipguard.dialog import request_target
+from sipguard.events import CallEnded
 from sipguard.sip.message import Request, Response
 from tests.helpers import CALLEE, CALLER, CorePair, in_dialog, invite, response_to, statuses
 

@@ -12,8 +12,9 @@ import random
 
 import pytest
 
-from sipguard.b2bua import B2BUA, CallEnded, CallStarted, CoreConfig, MessageRejected
+from sipguard.b2bua import B2BUA, CoreConfig
 from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.events import CallEnded, CallStarted, MessageRejected
 from sipguard.peer import Peer, speaks_for
 from sipguard.policy.decision import Allow, Refuse
 from sipguard.sip.message import Request, Response

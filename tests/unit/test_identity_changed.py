@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipguard.b2bua import CallRefused, InDialogMonitored
+from sipguard.events import CallRefused, InDialogMonitored
 from sipguard.gate import build_policy
 from sipguard.policy.engine import evaluate_identity_change
 from sipguard.rules.loader import parse_rules

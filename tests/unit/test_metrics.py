@@ -9,8 +9,9 @@ import socket
 import pytest
 from prometheus_client import generate_latest
 
-from sipguard.b2bua import B2BUA, CallEnded, CallRefused, CallStarted, CoreConfig, MessageRejected
+from sipguard.b2bua import B2BUA, CoreConfig
 from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.events import CallEnded, CallRefused, CallStarted, MessageRejected
 from sipguard.gate import PolicyGate, build_policy
 from sipguard.metrics import Metrics, StateReading
 from sipguard.policy.verdict import RULE_DEFAULTS
@@ -236,7 +237,7 @@ def test_the_dashboard_only_queries_metrics_sipguard_exports() -> None:
     import re
     from pathlib import Path
 
-    from sipguard.b2bua import CallEnded as Ended
+    from sipguard.events import CallEnded as Ended
 
     root = Path(__file__).resolve().parents[2]
     dashboard = json.loads((root / "docs" / "grafana-dashboard.json").read_text("utf-8"))

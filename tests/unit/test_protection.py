@@ -16,17 +16,12 @@ import random
 import pytest
 
 from sipguard.answercache import AnswerCache
-from sipguard.b2bua import (
-    B2BUA,
-    CallEnded,
-    CallRefused,
-    CallStarted,
-    CoreConfig,
-    MessageRejected,
-)
+from sipguard.b2bua import B2BUA, CoreConfig
 from sipguard.dialog import IdFactory, LocalAddress
+from sipguard.events import CallEnded, CallRefused, CallStarted, MessageRejected
 from sipguard.peer import Peer
 from sipguard.policy.decision import Allow, Refuse
+from sipguard.protection import Protection
 from sipguard.sip.message import Request, Response
 from sipguard.sip.parser import ParseLimits
 from sipguard.sourcelimit import AnswerBudget
@@ -515,3 +510,70 @@ def test_the_answer_cache_is_bounded_and_expires() -> None:
     cache.remember(("b", "x"), b"", now=100.0)
     assert len(cache) == 1, "expired entries go as new ones come"
     assert cache.answer_for(("b", "x"), now=100.5) == b""
+
+
+# -- the core's Protection, asked directly -------------------------------------------
+
+
+def protection(*, unknown_source_answer: str = "reject") -> Protection:
+    return Protection(
+        calls_per_trunk=2,
+        transactions_per_trunk=3,
+        unknown_source_answer=unknown_source_answer,
+        unknown_source_rate=1.0,
+        unknown_source_status=(403, "Forbidden"),
+        transports=frozenset({"udp", "tcp"}),
+        warning=lambda transport, text: f'399 {transport}-agent "{text}"',
+    )
+
+
+def test_per_trunk_counts_name_the_ceiling_and_leave_no_trace_at_zero() -> None:
+    guard = protection()
+    guard.call_started("t")
+    guard.call_started("t")
+    assert guard.capacity_reached("t", calls=True) == "trunk t holds calls_per_trunk 2"
+    assert guard.capacity_reached("t", calls=False) is None, "calls count for new calls only"
+    guard.call_ended("t")
+    guard.call_ended("t")
+    assert guard.calls_by_trunk == {}
+    for index in range(3):
+        guard.transaction_added(("z9hG4bK", str(index)), "t")
+    assert guard.capacity_reached("t", calls=False) == "trunk t holds transactions_per_trunk 3"
+    guard.transaction_forgotten(("z9hG4bK", "0"))
+    guard.transaction_forgotten(("z9hG4bK", "0"))  # once only
+    guard.transaction_forgotten(("never", "added"))
+    assert guard.capacity_reached("t", calls=False) is None
+    guard.transaction_added(("z9hG4bK", "3"), "t")
+    assert guard.capacity_reached("t", calls=False) is not None
+
+
+def test_the_strangers_budget_holds_per_udp_address_and_counts_drops() -> None:
+    guard = protection()
+    udp, tcp = Peer("udp", "192.0.2.66", 5060), Peer("tcp", "192.0.2.66", 5060)
+    assert guard.may_answer_stranger(udp, now=0.0)
+    assert not guard.may_answer_stranger(udp, now=0.1)
+    assert all(guard.may_answer_stranger(tcp, now=0.1) for _ in range(5))
+    assert guard.may_answer_stranger(udp, now=1.0)
+    assert guard.dropped_unknown == 1
+    assert guard.why_unanswered == "past the address's answer budget (unknown_source_rate)"
+    assert guard.stranger_status == (403, "Forbidden")
+    assert guard.stranger_headers("tcp") == (
+        ("Reason", 'SIP;cause=403;text="unknown_source"'),
+        ("Warning", '399 tcp-agent "unknown_source"'),
+    )
+
+
+def test_drop_mode_answers_no_stranger_whatever_its_transport() -> None:
+    guard = protection(unknown_source_answer="drop")
+    assert not guard.may_answer_stranger(Peer("tcp", "192.0.2.66", 5060), now=0.0)
+    assert guard.dropped_unknown == 1
+    assert guard.why_unanswered == "unknown_source_answer: drop"
+
+
+def test_stateless_answers_are_remembered_per_source() -> None:
+    guard = protection()
+    key = ("z9hG4bK1", "192.0.2.66:5060", "INVITE")
+    guard.remember_stateless(STRANGER, key, b"SIP/2.0 403 Forbidden\r\n", now=0.0)
+    assert guard.stateless_answer(STRANGER, key, now=1.0) == b"SIP/2.0 403 Forbidden\r\n"
+    other = Peer("udp", STRANGER.host, STRANGER.port + 1)
+    assert guard.stateless_answer(other, key, now=1.0) is None

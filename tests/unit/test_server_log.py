@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sipguard.b2bua import CallStarted
+from sipguard.events import CallStarted
 from sipguard.server import _log_event
 from tests.helpers import CALLER
 

@@ -1,12 +1,13 @@
-"""to_bytes and build_response (RFC 3261 §7, §8.2.6, §18.2.1; RFC 3581 §4)."""
+"""to_bytes, and build_response of sip/builders.py (RFC 3261 §7, §8.2.6, §18.2.1; RFC 3581 §4)."""
 
 from __future__ import annotations
 
 import pytest
 
+from sipguard.sip.builders import build_response
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import parse_message
-from sipguard.sip.serializer import REASON_PHRASES, build_response, quoted_string, to_bytes
+from sipguard.sip.serializer import REASON_PHRASES, quoted_string, to_bytes
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from sipguard.b2bua import CallRefused, CallStarted
+from sipguard.events import CallRefused, CallStarted
 from sipguard.metrics import Metrics, StateReading
 from sipguard.top import parse, render, rows_of
 from tests.helpers import CALLER

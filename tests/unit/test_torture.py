@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from sipguard.events import Transmit
 from sipguard.sip.message import Request
 from sipguard.sip.parser import parse_message
-from sipguard.transaction import Transmit
 from tests.helpers import CALLEE, CALLER, CorePair
 
 pytestmark = pytest.mark.unit

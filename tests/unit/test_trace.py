@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sipguard.audit import AuditLog, AuditSettings
-from sipguard.b2bua import CallEnded, CallRefused, CallStarted
 from sipguard.cli import main
+from sipguard.events import CallEnded, CallRefused, CallStarted
 from sipguard.peer import Peer
 from sipguard.trace import TraceQuery, audit_files, format_record, read_records, trace
 from tests.helpers import CALLER

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from sipguard.events import Transmit
 from sipguard.peer import Peer
+from sipguard.sip.builders import build_response
 from sipguard.sip.message import Headers, Request, Response
 from sipguard.sip.parser import parse_message
-from sipguard.sip.serializer import build_response, to_bytes
+from sipguard.sip.serializer import to_bytes
 from sipguard.transaction import (
     DEFAULT_RING_TIMEOUT,
     T1,
@@ -21,7 +23,6 @@ from sipguard.transaction import (
     ClientNonInviteTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
-    Transmit,
     TxState,
 )
 
