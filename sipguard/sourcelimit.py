@@ -22,6 +22,8 @@ from collections import OrderedDict
 
 __all__ = ["AnswerBudget"]
 
+_SLACK = 1e-6
+
 
 class AnswerBudget:
     """Token buckets keyed by source address, bounded in number.
@@ -38,7 +40,10 @@ class AnswerBudget:
         if burst < 1 or max_sources < 1:
             raise ValueError("burst and max_sources must be at least 1")
         self._interval = 1.0 / rate
-        self._tolerance = (burst - 1) * self._interval
+        # A microsecond of slack: `full_at` is a sum of intervals on a clock
+        # of thousands of seconds, and the rounding of that sum must not
+        # cost a source one answer of its burst.
+        self._tolerance = (burst - 1) * self._interval + _SLACK
         self._max_sources = max_sources
         self._full_at: OrderedDict[str, float] = OrderedDict()
         self.refused = 0

@@ -577,3 +577,14 @@ def test_stateless_answers_are_remembered_per_source() -> None:
     assert guard.stateless_answer(STRANGER, key, now=1.0) == b"SIP/2.0 403 Forbidden\r\n"
     other = Peer("udp", STRANGER.host, STRANGER.port + 1)
     assert guard.stateless_answer(other, key, now=1.0) is None
+
+
+@pytest.mark.parametrize("rate", [3.0, 7.0, 20.0])
+def test_the_answer_budget_gives_its_whole_burst_at_any_clock_reading(rate: float) -> None:
+    """The burst is exact whatever the clock says: sums of 1/rate on a clock
+    of thousands of seconds round, and must not cost an answer."""
+    burst = int(rate)
+    for step in range(2000):
+        now = 1000.0 + step * 0.0137
+        budget = AnswerBudget(rate=rate, burst=burst)
+        assert sum(budget.allow("192.0.2.1", now=now) for _ in range(burst + 5)) == burst, now
